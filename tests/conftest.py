@@ -1,0 +1,28 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+# Two cores in CI: keep torch from oversubscribing them.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    path = SHARED / "data"
+    if not path.is_dir():
+        pytest.skip("../shared/data is not present beside the repository")
+    return path
+
+
+@pytest.fixture
+def tiny():
+    from tiny import tiny_donor
+
+    return tiny_donor()

@@ -1,0 +1,154 @@
+"""Deb's constrained domination on top of DEAP's NSGA-II tools.
+
+DEAP's ``selNSGA2`` sorts by plain Pareto dominance. Its ``sortNondominated`` only asks each
+fitness ``a.dominates(b)``, so a fitness class whose ``dominates`` follows Deb's rules turns
+DEAP's sorting into constrained sorting:
+
+1. a feasible solution (violation 0) dominates an infeasible one;
+2. of two infeasible solutions, the one with the smaller violation dominates (equal violations:
+   neither);
+3. of two feasible solutions, Pareto dominance on (P maximised, size minimised).
+
+Crowding distance is DEAP's ``assignCrowdingDist`` on the objective values; for selections
+without a P (rejected on size, or failed) the P used for crowding is 0. The binary tournament
+is Deb's crowded comparison: lower rank wins, then larger crowding distance, then a coin flip.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from itertools import chain
+from typing import List, Sequence
+
+from deap import base, creator, tools
+
+WEIGHTS = (1.0, -1.0)  # P maximised, size minimised
+
+
+class ConstrainedFitness(base.Fitness):
+    """A DEAP fitness with a constraint violation and Deb's constrained domination."""
+
+    weights = WEIGHTS
+
+    def __init__(self, values=(), violation: float = 0.0):
+        super().__init__(values)
+        self.violation = float(violation)
+        self.rank = 0
+        self.crowding_dist = 0.0
+
+    @property
+    def feasible(self) -> bool:
+        return self.violation == 0.0
+
+    def dominates(self, other: "ConstrainedFitness", obj=slice(None)) -> bool:  # type: ignore[override]
+        return constrained_dominates(self.wvalues, self.violation, other.wvalues, other.violation)
+
+    # sortNondominated groups individuals by fitness: equal objectives with different violations
+    # must not share a group.
+    def __hash__(self) -> int:
+        return hash((self.wvalues, self.violation))
+
+    def __eq__(self, other) -> bool:
+        return self.wvalues == other.wvalues and self.violation == getattr(other, "violation", None)
+
+    def __ne__(self, other) -> bool:
+        return not self.__eq__(other)
+
+    def __deepcopy__(self, memo):
+        copy_ = self.__class__()
+        copy_.wvalues = self.wvalues
+        copy_.violation = self.violation
+        copy_.rank = self.rank
+        copy_.crowding_dist = self.crowding_dist
+        return copy_
+
+
+def constrained_dominates(wa: Sequence[float], va: float, wb: Sequence[float], vb: float) -> bool:
+    """Whether solution a dominates b; ``w*`` are weighted objectives (larger is better)."""
+    if va == 0.0 and vb == 0.0:
+        not_worse = all(x >= y for x, y in zip(wa, wb))
+        return not_worse and any(x > y for x, y in zip(wa, wb))
+    if va == 0.0:
+        return True
+    if vb == 0.0:
+        return False
+    return va < vb
+
+
+def dominates(a: tuple, b: tuple) -> bool:
+    """Constrained domination of ``(P, size, violation)`` tuples (P may be NaN when infeasible)."""
+    return constrained_dominates(_weighted(a[0], a[1]), float(a[2]), _weighted(b[0], b[1]), float(b[2]))
+
+
+def _weighted(p: float, size: float) -> tuple:
+    p = 0.0 if p is None or not math.isfinite(p) else float(p)
+    return (p * WEIGHTS[0], float(size) * WEIGHTS[1])
+
+
+# Created once, under names no other DEAP user is likely to pick, so that importing this module in
+# a worker process is enough to unpickle individuals.
+if not hasattr(creator, "GraftSearchFitness"):
+    creator.create("GraftSearchFitness", ConstrainedFitness)
+if not hasattr(creator, "GraftSearchIndividual"):
+    creator.create("GraftSearchIndividual", list, fitness=creator.GraftSearchFitness)
+
+
+def make_individual(bits: str, p: float, size: float, violation: float):
+    """A DEAP individual (list of 0/1) with its constrained fitness filled in."""
+    ind = creator.GraftSearchIndividual(int(c) for c in bits)
+    ind.fitness.values = (0.0 if p is None or not math.isfinite(p) else float(p), float(size))
+    ind.fitness.violation = float(violation)
+    return ind
+
+
+def bits_of(individual) -> str:
+    return "".join("1" if b else "0" for b in individual)
+
+
+def rank_fronts(individuals: Sequence, k: int | None = None) -> List[list]:
+    """Constrained non-dominated fronts (DEAP's sort) with rank and crowding distance set."""
+    k = len(individuals) if k is None else k
+    fronts = tools.sortNondominated(list(individuals), k)
+    for rank, front in enumerate(fronts, start=1):
+        tools.emo.assignCrowdingDist(front)
+        for ind in front:
+            ind.fitness.rank = rank
+    return fronts
+
+
+def select_survivors(individuals: Sequence, k: int) -> list:
+    """NSGA-II environmental selection of ``k`` individuals: whole fronts, then least crowded."""
+    if k >= len(individuals):
+        fronts = rank_fronts(individuals)
+        return list(chain(*fronts))
+    fronts = rank_fronts(individuals, k)
+    chosen = list(chain(*fronts[:-1]))
+    last = sorted(fronts[-1], key=lambda ind: ind.fitness.crowding_dist, reverse=True)
+    chosen.extend(last[: k - len(chosen)])
+    return chosen
+
+
+def crowded_better(a, b) -> int:
+    """1 when a wins the crowded comparison, -1 when b wins, 0 on a tie."""
+    if a.fitness.rank != b.fitness.rank:
+        return 1 if a.fitness.rank < b.fitness.rank else -1
+    if a.fitness.crowding_dist != b.fitness.crowding_dist:
+        return 1 if a.fitness.crowding_dist > b.fitness.crowding_dist else -1
+    return 0
+
+
+def tournament(individuals: Sequence, k: int, rng: random.Random | None = None) -> list:
+    """``k`` winners of binary tournaments between two distinct random individuals."""
+    rng = rng or random
+    chosen = []
+    for _ in range(k):
+        if len(individuals) == 1:
+            chosen.append(individuals[0])
+            continue
+        a, b = rng.sample(list(individuals), 2)
+        verdict = crowded_better(a, b)
+        if verdict == 0:
+            verdict = 1 if rng.random() < 0.5 else -1
+        chosen.append(a if verdict > 0 else b)
+    return chosen

@@ -1,0 +1,198 @@
+"""Export: model.pt / TorchScript / ONNX reproduce the eager model; load_model rebuilds it."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import graftsearch as gs
+from graftsearch._export import load_torchscript, read_record
+
+
+def _deployable(donor, selection=(2, 4), seed=0):
+    torch.manual_seed(seed)
+    graft = gs.GraftedModel(donor, list(selection), gs.HeadSpec(num_classes=3, hidden=8))
+    return gs.DeployableModel(graft, mean=donor.preprocessing.mean, std=donor.preprocessing.std,
+                              image_size=donor.image_size, class_names=["ant", "bee", "cat"]).eval()
+
+
+@pytest.fixture
+def images():
+    return torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+
+
+def test_deployable_model_normalises_then_grafts(tiny, images):
+    model = _deployable(tiny)
+    with torch.no_grad():
+        want = model.graft((images - 0.5) / 0.25)  # the tiny donor's mean and std
+        np.testing.assert_allclose(model(images), want, atol=1e-6)
+    idx, prob = model.predict(images)
+    assert idx.shape == (5,) and torch.all((prob > 1 / 3) & (prob <= 1))
+    assert model.describe()["selection"] == [2, 4]
+    assert sum(p.numel() for p in model.parameters()) == model.graft.num_params()  # no extra params
+
+
+def test_export_files_reproduce_eager_model(tiny, images, tmp_path):
+    model = _deployable(tiny)
+    result = gs.export_model(model, tmp_path / "best", donor=tiny, metrics={"test": {"accuracy": 0.5}})
+    assert result.model_pt.name == "model.pt" and result.torchscript.name == "model.torchscript.pt"
+    assert result.max_abs_diff["torchscript"] <= 1e-5
+    scripted, meta = load_torchscript(result.torchscript)
+    assert meta["class_names"] == ["ant", "bee", "cat"] and meta["image_size"] == 32
+    with torch.no_grad():
+        want = model(images)
+        np.testing.assert_allclose(scripted(images), want, atol=1e-5)
+        np.testing.assert_allclose(scripted(images[:1]), want[:1], atol=1e-5)  # any batch size
+    record = read_record(result.model_pt)
+    assert record["metrics"] == {"test": {"accuracy": 0.5}}
+    assert record["donor"] is None  # an in-memory module cannot be rebuilt from its name
+    torch.load(result.model_pt, weights_only=True)  # loads without trusting pickles
+
+
+def test_onnx_output_equals_eager_with_onnxruntime(tiny, images, tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    model = _deployable(tiny)
+    result = gs.export_model(model, tmp_path, onnx=True)
+    assert result.onnx is not None and result.max_abs_diff["onnx"] <= 1e-4
+    session = ort.InferenceSession(str(result.onnx), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"images": images.numpy()})[0]  # another batch size than exported
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(images).numpy(), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_torchscript_in_fresh_process_without_graftsearch(tiny, images, tmp_path):
+    """Acceptance 1: plain torch in a new process gives the same predictions."""
+    model = _deployable(tiny)
+    result = gs.export_model(model, tmp_path, onnx=False)
+    torch.save(images, tmp_path / "x.pt")
+    code = textwrap.dedent(f"""
+        import sys, json, torch
+        m = torch.jit.load({str(result.torchscript)!r})
+        x = torch.load({str(tmp_path / 'x.pt')!r})
+        with torch.no_grad():
+            logits = m(x)
+        print(json.dumps({{"graftsearch_imported": any(k.startswith("graftsearch") for k in sys.modules),
+                           "pred": logits.argmax(1).tolist(), "logits": logits.tolist()}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["graftsearch_imported"] is False
+    with torch.no_grad():
+        want = model(images)
+    assert got["pred"] == want.argmax(1).tolist()
+    np.testing.assert_allclose(np.array(got["logits"]), want.numpy(), atol=1e-5)
+
+
+def test_load_model_needs_donor_for_in_memory_module(tiny, images, tmp_path):
+    model = _deployable(tiny)
+    gs.export_model(model, tmp_path, donor=tiny, onnx=False)
+    with pytest.raises(gs.ExportError, match="cannot rebuild from a name.*model.torchscript.pt"):
+        gs.load_model(tmp_path / "model.pt")
+    from tiny import tiny_donor
+
+    other = tiny_donor(seed=5)  # same architecture, other weights: the saved ones replace them
+    loaded = gs.load_model(tmp_path / "model.pt", donor=other)
+    assert loaded.class_names == ["ant", "bee", "cat"] and loaded.image_size == 32
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(images), model(images), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    return gs.load_donor("mobilenet_v3_small", image_size=32)
+
+
+@pytest.mark.slow
+def test_load_model_rebuilds_named_donor_without_weights(mobilenet, tmp_path):
+    model = _deployable(mobilenet, selection=(2, 3))
+    gs.export_model(model, tmp_path, donor=mobilenet, onnx=False)
+    record = read_record(tmp_path / "model.pt")
+    assert record["donor"]["name"] == "mobilenet_v3_small" and record["donor"]["checkpoint"] is None
+    loaded = gs.load_model(tmp_path / "model.pt")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+    # the rebuilt model holds the graft's parameters and nothing of the rest of the donor
+    assert loaded.graft.num_params() == model.graft.num_params()
+
+
+def test_load_model_missing_file(tmp_path):
+    with pytest.raises(gs.ExportError, match="The 'path' parameter must be an existing model.pt file"):
+        gs.load_model(tmp_path / "nope.pt")
+
+
+def test_load_model_on_torchscript_file(tiny, tmp_path):
+    result = gs.export_model(_deployable(tiny), tmp_path, onnx=False)
+    with pytest.raises(gs.ExportError, match="is a TorchScript file; load it with torch.jit.load"):
+        gs.load_model(result.torchscript)
+
+
+def test_load_model_on_foreign_file(tmp_path):
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(gs.ExportError, match="is not a graftsearch model.pt"):
+        gs.load_model(tmp_path / "other.pt")
+
+
+def test_export_rejects_plain_module(tmp_path):
+    with pytest.raises(gs.ParameterError, match="The 'model' parameter must be a DeployableModel"):
+        gs.export_model(torch.nn.Linear(2, 2), tmp_path)
+
+
+def _save_pngs(tmp_path, n=3):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"photo[{i}].png"  # brackets: printed as-is, not as rich markup
+        Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_predict_cli_prints_class_and_probability(tiny, tmp_path, capsys):
+    from graftsearch._cli import main
+    from graftsearch._images import load_image
+
+    model = _deployable(tiny)
+    gs.export_model(model, tmp_path / "best", donor=tiny, onnx=False)
+    paths = _save_pngs(tmp_path)
+    x = torch.stack([load_image(p, tiny.preprocessing, normalize=False) for p in paths])
+    idx, prob = model.predict(x)
+    # model.pt of an in-memory donor cannot be rebuilt: predict falls back to TorchScript
+    for target in (tmp_path / "best", tmp_path / "best" / "model.pt"):
+        assert main(["predict", str(target)] + [str(p) for p in paths]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert len(lines) == 3
+        for line, p, i, q in zip(lines, paths, idx.tolist(), prob.tolist()):
+            name, shown = line.split("\t")
+            assert name == str(p) and shown == f"{model.class_names[i]} {q:.4f}"
+    assert main(["predict", "--json", "--top", "2", str(tmp_path / "best" / "model.torchscript.pt"),
+                 str(paths[0])]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert [r["class"] for r in record["predictions"]][0] == model.class_names[idx[0]]
+    assert len(record["predictions"]) == 2
+
+
+def test_predict_cli_bad_image(tiny, tmp_path, capsys):
+    from graftsearch._cli import main
+
+    gs.export_model(_deployable(tiny), tmp_path, onnx=False)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    assert main(["predict", str(tmp_path), str(tmp_path / "broken.png")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be decoded" in err and "Traceback" not in err
+
+
+def test_predict_cli_missing_model(tmp_path, capsys):
+    from graftsearch._cli import main
+
+    assert main(["predict", str(tmp_path / "none.pt"), "x.png"]) == 2
+    assert "The 'model' parameter must be a model.pt" in capsys.readouterr().err

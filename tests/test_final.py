@@ -1,0 +1,224 @@
+"""Final training, test metrics, donor comparison, latency / memory / int8, and export fidelity."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import graftsearch as gs
+from graftsearch._headtrain import TrainSchedule
+from graftsearch._images import load_image
+
+SHORT = TrainSchedule(epochs=4, batch_size=8, lr=3e-3)
+QUICK = dict(schedule=SHORT, latency_runs=3, latency_warmup=1, memory=False, num_workers=0)
+CLASSES = ["blue", "green", "red"]
+
+
+def make_colour_folder(root, per_class=15, size=24, seed=0):
+    """Images whose dominant channel is their class: a grafted head can learn them."""
+    rng = np.random.default_rng(seed)
+    for k, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        channel = {"blue": 2, "green": 1, "red": 0}[name]
+        for i in range(per_class):
+            arr = rng.integers(0, 120, (size, size, 3)).astype(np.uint8)
+            arr[..., channel] = rng.integers(110, 256, (size, size))
+            Image.fromarray(arr).save(root / name / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("final")
+    dataset = gs.load_dataset(str(make_colour_folder(root / "images")))
+    from tiny import tiny_donor
+
+    donor = tiny_donor()
+    cache = gs.build_cache(donor, dataset, image_size=32, cache_dir=root / "cache", num_workers=0,
+                           device="cpu")
+    return donor, dataset, cache
+
+
+def test_exported_logits_equal_head_on_cached_features(data, tmp_path):
+    """Acceptance 2: the deployed file reproduces head(cached features) on the test split."""
+    donor, dataset, cache = data
+    final = gs.train_final(donor, cache, [2, 4], dataset=dataset,
+                           settings=gs.FinalSettings(**QUICK), out_dir=tmp_path / "best")
+    test = dataset.split("test")
+    x = torch.stack([load_image(p, cache.preprocessing, normalize=False) for p in test.paths])
+    scripted = torch.jit.load(str(tmp_path / "best" / "model.torchscript.pt"))
+    features = np.concatenate([cache.features("test", 2), cache.features("test", 4)], axis=1)
+    with torch.no_grad():
+        want = final.graft.head(torch.from_numpy(np.asarray(features)))
+        np.testing.assert_allclose(scripted(x), want, atol=1e-4)
+        np.testing.assert_allclose(gs.load_model(tmp_path / "best" / "model.pt", donor=donor)(x),
+                                   want, atol=1e-4)
+    # the reported test metrics are those of the deployed model
+    assert final.test.accuracy == pytest.approx(float((want.argmax(1).numpy() == test.labels).mean()))
+    metrics = json.loads((tmp_path / "best" / "metrics.json").read_text())
+    assert metrics["taps"] == "2;4" and metrics["class_names"] == CLASSES
+    assert metrics["graft"]["test"]["accuracy"] == pytest.approx(final.test.accuracy)
+    assert metrics["graft"]["params"] == final.graft.num_params() == final.model.graft.num_params()
+    assert metrics["graft"]["val"]["accuracy"] == pytest.approx(final.fit.val_accuracy)
+    assert metrics["donor"]["test"] is None and "cultivate" in metrics["donor"]["note"]
+    assert metrics["latency"]["graft"]["runs"] == 3 and metrics["latency"]["ratio"] > 0
+    confusion = (tmp_path / "best" / "confusion.csv").read_text().splitlines()
+    assert confusion[0] == "true \\ predicted,blue,green,red"
+    assert sum(int(v) for row in confusion[1:] for v in row.split(",")[1:]) == len(test)
+
+
+def test_final_training_is_deterministic(data):
+    donor, dataset, cache = data
+    settings = gs.FinalSettings(**{**QUICK, "latency_runs": 0})
+    a = gs.train_final(donor, cache, "010100", settings=settings)
+    b = gs.train_final(donor, cache, [2, 4], settings=settings)
+    for (k, va), (_, vb) in zip(a.graft.state_dict().items(), b.graft.state_dict().items()):
+        assert torch.equal(va, vb), k
+    assert a.metrics["graft"]["history"] == b.metrics["graft"]["history"]
+
+
+def test_donor_metrics_for_a_donor_with_these_classes(data):
+    donor, dataset, cache = data
+    named = gs.Donor(donor.module, name="tiny", spec=donor.spec, image_size=32,
+                     mean=donor.preprocessing.mean, std=donor.preprocessing.std, class_names=CLASSES)
+    final = gs.train_final(named, cache, [6], dataset=dataset,
+                           settings=gs.FinalSettings(**{**QUICK, "latency_runs": 0}))
+    test = dataset.split("test")
+    x = torch.stack([load_image(p, cache.preprocessing) for p in test.paths])
+    with torch.no_grad():
+        direct = (donor.module(x).argmax(1).numpy() == test.labels).mean()
+    assert final.donor_test.accuracy == pytest.approx(direct)
+    d = final.metrics["donor"]
+    assert d["params"] == sum(p.numel() for p in donor.module.parameters())
+    assert final.metrics["size_reduction"]["factor"] == pytest.approx(d["params"] / final.graft.num_params())
+
+
+@pytest.mark.slow
+def test_fine_tune_and_int8(data, tmp_path):
+    donor, dataset, cache = data
+    settings = gs.FinalSettings(**{**QUICK, "latency_runs": 0, "fine_tune": True,
+                                   "fine_tune_epochs": 1, "fine_tune_lr": 1e-2, "quantize": True,
+                                   "calibration_images": 16})
+    final = gs.train_final(donor, cache, [2, 4], dataset=dataset, settings=settings,
+                           out_dir=tmp_path)
+    trunk_w = final.graft.trunk.state_dict()["features.0.weight"]
+    assert not torch.equal(trunk_w, donor.module.features[0].weight)  # the trunk was trained
+    # after fine-tuning the test metrics come from images through the exported model
+    test = dataset.split("test")
+    x = torch.stack([load_image(p, cache.preprocessing, normalize=False) for p in test.paths])
+    scripted = torch.jit.load(str(tmp_path / "model.torchscript.pt"))
+    with torch.no_grad():
+        acc = (scripted(x).argmax(1).numpy() == test.labels).mean()
+    assert final.test.accuracy == pytest.approx(acc)
+    q = final.metrics["int8"]
+    assert "error" not in q, q
+    assert q["calibration_images"] == 16 and q["int8_mib"] < q["float32_mib"]
+    assert q["float32_test_accuracy"] == pytest.approx(acc)
+    assert 0 <= q["int8_test_accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_final_from_run_top_k(data, tmp_path):
+    from test_report import write_fake_run
+
+    donor, dataset, cache = data
+    run = write_fake_run(tmp_path / "run", p_min=0.6)  # 6 taps, like the tiny donor
+    final = gs.train_final_from_run(run, donor, cache, top_k=3,
+                                    settings=gs.FinalSettings(**{**QUICK, "latency_runs": 0}))
+    metrics = json.loads((run / "best" / "metrics.json").read_text())
+    candidates = metrics["search_pick"]["candidates"]
+    assert [c["taps"] for c in candidates] == ["1;2;3", "4", "3;4"]  # ties: bits ascending
+    reaching = [c for c in candidates if c["final_val_accuracy"] >= 0.6]
+    expected = reaching[0] if reaching else max(candidates, key=lambda c: c["final_val_accuracy"])
+    assert metrics["bits"] == expected["bits"] == final.metrics["bits"]
+    text = gs.write_report(run).read_text()
+    assert "## Donor vs rootstock" in text and f"| {metrics['taps']} (chosen) |" in text
+
+
+@pytest.mark.slow
+def test_latency_and_memory_of_graft_and_donor(tiny):
+    from graftsearch._measure import compare_latency
+
+    graft = gs.GraftedModel(tiny, [2], gs.HeadSpec(num_classes=3, hidden=0))
+    lat = compare_latency({"graft": graft, "donor": tiny.module}, 32, runs=5, warmup=1, threads=1)
+    assert set(lat) == {"graft", "donor"}
+    assert all(v.runs == 5 and v.threads == 1 and 0 < v.min_ms <= v.median_ms <= v.p90_ms
+               for v in lat.values())
+    assert torch.get_num_threads() == min(2, torch.get_num_threads())  # restored
+    mem = gs.measure_peak_memory(graft, 32)
+    if mem.peak_mib is None:
+        pytest.skip(mem.method)
+    assert mem.params == graft.num_params() and mem.peak_mib >= mem.loaded_mib >= 0
+
+
+def test_final_settings_errors():
+    with pytest.raises(gs.ParameterError, match="The 'fine_tune_epochs' parameter must be an integer >= 1"):
+        gs.FinalSettings(fine_tune_epochs=0)
+
+
+def test_final_needs_images_for_fine_tuning(data):
+    donor, _, cache = data
+    with pytest.raises(gs.ParameterError, match="The 'dataset' parameter must be the ImageDataset"):
+        gs.train_final(donor, cache, [2], settings=gs.FinalSettings(fine_tune=True))
+
+
+def test_final_head_must_match_classes(data):
+    donor, _, cache = data
+    with pytest.raises(gs.ParameterError, match="The 'head' parameter must be a HeadSpec with num_classes=3"):
+        gs.train_final(donor, cache, [2], head=gs.HeadSpec(num_classes=4))
+
+
+def test_final_from_run_without_feasible_pick(data, tmp_path):
+    from test_report import write_fake_run
+
+    donor, _, cache = data
+    run = write_fake_run(tmp_path / "run", p_min=0.99)
+    with pytest.raises(gs.SearchError, match="has no feasible selection to train"):
+        gs.train_final_from_run(run, donor, cache)
+
+
+def test_unfolded_standardisation_is_the_same_head():
+    from graftsearch._quantize import unfold_standardisation
+
+    torch.manual_seed(0)
+    head = gs.HeadSpec(num_classes=3, hidden=8).build(5).eval()
+    x = torch.randn(64, 5) * torch.tensor([1e-3, 1.0, 10.0, 100.0, 0.1]) + 3.0
+    unfolded = unfold_standardisation(head, x).eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(unfolded(x), head(x), rtol=1e-4, atol=1e-4)
+        z = unfolded[0](x)
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-3)
+    np.testing.assert_allclose(z.std(0), 1, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_plant_seedlings_example_runs_end_to_end(tmp_path):
+    """The worked example's whole path (acceptance 5), on generated images so it stays quick."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "plant_seedlings.py"
+    spec = importlib.util.spec_from_file_location("plant_seedlings_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    images = make_colour_folder(tmp_path / "images", per_class=8, size=40)
+    run = tmp_path / "run"
+    assert example.main(["--data", str(images), "--run-dir", str(run), "--cache-dir",
+                         str(tmp_path / "cache"), "--image-size", "32", "--cultivate-epochs", "1",
+                         "--population", "6", "--generations", "1", "--p-min", "0.3",
+                         "--threads", "1", "--latency-runs", "2"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["donor"]["test_accuracy"] is not None  # the cultivated donor was tested
+    for name in ("report.md", "pareto.png", "convergence.png", "donor.pt", "best/model.pt",
+                 "best/model.torchscript.pt", "best/metrics.json"):
+        assert (run / name).is_file(), name
+
+
+def test_final_refuses_another_donor_than_the_cache(data):
+    from tiny import tiny_donor
+
+    _, _, cache = data
+    with pytest.raises(gs.ParameterError, match="The 'donor' parameter must be the donor the feature cache was built from"):
+        gs.train_final(tiny_donor(seed=1), cache, [2])

@@ -149,7 +149,7 @@ class Donor:
                 t = tensor.detach().cpu().contiguous()
                 h.update(key.encode())
                 h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
-                h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 

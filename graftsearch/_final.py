@@ -250,13 +250,11 @@ def _check_same_inputs(donor, features, dataset) -> None:
     manifest = getattr(features, "manifest", None)
     cached = ((manifest or {}).get("inputs") or {}).get("donor") or {}
     if cached.get("weights_sha256"):
-        from ._cache import weights_sha256
-
-        if weights_sha256(donor) != cached["weights_sha256"]:
+        if donor.fingerprint() != cached["weights_sha256"]:
             raise ParameterError(param_message(
                 "donor", f"the donor the feature cache was built from ('{cached.get('name')}', "
                 f"weights {cached['weights_sha256'][:12]})",
-                f"'{donor.name}' with other weights ({weights_sha256(donor)[:12]})",
+                f"'{donor.name}' with other weights ({donor.fingerprint()[:12]})",
                 "Pass the same donor (or checkpoint) as for the cache, or build the cache from "
                 "this donor."))
     if dataset is not None and list(dataset.classes) != list(features.classes):

@@ -45,3 +45,34 @@ def donor_spec_from_args(args: argparse.Namespace, *, image_size: int | None = N
     return DonorSpec(name=name, weights=args.weights, checkpoint=args.donor_checkpoint,
                      num_classes=args.donor_classes, trust_checkpoint=args.trust_checkpoint,
                      taps=args.taps, image_size=image_size)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, *, required: bool = True,
+                       seed: bool = True) -> None:
+    """``--data``, ``--split``, ``--seed`` and ``--split-column`` (see :class:`DataSpec`)."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--data", required=required, default=None, metavar="SOURCE",
+                   help="image folder (one sub-folder per class), CSV listing (path,label), "
+                        "DeepWeeds directory (labels.csv + images/); 'folder:', 'csv:' or "
+                        "'deepweeds:' before PATH forces the kind; 'deepweeds' alone is the "
+                        "default data directory ($GRAFTSEARCH_DATA/deepweeds, downloaded on "
+                        "first use)")
+    g.add_argument("--split", default=None, metavar="MODE",
+                   help="'paper' (stratified 60/20/20 drawn with the seed; default), "
+                        "'official:K' (DeepWeeds fold K = 0..4) or 'column' (a CSV column)")
+    if seed:
+        g.add_argument("--seed", type=int, default=0, metavar="N",
+                       help="the run's seed; also draws the 'paper' split (default: 0)")
+    g.add_argument("--split-column", default=None, metavar="NAME",
+                   help="column of the CSV listing holding train/val/test (implies "
+                        "--split column; default name with --split column: 'split')")
+
+
+def data_spec_from_args(args: argparse.Namespace):
+    from .._datasets import DataSpec
+
+    split = args.split
+    if split is None:
+        split = "column" if args.split_column is not None else "paper"
+    return DataSpec(source=args.data, split=split, seed=getattr(args, "seed", 0),
+                    split_column=args.split_column)

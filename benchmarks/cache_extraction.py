@@ -1,0 +1,284 @@
+"""Cache extraction speed: tapping every candidate layer vs a plain forward pass.
+
+On ``../shared/data/plant-seedlings/images`` at 128 px, for EfficientNet-Lite0 (ImageNet
+weights) and VGG16 (no weights; speed does not depend on them), measured side by side in one run:
+
+- baseline: the donor trunk cut after its deepest tap, returning only that output, over the same
+  batches from the same loader (image decoding included in both);
+- cache: ``build_cache`` end to end into an empty cache directory (input fingerprints, every tap
+  pooled, chunk files, assembly, manifest);
+- the time to reopen the finished cache (``FeatureCache.open``) and to ask for it again
+  (``build_cache`` finding it: file and weight fingerprints, zero forward passes);
+- bytes per image on disk.
+
+Usage: ``python -m benchmarks.cache_extraction [--vgg16-images 240] [--lite0-images 0 (all)]
+[--reps 1] [--threads 1] [--workers 1] [--donors efficientnet_lite0,vgg16] [--out DIR]``.
+Writes ``benchmarks/results/cache_extraction.csv`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
+RESULTS = ROOT / "benchmarks" / "results"
+IMAGE_SIZE = 128
+BATCH = 64
+
+
+def _subset(n_images: int, workdir: Path) -> str:
+    """A data source: the whole folder, or a CSV listing of the first images of every class."""
+    if n_images <= 0:
+        return str(DATA)
+    classes = sorted(p.name for p in DATA.iterdir() if p.is_dir())
+    per_class = max(3, n_images // len(classes))
+    listing = workdir / "subset.csv"
+    with open(listing, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label"])
+        for c in classes:
+            for p in sorted((DATA / c).iterdir())[:per_class]:
+                w.writerow([str(p), c])
+    return f"csv:{listing}"
+
+
+def _baseline(donor, dataset, workers: int) -> float:
+    """Seconds for a plain forward pass of the trunk over the cache's own batches."""
+    import torch
+
+    from graftsearch._cache import DEFAULT_CHUNK
+    from graftsearch._datasets import SPLITS, SplitImages
+    from graftsearch._extract import chunk_loader, plan_chunks
+    from graftsearch._preprocessing import Preprocessing
+    from graftsearch._trace import build_trunk
+
+    taps = donor.taps(IMAGE_SIZE)
+    pre = Preprocessing(image_size=IMAGE_SIZE, mean=donor.preprocessing.mean,
+                        std=donor.preprocessing.std)
+    trunk = build_trunk(donor.module, [taps.names[-1]]).eval()
+    chunks = plan_chunks({s: len(dataset.split(s)) for s in SPLITS}, DEFAULT_CHUNK)
+    began = time.perf_counter()
+    with torch.inference_mode():
+        for split in SPLITS:
+            images = SplitImages(dataset.split(split), pre)
+            loader = chunk_loader(images, [c for c in chunks if c.split == split],
+                                  batch_size=BATCH, num_workers=workers,
+                                  device=torch.device("cpu"))
+            for x, _, _, _ in loader:
+                trunk(x)["t0"]
+    return time.perf_counter() - began
+
+
+def _interleaved(donor, dataset, workers: int) -> tuple[float, float]:
+    """Seconds of the plain trunk and of the cache's tapped trunk + GAP on each batch of one
+    pass over the loader, timed back to back (order alternating per batch), so that the
+    machine's load hits both alike; decoding is left out of both."""
+    import torch
+
+    from graftsearch._datasets import SPLITS, SplitImages
+    from graftsearch._extract import forward_gap, prepare_trunk
+    from graftsearch._preprocessing import Preprocessing
+    from graftsearch._trace import build_trunk
+
+    taps = donor.taps(IMAGE_SIZE)
+    pre = Preprocessing(image_size=IMAGE_SIZE, mean=donor.preprocessing.mean,
+                        std=donor.preprocessing.std)
+    plain = build_trunk(donor.module, [taps.names[-1]]).eval()
+    tapped = prepare_trunk(donor.module, taps.names, torch.device("cpu"), donor.name)
+    t_plain = t_tapped = 0.0
+    k = 0
+    with torch.inference_mode():
+        for split in SPLITS:
+            loader = torch.utils.data.DataLoader(SplitImages(dataset.split(split), pre),
+                                                 batch_size=BATCH, num_workers=workers)
+            for x, _, _, _ in loader:
+                for which in ((0, 1) if k % 2 == 0 else (1, 0)):
+                    t0 = time.perf_counter()
+                    if which == 0:
+                        plain(x)["t0"]
+                        t_plain += time.perf_counter() - t0
+                    else:
+                        [f.numpy() for f in forward_gap(tapped, x, len(taps))]
+                        t_tapped += time.perf_counter() - t0
+                k += 1
+    return t_plain, t_tapped
+
+
+def _cache(donor, dataset, workers: int, root: Path) -> tuple[float, object]:
+    import graftsearch as gs
+
+    began = time.perf_counter()
+    cache = gs.build_cache(donor, dataset, image_size=IMAGE_SIZE, cache_dir=root, device="cpu",
+                           batch_size=BATCH, num_workers=workers)
+    return time.perf_counter() - began, cache
+
+
+def measure(name: str, weights, n_images: int, *, reps: int, workers: int, log) -> dict:
+    import torch
+
+    import graftsearch as gs
+
+    work = Path(tempfile.mkdtemp(prefix="gs-bench-"))
+    try:
+        dataset = gs.load_dataset(_subset(n_images, work), seed=0)
+        n = len(dataset)
+        donor = gs.load_donor(name, weights=weights)
+        taps = donor.taps(IMAGE_SIZE)  # discovered once, outside the timings
+        with torch.inference_mode():  # warm up the kernels
+            donor.module.eval()(torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE))
+        base_s, cache_s, last = [], [], None
+        for rep in range(reps):  # ABBA order, so that a steady load drift hits both alike
+            for which in (("baseline", "cache") if rep % 2 == 0 else ("cache", "baseline")):
+                if which == "baseline":
+                    base_s.append(_baseline(donor, dataset, workers))
+                    log(f"{name}: baseline rep {rep}: {n / base_s[-1]:.1f} images/s")
+                else:
+                    t, last = _cache(donor, dataset, workers, work / f"cache{rep}")
+                    cache_s.append(t)
+                    log(f"{name}: cache rep {rep}: {n / t:.1f} images/s")
+        t_plain, t_tapped = _interleaved(donor, dataset, workers)
+        log(f"{name}: interleaved: plain {n / t_plain:.1f}, tapped {n / t_tapped:.1f} images/s")
+        reopen = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            gs.FeatureCache.open(last.path)
+            reopen.append(time.perf_counter() - t0)
+        reuse = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            again = gs.build_cache(donor, dataset, image_size=IMAGE_SIZE, cache_dir=work / f"cache{reps - 1}",
+                                   device="cpu", batch_size=BATCH, num_workers=workers)
+            reuse.append(time.perf_counter() - t0)
+            assert again.path == last.path
+        t0 = time.perf_counter()
+        for s in last.splits:
+            for tap in last.taps:
+                last.features(s, tap.index).sum()
+        read_all = time.perf_counter() - t0
+        dim = sum(taps.channels)
+        return {
+            "donor": name, "weights": weights or "none", "image_size": IMAGE_SIZE, "images": n,
+            "taps": len(taps), "feature_dim": dim, "batch_size": BATCH, "workers": workers,
+            "torch_threads": torch.get_num_threads(), "reps": reps,
+            "baseline_images_per_s": round(n * reps / sum(base_s), 2),
+            "cache_images_per_s": round(n * reps / sum(cache_s), 2),
+            "ratio": round(sum(base_s) / sum(cache_s), 3),
+            "plain_forward_images_per_s": round(n / t_plain, 2),
+            "tapped_forward_images_per_s": round(n / t_tapped, 2),
+            "ratio_forward": round(t_plain / t_tapped, 3),
+            "reopen_ms": round(1000 * statistics.median(reopen), 2),
+            "reuse_ms": round(1000 * statistics.median(reuse), 1),
+            "read_all_features_ms": round(1000 * read_all, 1),
+            "bytes_per_image": round(last.nbytes / n, 1),
+            "bytes_per_image_float16": round((last.nbytes - n * (4 * dim)) / n + 2 * dim, 1),
+            "cache_mib": round(last.nbytes / 2**20, 2),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lite0-images", type=int, default=0, help="0 = all 3,566 images")
+    parser.add_argument("--vgg16-images", type=int, default=240,
+                        help="VGG16 runs on a per-class subset of about this many images")
+    parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: the loader's worker takes the other core)")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--donors", default="efficientnet_lite0,vgg16",
+                        help="comma-separated subset of efficientnet_lite0,vgg16")
+    parser.add_argument("--out", default=str(RESULTS), help="where the table goes")
+    args = parser.parse_args(argv)
+    donors = [d.strip() for d in args.donors.split(",") if d.strip()]
+    if not DATA.is_dir():
+        print(f"skipped: {DATA} is not there", file=sys.stderr)
+        return 0
+    import torch
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        rows = _run(args, donors)
+    finally:
+        torch.set_num_threads(threads_before)
+    _write(rows, args, argv)
+    return 0
+
+
+def _run(args, donors) -> list:
+    rows = []
+    for name, weights, n in (("efficientnet_lite0", "IMAGENET", args.lite0_images),
+                             ("vgg16", None, args.vgg16_images)):
+        if name not in donors:
+            continue
+        rows.append(measure(name, weights, n, reps=args.reps, workers=args.workers,
+                            log=lambda m: print(m, flush=True)))
+    return rows
+
+
+def _write(rows: list, args, argv) -> None:
+    import torch
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "cache_extraction.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python -m benchmarks.cache_extraction " + " ".join(given)
+    lines = [
+        "# Cache extraction: every tap pooled vs a plain forward pass",
+        "",
+        f"Command: `{command.strip()}`",
+        "",
+        f"Machine: {os.cpu_count()} cores ({_cpu_model()}), shared with other jobs; torch "
+        f"{torch.__version__}, {args.threads} torch thread(s), {args.workers} loader worker(s), "
+        f"batch {BATCH}, CPU, {IMAGE_SIZE} px. Data: ../shared/data/plant-seedlings/images "
+        "(VGG16 on a per-class subset, see `images`).",
+        "",
+        "`baseline`: the trunk up to the deepest tap, only its output, over the same batches "
+        "from the same loader. `cache`: `build_cache` end to end into an empty directory "
+        "(fingerprints, all taps pooled, chunks, assembly, manifest). Both in one run, in "
+        "ABBA order. `ratio` = cache images/s / baseline images/s (target >= 0.9). "
+        "`reopen_ms`: `FeatureCache.open`; `reuse_ms`: `build_cache` finding the finished cache "
+        "(fingerprints of files and weights, zero forward passes). `bytes_per_image_float16` is "
+        "computed from the float32 size (features at 2 bytes). `ratio_forward`: the plain trunk "
+        "vs the cache's trunk returning every tap + GAP + copy to numpy, timed back to back on "
+        "each batch of one more pass (order alternating per batch, decoding left out): the cost "
+        "of tapping every layer, with the machine's load drift cancelled.",
+        "",
+        "| " + " | ".join(rows[0]) + " |",
+        "| " + " | ".join("---" for _ in rows[0]) + " |",
+    ]
+    lines += ["| " + " | ".join(str(r[k]) for k in rows[0]) + " |" for r in rows]
+    (out / "cache_extraction.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""``graftsearch cache``: build (or reuse) the GAP feature cache, or describe one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+from .._cache import CacheShard, FeatureCache, build_cache, describe, find_caches
+from .._datasets import load_dataset
+from .._donors import load_donor
+from .._errors import CacheError, ParameterError, param_message
+from ._common import (add_data_arguments, add_donor_arguments, console, console_err,
+                      data_spec_from_args, donor_spec_from_args)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "cache", help="extract and cache the GAP features of every tap, or describe a cache",
+        description="Run every image of the data once through the donor's trunk and store the "
+                    "global average pool of every candidate tap, split by split, in a cache keyed "
+                    "by the fingerprint of all inputs. A finished cache is reused without any "
+                    "forward pass; an interrupted one resumes.")
+    add_donor_arguments(p)
+    add_data_arguments(p, required=False)
+    g = p.add_argument_group("cache")
+    g.add_argument("--image-size", type=int, default=128, metavar="PX",
+                   help="input side length in pixels (default: 128, as the paper)")
+    g.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="where caches live (default: $GRAFTSEARCH_CACHE or ~/.cache/graftsearch)")
+    g.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                   help="storage type of the features (default: float32)")
+    g.add_argument("--device", default="auto", metavar="DEV",
+                   help="auto (CUDA when present), cpu or cuda (default: auto)")
+    g.add_argument("--batch-size", type=int, default=64, metavar="N", help="default: 64")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="image-decoding worker processes (default: min(4, cores - 1))")
+    g.add_argument("--shard", default=None, metavar="I/N",
+                   help="extract only shard I of N (0 <= I < N), then --merge once all are done")
+    g.add_argument("--merge", action="store_true",
+                   help="check that every shard is present and consistent and finish the cache")
+    g.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out images that cannot be decoded (recorded in the manifest) "
+                        "instead of stopping")
+    g.add_argument("--info", default=None, metavar="DIR",
+                   help="describe the cache in DIR (or list the caches under a cache root)")
+    g.add_argument("--json", action="store_true", help="with --info: print JSON")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.info is not None:
+        return _info(args.info, as_json=args.json)
+    if args.data is None:
+        raise ParameterError(param_message(
+            "data", "a data source to build a cache from", None,
+            "Use `--data PATH`, or `--info DIR` to describe a cache."))
+    spec = data_spec_from_args(args)
+    donor = load_donor(donor_spec_from_args(args, image_size=args.image_size))
+    with _bar("download") as (bar, callback):
+        dataset = load_dataset(spec, progress=callback)
+    with _bar("cache") as (bar, callback):
+        result = build_cache(donor, dataset, image_size=args.image_size, cache_dir=args.cache_dir,
+                             dtype=args.dtype, device=args.device, batch_size=args.batch_size,
+                             num_workers=args.workers, shard=args.shard, merge=args.merge,
+                             skip_bad_images=args.skip_bad_images, progress=callback)
+    if isinstance(result, CacheShard):
+        i, n = result.shard
+        console().print(f"shard {i}/{n} done: {result.chunks_done} of {result.chunks_total} "
+                        f"chunks of {result.path} are present.", highlight=False, soft_wrap=True)
+        if result.complete:
+            console().print("All shards are present: run the same command with `--merge` "
+                            "instead of `--shard` to finish the cache.", highlight=False,
+                            soft_wrap=True)
+        else:
+            console().print("Run the other shards, then the same command with `--merge`.",
+                            highlight=False, soft_wrap=True)
+        return 0
+    _print_cache(result)
+    return 0
+
+
+class _bar:
+    """A rich progress bar fed by the library's progress callback (images/s or bytes)."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self.progress = None
+        self.task = None
+
+    def __enter__(self):
+        return self, self.callback
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+        return False
+
+    def callback(self, event) -> None:
+        if self.progress is None:
+            if self.stage == "download":
+                from rich.progress import DownloadColumn, TransferSpeedColumn
+
+                columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                           TransferSpeedColumn(), TimeRemainingColumn()]
+            else:
+                columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                           TimeRemainingColumn()]
+            self.progress = Progress(*columns, console=console_err(), transient=False)
+            self.progress.start()
+            self.task = self.progress.add_task(self.stage, total=event.total, rate="")
+        rate = event.info.get("images_per_s")
+        description = (f"{self.stage} {event.message}" if self.stage == "download"
+                       else f"{self.stage} {event.info.get('split', '')}".strip())
+        self.progress.update(self.task, completed=event.done, total=event.total,
+                             description=description,
+                             rate=f"{rate:,.1f} images/s" if rate else "")
+
+
+def _print_cache(cache: FeatureCache) -> None:
+    d = describe(cache)
+    n = sum(d["images"].values())
+    out = console()
+    out.print(f"feature cache: {d['path']}", highlight=False, soft_wrap=True)
+    out.print(f"  donor {d['donor']} (weights sha256 {d['donor_weights_sha256'][:16]}...), "
+              f"{d['taps']} taps ({d['feature_dim']} features) at {d['image_size']} px, "
+              f"{d['dtype']}", highlight=False, soft_wrap=True)
+    ds = d["dataset"]
+    seed = f", seed {ds['seed']}" if "seed" in ds else ""
+    out.print(f"  data {ds.get('kind')} {ds.get('root')} ({ds.get('split')} split{seed}), "
+              f"{len(d['classes'])} classes",
+              highlight=False, soft_wrap=True)
+    out.print("  images: " + ", ".join(f"{s} {k:,}" for s, k in d["images"].items())
+              + (f"; {len(d['skipped'])} skipped (see manifest.json)" if d["skipped"] else ""),
+              highlight=False, soft_wrap=True)
+    out.print(f"  size: {d['nbytes'] / 2**20:,.1f} MiB ({d['nbytes'] / max(n, 1):,.0f} bytes per "
+              "image)", highlight=False, soft_wrap=True)
+    out.print(f"  fingerprint: {d['fingerprint']}", highlight=False, soft_wrap=True)
+
+
+def _info(path: str, *, as_json: bool) -> int:
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    if (p / "manifest.json").exists():
+        cache = FeatureCache.open(p)
+        if as_json:
+            console().print_json(json.dumps(describe(cache)))
+        else:
+            _print_cache(cache)
+        return 0
+    caches = find_caches(p)
+    if not caches:
+        raise CacheError(f"'{p}' is neither a feature cache (no manifest.json) nor a directory "
+                         "holding caches. Use `--info DIR` with a directory that "
+                         "`graftsearch cache` printed.")
+    found = []
+    for c in caches:
+        try:
+            found.append(FeatureCache.open(c))
+        except CacheError as exc:
+            console_err().print(f"[yellow]skipping[/] {exc}", highlight=False, soft_wrap=True)
+    if as_json:
+        console().print_json(json.dumps([describe(c) for c in found]))
+        return 0
+    for c in found:
+        _print_cache(c)
+    return 0

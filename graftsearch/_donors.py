@@ -196,7 +196,8 @@ def load_donor(spec: Union[DonorSpec, str, None] = None, /, *, progress: bool = 
     ``load_donor("resnet18", checkpoint="ft.pt", num_classes=9)``,
     ``load_donor(checkpoint="model.torchscript.pt")`` or ``load_donor(DonorSpec(...))``.
 
-    ``load_weights=False`` builds the architecture and checks the weights name without reading or
+    Without weights, layers are initialised from a fixed seed, so the same spec gives the same
+    donor every time. ``load_weights=False`` builds the architecture and checks the weights name without reading or
     downloading the weights: enough for taps and costs, which do not depend on weight values.
     """
     if isinstance(spec, DonorSpec):
@@ -207,14 +208,19 @@ def load_donor(spec: Union[DonorSpec, str, None] = None, /, *, progress: bool = 
     else:
         spec = DonorSpec(name=spec if spec is not None else kwargs.pop("name", "vgg16"), **kwargs)
 
-    if spec.checkpoint is not None:
-        donor = _from_checkpoint(spec)
-    elif spec.name == PAPER_DONOR:
-        donor = _paper(spec, None, progress, load_weights=load_weights)
-    elif spec.name == LITE0:
-        donor = _lite0(spec, load_weights=load_weights)
-    else:
-        donor = _torchvision(spec, progress, load_weights=load_weights)
+    # Layers without loaded weights get the same "random" values on every load (seed 0, on a
+    # forked generator so the caller's RNG is untouched): a donor without weights is then the
+    # same donor in every process, and its feature cache and resumed runs stay valid.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if spec.checkpoint is not None:
+            donor = _from_checkpoint(spec)
+        elif spec.name == PAPER_DONOR:
+            donor = _paper(spec, None, progress, load_weights=load_weights)
+        elif spec.name == LITE0:
+            donor = _lite0(spec, load_weights=load_weights)
+        else:
+            donor = _torchvision(spec, progress, load_weights=load_weights)
     return donor
 
 

@@ -5,23 +5,37 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from typing import List, Optional
 
 from .._errors import GraftSearchError
 from ._common import console_err
 
 # Each command module exposes register(subparsers); order here is the order in --help.
+from . import _run as _run_cmd
 from . import _taps as _taps_cmd
+from . import _report as _report_cmd
+from . import _predict as _predict_cmd
+from . import _donor as _donor_cmd
+from . import _data as _data_cmd
+from . import _cache as _cache_cmd
 
-_COMMANDS = [_taps_cmd]
+_COMMANDS = [_run_cmd, _taps_cmd, _report_cmd, _predict_cmd, _donor_cmd, _data_cmd, _cache_cmd]
 
 EXIT_OK, EXIT_INFEASIBLE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage block), like graftsearch's other errors."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="graftsearch",
         description="Knowledge grafting: search which donor layers to tap for a small, accurate model.",
     )
@@ -36,11 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors: already printed
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
+    level = logging.DEBUG if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # The run writes INFO to its log.txt; the console shows progress bars instead.
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.")
     try:
         return int(args.handler(args) or 0)
+    except SystemExit as exc:  # a command's parser.error()
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
     except GraftSearchError as exc:
         console_err().print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return getattr(exc, "exit_code", EXIT_USAGE)

@@ -1,0 +1,162 @@
+"""``graftsearch run`` and ``graftsearch resume``: the whole path in one command.
+
+Flags are generated from :class:`RunSettings`, so every setting is a flag and a config key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from rich.table import Table
+
+from .._errors import GraftSearchError, ParameterError
+from .._runconfig import FIELDS, GROUPS, PRESETS, RunSettings, read_config, settings_from
+from ._common import console, console_err
+from ._live import LiveProgress
+
+EXIT_OK, EXIT_INFEASIBLE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_CODES = """exit codes: 0 done, 1 finished but nothing feasible (the closest result is written),
+2 usage or input error, 130 interrupted (resume with `graftsearch resume RUN_DIR`)"""
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "run", help="the whole path: taps, cache, search, final training, test, export, report",
+        description="Search which donor layers to graft for the smallest accurate model (or the "
+                    "most accurate small one), then train, test, export and report it. Defaults "
+                    "are the paper's setup (vgg16 with ImageNet weights, DeepWeeds, 128 px).",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS)
+    p.add_argument("--config", metavar="FILE", help="read settings from a TOML file (or a run's "
+                                                    "config.json); flags override it")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved settings as TOML and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (log.txt still has it all)")
+    groups = {g: p.add_argument_group(g) for g in GROUPS}
+    for f in dataclasses.fields(RunSettings):
+        add_setting(groups[f.metadata["group"]], f)
+    p.set_defaults(handler=run_command, _parser=p)
+
+    r = sub.add_parser("resume", help="continue a stopped run where it stopped",
+                       description="Continue a run from its directory (any stage); it ends where "
+                                   "an uninterrupted run would.", epilog=EXIT_CODES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("run_dir", metavar="RUN_DIR")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    for name in ("generations", "max_evaluations", "max_seconds", "n_jobs"):
+        add_setting(r, FIELDS[name], default=argparse.SUPPRESS)
+    r.set_defaults(handler=resume_command, _parser=r)
+
+
+def add_setting(parser, f: dataclasses.Field, default: Any = argparse.SUPPRESS) -> None:
+    kind = f.metadata.get("kind") or type(f.default)
+    shown = f.default if f.default is not None else "unset"
+    help_text = f"{f.metadata['help']} (default: {shown})"
+    choices = f.metadata.get("choices") or None
+    if kind is bool:
+        parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=default,
+                            help=help_text)
+    else:
+        parser.add_argument(flag(f.name), type=kind, choices=choices, default=default,
+                            metavar=None if choices else f.name.split("_")[-1].upper(),
+                            help=help_text)
+
+
+def _flags(args: argparse.Namespace) -> Dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k in FIELDS}
+
+
+def _settings(args: argparse.Namespace) -> RunSettings:
+    file_layer = read_config(args.config) if getattr(args, "config", None) else {}
+    try:
+        return settings_from(file_layer, _flags(args))
+    except ParameterError as exc:
+        name = re.match(r"The '([a-z_]+)' parameter", str(exc))
+        if name and name.group(1) in FIELDS:
+            args._parser.error(f"argument {flag(name.group(1))}: {exc}")
+        raise
+
+
+def run_command(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if getattr(args, "print_config", False):
+        console().print(settings.to_toml(), end="", highlight=False, markup=False, soft_wrap=True)
+        return EXIT_OK
+    return _execute(settings.resolved(), quiet=getattr(args, "quiet", False))
+
+
+def resume_command(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise ParameterError(f"The 'run_dir' parameter must be a run directory with a "
+                             f"config.json. Got '{run_dir}' instead. Start a run with "
+                             "`graftsearch run ...`.")
+    stored = read_config(run_dir)
+    stored["run_dir"] = str(run_dir)
+    settings = settings_from(stored, _flags(args))
+    return _execute(settings, quiet=args.quiet)
+
+
+def _execute(settings: RunSettings, *, quiet: bool) -> int:
+    from .._pipeline import run
+
+    out = console()
+    out.print(f"[bold]graftsearch run[/] -> {settings.run_dir}", highlight=False)
+    live = LiveProgress(out, enabled=not quiet)
+    try:
+        with live:
+            outcome = run(settings, progress=live)
+    except KeyboardInterrupt:
+        console_err().print(f"[yellow]interrupted[/]: progress up to the last finished generation "
+                            f"is saved. Resume with `graftsearch resume {settings.run_dir}`.",
+                            highlight=False)
+        return EXIT_INTERRUPTED
+    summary(outcome)
+    if not outcome.feasible:
+        console_err().print(f"[yellow]nothing feasible[/]: {outcome.result.message}", highlight=False)
+        return EXIT_INFEASIBLE
+    return EXIT_OK
+
+
+def summary(outcome) -> None:
+    out = console()
+    result = outcome.result
+    front = Table(title="Pareto front (validation)" if result.feasible
+                  else "Closest selections (none meets the constraint)")
+    for col in ("rank", "taps", "params", "MiB", "val acc"):
+        front.add_column(col, justify="right")
+    for _, row in result.pareto.head(10).iterrows():
+        front.add_row(str(row.get("rank", "")), str(row["taps"]), f"{int(row['params']):,}",
+                      f"{row['size_mib']:.2f}", f"{row['val_accuracy']:.4f}")
+    out.print(front)
+    metrics = outcome.final.metrics if outcome.final is not None else {}
+    best = Table(title="Best graft", show_header=False)
+    best.add_column("", style="bold")
+    best.add_column("")
+    pick = result.best
+    if pick is not None:
+        best.add_row("taps", ";".join(str(t) for t in pick.taps))
+        best.add_row("params / MiB", f"{pick.params:,} / {pick.size_mib:.2f}")
+    graft = metrics.get("graft", {}) if isinstance(metrics, dict) else {}
+    for split in ("val", "test"):
+        acc = (graft.get(split) or {}).get("accuracy") if isinstance(graft.get(split), dict) else None
+        if acc is not None:
+            best.add_row(f"{split} accuracy", f"{acc:.4f}")
+    reduction = metrics.get("size_reduction") if isinstance(metrics, dict) else None
+    if isinstance(reduction, dict) and reduction.get("factor"):
+        best.add_row("vs donor", f"{reduction['factor']:.2f}x smaller ({reduction['percent']:.1f}% "
+                                 f"fewer parameters)")
+    if outcome.final is not None:
+        best.add_row("files", str(outcome.run_dir / "best"))
+    best.add_row("report", str(outcome.report))
+    out.print(best)
+    out.print(result.message, highlight=False)

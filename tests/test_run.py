@@ -1,0 +1,227 @@
+"""`graftsearch run` / `resume`: the whole path, resumption, CLI errors and config files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import graftsearch as gs
+from graftsearch._cli import main
+from graftsearch._pipeline import run
+from graftsearch._runconfig import read_config, settings_from
+
+RUN_FILES = ["config.json", "taps.csv", "evaluations.csv", "pareto.csv", "checkpoint.pkl",
+             "convergence.csv", "report.md", "pareto.png", "convergence.png", "log.txt",
+             "best/model.pt", "best/model.torchscript.pt", "best/metrics.json", "best/confusion.csv"]
+
+
+def colour_folder(root: Path, *, classes=3, per_class=15, side=24, seed=0, signal=True) -> Path:
+    """Images whose class is their dominant colour, with noise (or pure noise: signal=False)."""
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        folder = root / f"class_{c}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            base = np.zeros((side, side, 3))
+            base[..., c % 3] = 0.6 if signal else 0.0
+            pixels = np.clip(base + rng.normal(0.2, 0.25, base.shape), 0, 1)
+            Image.fromarray((pixels * 255).astype("uint8")).save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def small_run(tmp_path):
+    data = colour_folder(tmp_path / "images")
+
+    def args(run_dir, cache_dir, *extra):
+        return ["run", "--donor", "mobilenet_v3_small", "--weights", "none", "--data", str(data),
+                "--image-size", "32", "--population", "8", "--generations", "3",
+                "--final-epochs", "3", "--latency-runs", "2", "--batch-size", "16",
+                "--cache-dir", str(cache_dir), "--run-dir", str(run_dir), "--quiet",
+                "--objective", "min-size", "--p-min", "0.5", *extra]
+    return args
+
+
+def _settings(argv):
+    from graftsearch._cli import build_parser
+    from graftsearch._cli._run import _settings as resolve
+
+    return resolve(build_parser().parse_args(argv))
+
+
+def _strip_times(path: Path) -> str:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return frame.drop(columns=["evaluated_at"]).to_csv(index=False)
+
+
+def _same_result(a: Path, b: Path) -> None:
+    for name in ("evaluations.csv", "pareto.csv"):
+        assert _strip_times(a / name) == _strip_times(b / name), name
+    for name in ("taps.csv", "convergence.csv"):
+        if name == "convergence.csv":
+            fa = pd.read_csv(a / name).drop(columns=["elapsed_s"])
+            fb = pd.read_csv(b / name).drop(columns=["elapsed_s"])
+            pd.testing.assert_frame_equal(fa, fb)
+        else:
+            assert (a / name).read_bytes() == (b / name).read_bytes()
+    ma = json.loads((a / "best" / "metrics.json").read_text())
+    mb = json.loads((b / "best" / "metrics.json").read_text())
+    assert ma["selection"] == mb["selection"]
+    assert ma["graft"]["test"] == mb["graft"]["test"]
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    la = torch.jit.load(str(a / "best" / "model.torchscript.pt"))(x)
+    lb = torch.jit.load(str(b / "best" / "model.torchscript.pt"))(x)
+    torch.testing.assert_close(la, lb)
+
+
+@pytest.mark.slow
+def test_run_then_interrupted_runs_resume_to_the_same_result(small_run, tmp_path, capsys):
+    ref = tmp_path / "ref"
+    assert main(small_run(ref, tmp_path / "cache-ref")) == 0
+    for name in RUN_FILES + ["best/model.onnx"]:
+        assert (ref / name).is_file(), name
+    out = capsys.readouterr().out
+    assert "Best graft" in out and "test accuracy" in out
+
+    # the exported model loads with plain torch and predicts the classes it was trained on
+    model = torch.jit.load(str(ref / "best" / "model.torchscript.pt"))
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 3)
+    assert main(["predict", str(ref / "best" / "model.pt"),
+                 str(next((tmp_path / "images" / "class_1").iterdir()))]) == 0
+    assert "class_" in capsys.readouterr().out
+
+    for stage, after in (("cache", 1), ("search", 1)):
+        run_dir = tmp_path / f"stopped-{stage}"
+        argv = small_run(run_dir, tmp_path / f"cache-{stage}")
+        settings = _settings(argv)
+
+        def stop(event, stage=stage, after=after):
+            if event.stage == stage and event.done >= after:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            run(settings, progress=stop)
+        assert not (run_dir / "best" / "metrics.json").exists()
+        assert main(["resume", str(run_dir), "--quiet"]) == 0
+        _same_result(ref, run_dir)
+
+
+@pytest.mark.slow
+def test_infeasible_p_min_exits_1_with_the_closest_result(small_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    argv = small_run(run_dir, tmp_path / "cache")
+    noise = colour_folder(tmp_path / "noise", signal=False)
+    argv[argv.index("--data") + 1] = str(noise)
+    argv[argv.index("--p-min") + 1] = "0.999"
+    argv += ["--generations", "1"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "nothing feasible" in err and "0.999" in err
+    pareto = pd.read_csv(run_dir / "pareto.csv")
+    assert len(pareto) >= 1 and not pareto["feasible"].astype(bool).any()
+    assert (run_dir / "report.md").is_file() and (run_dir / "pareto.png").is_file()
+    assert "0.999" in (run_dir / "report.md").read_text()
+    # no model is exported that would pass for one meeting the constraint
+    assert not (run_dir / "best" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("extra, pattern", [
+    (["--donor", "vgg61"], r"Did you mean .*'vgg16'"),
+    (["--weights", "IMAGENET2K"], r"'weights' parameter must be a weights name"),
+    (["--donor", "vgg16", "--image-size", "16"], r"'image_size' parameter must be at least 32"),
+    (["--taps", "features.0,features.99"], r"'taps' parameter must be names of modules"),
+    (["--data", "/nonexistent/images"], r"data"),
+    (["--split", "official:7"], r"split"),
+    (["--p-min", "1.3"], r"argument --p-min: The 'p_min' parameter must be a float in \(0, 1\]"),
+    (["--objective", "max-accuracy"], r"argument --size-max"),
+    (["--objective", "max-accuracy", "--size-max", "lots"], r"argument --size-max"),
+    (["--size-max", "2M"], r"argument --size-max"),
+    (["--population", "two"], r"argument --population: invalid int value"),
+    (["--crossover", "three-point"], r"argument --crossover: invalid choice"),
+    (["--preset", "nope"], r"argument --preset"),
+    (["--donor-checkpoint", "/nonexistent/donor.pt"], r"'checkpoint' parameter must be an existing file"),
+])
+def test_cli_user_errors_are_one_line_and_exit_2(small_run, tmp_path, extra, pattern, capfd):
+    argv = small_run(tmp_path / "run", tmp_path / "cache") + extra
+    assert main(argv) == 2
+    err = capfd.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    import re
+
+    assert re.search(pattern, err), err
+
+
+def test_missing_data_offline_says_what_is_missing_and_the_two_ways(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("GRAFTSEARCH_DATA", str(tmp_path / "data"))
+
+    def offline(*a, **k):
+        raise gs.DataError("Could not download 'images.zip': no network.")
+
+    monkeypatch.setattr("graftsearch._download.download_deepweeds", offline)
+    code = main(["run", "--p-min", "0.89", "--run-dir", str(tmp_path / "run"), "--quiet"])
+    assert code == 2
+    err = capfd.readouterr().err
+    assert "no network" in err and "--data PATH" in err and "--preset demo" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_print_config_round_trip(tmp_path, capsys):
+    argv = ["run", "--preset", "demo", "--objective", "max-accuracy", "--size-max", "7.5MiB",
+            "--population", "12", "--no-fine-tune", "--weights", "none", "--run-dir", "x"]
+    assert main(argv + ["--print-config"]) == 0
+    text = capsys.readouterr().out
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    first = _settings(argv)
+    again = _settings(["run", "--config", str(path)])
+    assert again == first
+    assert again.weights is None and again.size_max == "7.5MiB" and again.population == 12
+    # flags override the file
+    assert _settings(["run", "--config", str(path), "--population", "20"]).population == 20
+    # and the run directory's config.json is enough to repeat a run
+    (tmp_path / "config.json").write_text(json.dumps({"settings": first.as_dict()}))
+    assert settings_from(read_config(tmp_path / "config.json")) == first
+
+
+def test_config_file_unknown_key_is_named(tmp_path, capfd):
+    path = tmp_path / "run.toml"
+    path.write_text('p_mni = 0.9\n')
+    assert main(["run", "--config", str(path)]) == 2
+    err = capfd.readouterr().err
+    assert "Unknown setting 'p_mni'" in err and "p_min" in err
+
+
+def test_run_dir_holding_another_run_is_refused(tmp_path, capfd):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    other = settings_from({"p_min": 0.8, "run_dir": str(run_dir)})
+    (run_dir / "config.json").write_text(json.dumps({"settings": other.as_dict()}))
+    code = main(["run", "--p-min", "0.9", "--run-dir", str(run_dir), "--quiet"])
+    assert code == 2
+    assert "holds another run" in capfd.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_preset_end_to_end(tmp_path, monkeypatch, capsys):
+    """The README's quick start, as a user pastes it (plus a run dir and a cache dir)."""
+    monkeypatch.setenv("GRAFTSEARCH_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("GRAFTSEARCH_CACHE", str(tmp_path / "cache"))
+    run_dir = tmp_path / "demo"
+    code = main(["run", "--preset", "demo", "--objective", "min-size", "--p-min", "0.9",
+                 "--run-dir", str(run_dir), "--quiet"])
+    assert code == 0
+    for name in RUN_FILES:
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "best" / "metrics.json").read_text())
+    assert metrics["graft"]["test"]["accuracy"] >= 0.85
+    proc = subprocess.run([sys.executable, "-c", (
+        "import torch;m=torch.jit.load(r'%s');print(m(torch.rand(1,3,64,64)).argmax(1).item())"
+        % (run_dir / "best" / "model.torchscript.pt"))], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip().isdigit()

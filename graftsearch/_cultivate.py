@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from ._checks import is_int, is_real
+from ._imagetrain import logits_on_images, loss_and_accuracy, train_epoch
 from ._errors import DonorError, ParameterError, param_message
 from ._metrics import ClassificationMetrics, compute_metrics
 from ._preprocessing import Preprocessing, check_image_size
@@ -41,14 +41,6 @@ logger = logging.getLogger("graftsearch")
 HEADS = ("auto", "paper", "replace")
 PAPER_TRAINABLE_TAPS = 17
 _VGG16_NAMES = ("vgg16", "vgg16_bn", "paper_vgg16")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,22 +76,22 @@ class CultivateSettings:
             raise ParameterError(param_message("head", f"one of {list(HEADS)}", self.head))
         if self.image_size is not None:
             check_image_size(self.image_size)
-        if self.trainable_taps is not None and (not _is_int(self.trainable_taps)
+        if self.trainable_taps is not None and (not is_int(self.trainable_taps)
                                                 or self.trainable_taps < 0):
             raise ParameterError(param_message("trainable_taps", "an integer >= 0 or None (all)",
                                                self.trainable_taps))
         for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0), ("num_workers", 0)):
             value = getattr(self, name)
-            if not _is_int(value) or value < low:
+            if not is_int(value) or value < low:
                 raise ParameterError(param_message(name, f"an integer >= {low}", value))
-        if self.patience is not None and (not _is_int(self.patience) or self.patience < 1):
+        if self.patience is not None and (not is_int(self.patience) or self.patience < 1):
             raise ParameterError(param_message("patience", "an integer >= 1 or None (no early stop)",
                                                self.patience))
-        if not _is_real(self.lr) or self.lr <= 0:
+        if not is_real(self.lr) or self.lr <= 0:
             raise ParameterError(param_message("lr", "a float > 0", self.lr))
-        if not _is_real(self.weight_decay) or self.weight_decay < 0:
+        if not is_real(self.weight_decay) or self.weight_decay < 0:
             raise ParameterError(param_message("weight_decay", "a float >= 0", self.weight_decay))
-        if not _is_real(self.dropout) or not 0 <= self.dropout < 1:
+        if not is_real(self.dropout) or not 0 <= self.dropout < 1:
             raise ParameterError(param_message("dropout", "a float in [0, 1)", self.dropout))
         if not isinstance(self.augment, bool):
             raise ParameterError(param_message("augment", "a bool", self.augment))
@@ -240,12 +232,6 @@ def _keep_frozen_batchnorm(module: nn.Module, frozen_modules: Set[str]) -> None:
 # training
 
 
-def _evaluate(module: nn.Module, loader, device: torch.device) -> Tuple[np.ndarray, np.ndarray]:
-    from ._final import logits_on_images
-
-    return logits_on_images(module, loader, device)
-
-
 def cultivate_donor(donor, dataset, *, settings: Optional[CultivateSettings] = None,
                     progress: Optional[ProgressCallback] = None) -> Cultivation:
     """Fine-tune ``donor`` (a :class:`Donor`, a :class:`DonorSpec` or a donor name) on
@@ -292,28 +278,15 @@ def cultivate_donor(donor, dataset, *, settings: Optional[CultivateSettings] = N
         opt = torch.optim.Adam(trainable, lr=float(settings.lr),
                                weight_decay=float(settings.weight_decay))
         for epoch in range(1, settings.epochs + 1):
-            module.train()
-            _keep_frozen_batchnorm(module, frozen_modules)
-            seen, loss_sum, correct = 0, 0.0, 0
-            for images, y, _ in train_loader:
-                images, y = images.to(device), y.to(device)
-                logits = module(images)
-                loss = F.cross_entropy(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                seen += len(y)
-                loss_sum += float(loss.detach()) * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-            if not math.isfinite(loss_sum):
+            trained = train_epoch(module, train_loader, opt, device,
+                                  before=lambda m: _keep_frozen_batchnorm(m, frozen_modules))
+            if not math.isfinite(trained["train_loss"]):
                 raise ParameterError(param_message(
                     "lr", "a smaller learning rate (training diverged)", settings.lr,
                     "Lower --lr, e.g. to 1e-5."))
-            zv, yv = _evaluate(module, val_loader, device)
-            val_loss = float(F.cross_entropy(torch.from_numpy(zv), torch.from_numpy(yv)))
-            entry = {"epoch": epoch, "train_loss": loss_sum / seen,
-                     "train_accuracy": correct / seen, "val_loss": val_loss,
-                     "val_accuracy": float((zv.argmax(1) == yv).mean())}
+            zv, yv = logits_on_images(module, val_loader, device)
+            val_loss, val_acc = loss_and_accuracy(zv, yv)
+            entry = {"epoch": epoch, **trained, "val_loss": val_loss, "val_accuracy": val_acc}
             history.append(entry)
             if val_loss < best_loss:
                 best_loss, best_epoch, since_best = val_loss, epoch, 0
@@ -332,7 +305,7 @@ def cultivate_donor(donor, dataset, *, settings: Optional[CultivateSettings] = N
     metrics: Dict[str, Dict[str, float]] = {}
     test_metrics = None
     for split in ("train", "val", "test"):
-        z, y = _evaluate(module, loader(split), device)
+        z, y = logits_on_images(module, loader(split), device)
         m = compute_metrics(y, z, classes=classes)
         metrics[split] = {"accuracy": m.accuracy, "loss": m.loss}
         if split == "test":

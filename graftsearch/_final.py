@@ -19,13 +19,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ._atomic import write_json, write_text
-from ._errors import DataError, ParameterError, SearchError, param_message
+from ._checks import is_int
+from ._errors import ParameterError, SearchError, param_message
 from ._export import DeployableModel, ExportResult, export_model
 from ._features import selection_features
 from ._graft import GraftedModel
+from ._imagetrain import logits_on_images, loss_and_accuracy, train_epoch
 from ._head import HeadSpec
 from ._metrics import ClassificationMetrics, compute_metrics
 from ._preprocessing import Normalize, Preprocessing
@@ -36,10 +37,6 @@ from ._trace import count_macs, count_params
 from ._version import __version__
 
 logger = logging.getLogger("graftsearch")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,12 +85,12 @@ class FinalSettings:
                           ("latency_runs", 0), ("latency_warmup", 0), ("calibration_images", 1),
                           ("batch_size", 1), ("num_workers", 0)):
             value = getattr(self, name)
-            if not _is_int(value) or value < low:
+            if not is_int(value) or value < low:
                 raise ParameterError(param_message(name, f"an integer >= {low}", value))
         if not isinstance(self.fine_tune_lr, (int, float)) or isinstance(self.fine_tune_lr, bool) \
                 or not math.isfinite(self.fine_tune_lr) or self.fine_tune_lr <= 0:
             raise ParameterError(param_message("fine_tune_lr", "a float > 0", self.fine_tune_lr))
-        if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
+        if self.threads is not None and (not is_int(self.threads) or self.threads < 1):
             raise ParameterError(param_message("threads", "a positive integer or None", self.threads))
         for name in ("fine_tune", "donor_metrics", "memory", "quantize"):
             if not isinstance(getattr(self, name), bool):
@@ -162,24 +159,6 @@ def _loader(dataset, split: str, pre: Preprocessing, settings: FinalSettings, *,
                        skip_bad_images=skip_bad)
 
 
-def logits_on_images(module: nn.Module, loader, device: torch.device) -> Tuple[np.ndarray, np.ndarray]:
-    """Logits and labels of every image of ``loader`` (normalised images in, as a loader yields)."""
-    was_training = module.training
-    module.eval()
-    logits: List[np.ndarray] = []
-    labels: List[np.ndarray] = []
-    try:
-        with torch.inference_mode():
-            for images, y, _ in loader:
-                logits.append(module(images.to(device)).float().cpu().numpy())
-                labels.append(y.numpy())
-    finally:
-        module.train(was_training)
-    if not logits:
-        raise DataError("A split with no usable images cannot be evaluated.")
-    return np.concatenate(logits), np.concatenate(labels)
-
-
 def donor_has_classifier_for(donor, classes: Sequence[str]) -> bool:
     """True when the donor's outputs are exactly ``classes`` in order (e.g. a cultivated donor)."""
     return donor.class_names is not None and list(donor.class_names) == list(classes)
@@ -208,25 +187,10 @@ def fine_tune(graft: GraftedModel, dataset, pre: Preprocessing, settings: FinalS
                                lr=float(settings.fine_tune_lr))
         best = (math.inf, copy.deepcopy(graft.state_dict()), 0)
         for epoch in range(1, settings.fine_tune_epochs + 1):
-            graft.train()
-            _freeze_batchnorm(graft)
-            total, loss_sum, correct = 0, 0.0, 0
-            for images, y, _ in train:
-                images, y = images.to(device), y.to(device)
-                logits = graft(images)
-                loss = F.cross_entropy(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += len(y)
-                loss_sum += float(loss.detach()) * len(y)
-                correct += int((logits.argmax(1) == y).sum())
+            entry = train_epoch(graft, train, opt, device, before=_freeze_batchnorm)
             z, yv = logits_on_images(graft, val, device)
-            val_loss = float(F.cross_entropy(torch.from_numpy(z), torch.from_numpy(yv)))
-            val_acc = float((z.argmax(1) == yv).mean())
-            history.append({"epoch": epoch, "train_loss": loss_sum / total,
-                            "train_accuracy": correct / total, "val_loss": val_loss,
-                            "val_accuracy": val_acc})
+            val_loss, val_acc = loss_and_accuracy(z, yv)
+            history.append({"epoch": epoch, **entry, "val_loss": val_loss, "val_accuracy": val_acc})
             if val_loss < best[0]:
                 best = (val_loss, copy.deepcopy(graft.state_dict()), epoch)
             report(progress, "fine-tune", epoch, settings.fine_tune_epochs, val_loss=val_loss,
@@ -538,7 +502,7 @@ def train_final_from_run(run_dir, donor, features, *, dataset=None, head: Option
     """
     from ._headtrain import train_head
 
-    if not _is_int(top_k) or top_k < 1:
+    if not is_int(top_k) or top_k < 1:
         raise ParameterError(param_message("top_k", "an integer >= 1", top_k))
     settings = settings if settings is not None else FinalSettings()
     _check_same_inputs(donor, features, dataset)

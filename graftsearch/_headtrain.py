@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._checks import is_int, is_real
 from ._errors import DataError, Described, FitnessError, ParameterError, param_message
 from ._head import HeadSpec
 from ._progress import ProgressCallback, report
@@ -29,13 +30,6 @@ _MIN_STD = 1e-12
 # Rows per forward pass when scoring a split (bounds memory, not results).
 _EVAL_ROWS = 8192
 
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,15 +49,15 @@ class TrainSchedule:
     keep_best: bool = True
 
     def __post_init__(self) -> None:
-        if not _is_int(self.epochs) or self.epochs < 1:
+        if not is_int(self.epochs) or self.epochs < 1:
             raise ParameterError(param_message("epochs", "an integer >= 1", self.epochs))
-        if not _is_int(self.batch_size) or self.batch_size < 1:
+        if not is_int(self.batch_size) or self.batch_size < 1:
             raise ParameterError(param_message("batch_size", "an integer >= 1", self.batch_size))
-        if not _is_real(self.lr) or not math.isfinite(self.lr) or self.lr <= 0:
+        if not is_real(self.lr) or not math.isfinite(self.lr) or self.lr <= 0:
             raise ParameterError(param_message("lr", "a float > 0", self.lr))
-        if not _is_real(self.weight_decay) or not math.isfinite(self.weight_decay) or self.weight_decay < 0:
+        if not is_real(self.weight_decay) or not math.isfinite(self.weight_decay) or self.weight_decay < 0:
             raise ParameterError(param_message("weight_decay", "a float >= 0", self.weight_decay))
-        if self.patience is not None and (not _is_int(self.patience) or self.patience < 1):
+        if self.patience is not None and (not is_int(self.patience) or self.patience < 1):
             raise ParameterError(param_message("patience", "an integer >= 1 or None (no early stop)",
                                                self.patience))
         if not isinstance(self.keep_best, bool):
@@ -175,7 +169,7 @@ def train_head(x_train, y_train, x_val, y_val, *, head: HeadSpec, schedule: Trai
         raise ParameterError(param_message("head", "a HeadSpec", type(head).__name__))
     if not isinstance(schedule, TrainSchedule):
         raise ParameterError(param_message("schedule", "a TrainSchedule", type(schedule).__name__))
-    if not _is_int(seed):
+    if not is_int(seed):
         raise ParameterError(param_message("seed", "an integer", seed))
     x_train, y_train = _check_xy(x_train, y_train, "train", head.num_classes, None)
     x_val, y_val = _check_xy(x_val, y_val, "val", head.num_classes, x_train.shape[1])

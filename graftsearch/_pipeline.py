@@ -7,7 +7,6 @@ and the report are deterministic and are simply redone.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import platform
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ._atomic import write_json
-from ._errors import DataError, DonorError, GraftSearchError, SearchError
+from ._errors import DataError, DonorError, SearchError
 from ._progress import ProgressCallback, report
 from ._runconfig import DEMO_DATA, RunSettings
 from ._version import __version__

@@ -28,7 +28,8 @@ from ._errors import DataError, Described, ParameterError, close_matches_hint, p
 from ._evaluation import Evaluation
 from ._features import FeatureSource, selection_features
 from ._head import HeadSpec
-from ._headtrain import TrainSchedule, train_head, _is_int, _is_real
+from ._checks import is_int, is_real
+from ._headtrain import TrainSchedule, train_head
 from ._seeding import derive_seed
 
 logger = logging.getLogger("graftsearch")
@@ -64,13 +65,13 @@ def as_feature_source(source: Any, name: str = "source") -> FeatureSource:
 
 
 def check_seed(seed: Any) -> int:
-    if not _is_int(seed) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ParameterError(param_message("seed", "an integer >= 0", seed))
     return int(seed)
 
 
 def check_threads(threads: Any) -> None:
-    if threads is not None and (not _is_int(threads) or threads < 1):
+    if threads is not None and (not is_int(threads) or threads < 1):
         raise ParameterError(param_message(
             "threads", "an integer >= 1, or None to keep the process's torch threads", threads))
 
@@ -231,14 +232,14 @@ class FastSettings:
 
     def __post_init__(self) -> None:
         _check_choice("probe", self.probe, PROBES)
-        if self.shrinkage != "auto" and (not _is_real(self.shrinkage)
+        if self.shrinkage != "auto" and (not is_real(self.shrinkage)
                                          or not 0.0 <= float(self.shrinkage) <= 1.0):
             raise ParameterError(param_message("shrinkage", "a float in [0, 1] or 'auto'", self.shrinkage))
-        if self.alpha != "gcv" and (not _is_real(self.alpha) or not math.isfinite(self.alpha)
+        if self.alpha != "gcv" and (not is_real(self.alpha) or not math.isfinite(self.alpha)
                                     or self.alpha <= 0):
             raise ParameterError(param_message("alpha", "a float > 0 or 'gcv'", self.alpha))
         alphas = tuple(self.alphas) if isinstance(self.alphas, (tuple, list)) else None
-        if not alphas or not all(_is_real(a) and math.isfinite(a) and a > 0 for a in alphas):
+        if not alphas or not all(is_real(a) and math.isfinite(a) and a > 0 for a in alphas):
             raise ParameterError(param_message("alphas", "a non-empty tuple of floats > 0", self.alphas))
         object.__setattr__(self, "alphas", tuple(float(a) for a in alphas))
         check_threads(self.threads)

@@ -21,6 +21,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional, Union
 
+from ._checks import is_int, is_real
 from ._errors import ParameterError, param_message
 
 OBJECTIVES = ("min-size", "max-accuracy")
@@ -77,13 +78,6 @@ def parse_size(value: SizeLike, metric: str, *, name: str = "size_max") -> float
             "Byte sizes apply to size_metric='params' or 'size_mib'."))
     raise ParameterError(param_message(name, expected, value, _SIZE_HINT))
 
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,7 +145,7 @@ class SearchSettings:
                 raise ParameterError(param_message(
                     "p_min", "a float in (0, 1] when objective='min-size'", None,
                     "Pass the accuracy the model must reach, e.g. p_min=0.9 (`--p-min 0.9`)."))
-            if not _is_real(self.p_min) or not 0.0 < float(self.p_min) <= 1.0:
+            if not is_real(self.p_min) or not 0.0 < float(self.p_min) <= 1.0:
                 raise ParameterError(param_message("p_min", "a float in (0, 1]", self.p_min))
             object.__setattr__(self, "p_min", float(self.p_min))
             if self.size_max is not None:
@@ -174,24 +168,24 @@ class SearchSettings:
         self._int("stagnation", 1, optional=True)
         self._int("checkpoint_every", 1)
         if self.max_seconds is not None:
-            if not _is_real(self.max_seconds) or self.max_seconds <= 0:
+            if not is_real(self.max_seconds) or self.max_seconds <= 0:
                 raise ParameterError(param_message("max_seconds", "a positive number of seconds or None",
                                                    self.max_seconds))
             object.__setattr__(self, "max_seconds", float(self.max_seconds))
         for name in ("cx_prob", "mut_prob"):
             value = getattr(self, name)
-            if not _is_real(value) or not 0.0 <= value <= 1.0:
+            if not is_real(value) or not 0.0 <= value <= 1.0:
                 raise ParameterError(param_message(name, "a float in [0, 1]", value))
             object.__setattr__(self, name, float(value))
         if self.indpb is not None:
-            if not _is_real(self.indpb) or not 0.0 < self.indpb <= 1.0:
+            if not is_real(self.indpb) or not 0.0 < self.indpb <= 1.0:
                 raise ParameterError(param_message("indpb", "a float in (0, 1] or None (1 / number of taps)",
                                                    self.indpb))
             object.__setattr__(self, "indpb", float(self.indpb))
-        if not _is_int(self.seed):
+        if not is_int(self.seed):
             raise ParameterError(param_message("seed", "an integer", self.seed))
         object.__setattr__(self, "seed", int(self.seed))
-        if not _is_int(self.n_jobs) or not (self.n_jobs >= 1 or self.n_jobs == -1):
+        if not is_int(self.n_jobs) or not (self.n_jobs >= 1 or self.n_jobs == -1):
             raise ParameterError(param_message("n_jobs", "a positive integer or -1 (all cores)", self.n_jobs))
         object.__setattr__(self, "n_jobs", int(self.n_jobs))
         if self.dask_scheduler is not None and (not isinstance(self.dask_scheduler, str)
@@ -212,7 +206,7 @@ class SearchSettings:
         value = getattr(self, name)
         if value is None and optional:
             return
-        if not _is_int(value) or value < low:
+        if not is_int(value) or value < low:
             expected = f"an integer >= {low}" + (" or None" if optional else "")
             raise ParameterError(param_message(name, expected, value))
         object.__setattr__(self, name, int(value))

@@ -1,7 +1,6 @@
 """The examples run end to end on generated data (no download)."""
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pandas as pd

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import graftsearch as gs
-from tiny import TINY_CHANNELS, TINY_TAPS, TinyCNN, tiny_donor
+from tiny import TINY_CHANNELS, TINY_TAPS, tiny_donor
 
 VGG16_TAPS = ["features.1", "features.3", "features.4", "features.6", "features.8", "features.9",
               "features.11", "features.13", "features.15", "features.16", "features.18",

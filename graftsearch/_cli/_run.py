@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from rich.table import Table
 
-from .._errors import GraftSearchError, ParameterError
-from .._runconfig import FIELDS, GROUPS, PRESETS, RunSettings, read_config, settings_from
+from .._errors import ParameterError
+from .._runconfig import FIELDS, GROUPS, RunSettings, read_config, settings_from
 from ._common import console, console_err
 from ._live import LiveProgress
 

@@ -12,7 +12,8 @@ from ._errors import ParameterError, param_message
 from ._progress import ProgressCallback
 
 
-def search(*, donor: Any = None, data: Any = None, features: Any = None, fitness: Any = "fast",
+def search(*, donor: Any = None, weights: Optional[str] = "DEFAULT", data: Any = None,
+           features: Any = None, fitness: Any = "fast",
            objective: str = "min-size", p_min: Optional[float] = None,
            size_max: Union[str, float, None] = None, head: Any = None,
            image_size: Optional[int] = None, cache_dir: Optional[str] = None,
@@ -20,7 +21,8 @@ def search(*, donor: Any = None, data: Any = None, features: Any = None, fitness
            seed: int = 0, progress: Optional[ProgressCallback] = None, **settings: Any):
     """Search the taps of ``donor`` on ``data`` for the paper's ``objective``.
 
-    ``donor``: a name, :class:`DonorSpec` or :class:`Donor`; ``data``: a ``--data`` string,
+    ``donor``: a name (loaded with ``weights``, by default its pretrained ones; None for random
+    weights), :class:`DonorSpec` or :class:`Donor`; ``data``: a ``--data`` string,
     :class:`DataSpec` or :class:`ImageDataset`. Instead of both, ``features`` takes any
     :class:`FeatureSource` (a :class:`FeatureCache` or :class:`ArrayFeatures`). ``fitness`` is
     ``"fast"``, ``"mlp"``, a callable ``fn(ctx)`` / :class:`FitnessFunction`, or a fitness object
@@ -44,8 +46,13 @@ def search(*, donor: Any = None, data: Any = None, features: Any = None, fitness
             raise ParameterError(param_message(
                 "features", "a FeatureSource, or both 'donor' and 'data' to build one", None,
                 "Pass donor='efficientnet_lite0', data='path/to/images' (or features=cache)."))
-        if not isinstance(donor, Donor):
-            donor = load_donor(donor) if isinstance(donor, (str, DonorSpec)) else donor
+        if isinstance(donor, str):
+            donor = load_donor(donor, weights=weights)
+        elif isinstance(donor, DonorSpec):
+            donor = load_donor(donor)
+        elif not isinstance(donor, Donor):
+            raise ParameterError(param_message("donor", "a donor name, DonorSpec or Donor",
+                                               type(donor).__name__))
         if not isinstance(data, ImageDataset):
             data = load_dataset(data if isinstance(data, DataSpec) else DataSpec(source=str(data), seed=seed))
         features = build_cache(donor, data, image_size=image_size or 128, cache_dir=cache_dir,
@@ -54,10 +61,19 @@ def search(*, donor: Any = None, data: Any = None, features: Any = None, fitness
         raise ParameterError(param_message("features", "given alone (not with donor or data)",
                                            "features and donor/data"))
     head = head if head is not None else HeadSpec(num_classes=len(features.classes))
-    fit = fitness if hasattr(fitness, "evaluate") else make_fitness(fitness, features, seed=seed)
-    refiner = None
-    if search_settings.refine != "none":
-        refiner = (refine_fitness if hasattr(refine_fitness, "evaluate")
-                   else make_fitness(refine_fitness, features, seed=seed))
+    fit = _fitness(fitness, features, head, seed)
+    refiner = _fitness(refine_fitness, features, head, seed) if search_settings.refine != "none" else None
     return run_search(features.taps, head, fit, search_settings, run_dir=run_dir,
                       refine_fitness=refiner, progress=progress)
+
+
+def _fitness(fitness: Any, features, head, seed: int):
+    """A fitness object; the ``mlp`` proxy trains the same head the search costs."""
+    from ._proxies import MLPSettings, make_fitness
+
+    if hasattr(fitness, "evaluate"):
+        return fitness
+    if fitness == "mlp":
+        return make_fitness("mlp", features, seed=seed,
+                            settings=MLPSettings(hidden=head.hidden, dropout=head.dropout))
+    return make_fitness(fitness, features, seed=seed)

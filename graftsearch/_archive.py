@@ -15,13 +15,13 @@ import logging
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import AbstractSet, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ._evaluation import Evaluation
 from ._head import HeadSpec
 from ._selection import from_bits, taps_string
 from ._settings import SearchSettings
-from ._taps import TapList
+from ._taps import Cost, TapList
 
 logger = logging.getLogger("graftsearch")
 
@@ -65,9 +65,11 @@ def _now() -> str:
 
 
 def make_record(bits: str, evaluation: Optional[Evaluation], *, taps: TapList, head: HeadSpec,
-                settings: SearchSettings, generation: int, evaluated_at: str) -> Record:
+                settings: SearchSettings, generation: int, evaluated_at: str,
+                cost: Optional[Cost] = None) -> Record:
     """The archive record of ``bits``; ``evaluation`` None means rejected on size alone."""
-    cost = taps.cost(from_bits(bits, len(taps)), head)
+    if cost is None:
+        cost = taps.cost(from_bits(bits, len(taps)), head)
     size = float(cost.metric(settings.size_metric))
     if evaluation is None:
         return Record(bits=bits, params=cost.params, size_mib=cost.size_mib, macs=cost.macs,
@@ -112,6 +114,7 @@ class Archive:
         self._records: Dict[str, Record] = {}
         self._trained = 0
         self.hits = 0
+        self._costs: Dict[str, Cost] = {}  # the size check and the record share one computation
 
     def __len__(self) -> int:
         return len(self._records)
@@ -121,6 +124,10 @@ class Archive:
 
     def __getitem__(self, bits: str) -> Record:
         return self._records[bits]
+
+    def keys(self) -> AbstractSet[str]:
+        """The bit strings evaluated so far (a live view)."""
+        return self._records.keys()
 
     def records(self) -> List[Record]:
         return list(self._records.values())
@@ -133,8 +140,13 @@ class Archive:
     def size_feasible(self, bits: str) -> bool:
         if self.settings.objective != "max-accuracy":
             return True
-        cost = self.taps.cost(from_bits(bits, len(self.taps)), self.head)
-        return cost.metric(self.settings.size_metric) <= self.settings.size_max  # type: ignore[operator]
+        return self._cost(bits).metric(self.settings.size_metric) <= self.settings.size_max  # type: ignore[operator]
+
+    def _cost(self, bits: str) -> Cost:
+        cost = self._costs.get(bits)
+        if cost is None:
+            cost = self._costs[bits] = self.taps.cost(from_bits(bits, len(self.taps)), self.head)
+        return cost
 
     def evaluate(self, bits_list: Iterable[str], run: Runner, *, generation: int,
                  budget: Optional[int] = None) -> List[Record]:
@@ -168,7 +180,8 @@ class Archive:
         records = []
         for bits in new:
             record = make_record(bits, by_bits.get(bits), taps=self.taps, head=self.head,
-                                 settings=self.settings, generation=generation, evaluated_at=stamp)
+                                 settings=self.settings, generation=generation, evaluated_at=stamp,
+                                 cost=self._costs.pop(bits, None))
             if record.failed:
                 logger.warning("evaluation of taps %s failed: %s", record.taps_text, record.error)
             self._records[bits] = record

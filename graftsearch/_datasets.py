@@ -596,7 +596,8 @@ def stratified_split(labels: np.ndarray, classes: Sequence[str], seed: int) -> D
 
 
 def bad_images_message(bad: Sequence[Tuple[str, str]]) -> str:
-    first = "; ".join(f"'{name}': {err}" for name, err in bad[:_SHOW])
+    # Each err is a whole sentence already; drop its final period so the list reads cleanly.
+    first = "; ".join(f"'{name}': {str(err).rstrip('.')}" for name, err in bad[:_SHOW])
     more = f" (and {len(bad) - _SHOW} more)" if len(bad) > _SHOW else ""
     return (f"{len(bad)} image(s) cannot be decoded: {first}{more}. Fix or remove them, or pass "
             "`--skip-bad-images` (skip_bad_images=True) to leave them out; skipped images are "

@@ -1,8 +1,8 @@
 """Deb's constrained domination on top of DEAP's NSGA-II tools.
 
-DEAP's ``selNSGA2`` sorts by plain Pareto dominance. Its ``sortNondominated`` only asks each
-fitness ``a.dominates(b)``, so a fitness class whose ``dominates`` follows Deb's rules turns
-DEAP's sorting into constrained sorting:
+DEAP's ``selNSGA2`` sorts by plain Pareto dominance. The individuals here are DEAP individuals
+whose fitness class's ``dominates`` follows Deb's rules (so DEAP's ``sortNondominated`` would sort
+them correctly); :func:`rank_fronts` computes the same constrained fronts with numpy:
 
 1. a feasible solution (violation 0) dominates an infeasible one;
 2. of two infeasible solutions, the one with the smaller violation dominates (equal violations:
@@ -21,6 +21,7 @@ import random
 from itertools import chain
 from typing import List, Sequence
 
+import numpy as np
 from deap import base, creator, tools
 
 WEIGHTS = (1.0, -1.0)  # P maximised, size minimised
@@ -107,9 +108,36 @@ def bits_of(individual) -> str:
 
 
 def rank_fronts(individuals: Sequence, k: int | None = None) -> List[list]:
-    """Constrained non-dominated fronts (DEAP's sort) with rank and crowding distance set."""
-    k = len(individuals) if k is None else k
-    fronts = tools.sortNondominated(list(individuals), k)
+    """Constrained non-dominated fronts, with rank and (DEAP's) crowding distance set.
+
+    Same fronts as DEAP's ``sortNondominated`` with :meth:`ConstrainedFitness.dominates`, but the
+    domination matrix is computed with numpy in one go instead of a Python call per pair: the
+    sort runs every generation and was most of the search's own cost. Fronts are returned until
+    they hold at least ``k`` individuals; within a front, individuals keep their input order.
+    """
+    inds = list(individuals)
+    k = len(inds) if k is None else k
+    if not inds:
+        return []
+    w = np.array([ind.fitness.wvalues for ind in inds], dtype=float)
+    v = np.array([ind.fitness.violation for ind in inds], dtype=float)
+    feasible = v == 0.0
+    pareto = (w[:, None, :] >= w[None, :, :]).all(-1) & (w[:, None, :] > w[None, :, :]).any(-1)
+    # dom[i, j]: i dominates j under Deb's rules (see constrained_dominates)
+    dom = np.where(feasible[:, None],
+                   np.where(feasible[None, :], pareto, True),
+                   np.where(feasible[None, :], False, v[:, None] < v[None, :]))
+    dominated_by = dom.sum(axis=0)
+    remaining = np.ones(len(inds), dtype=bool)
+    fronts: List[list] = []
+    covered = 0
+    while covered < k and remaining.any():
+        idx = np.flatnonzero(remaining & (dominated_by == 0))
+        remaining[idx] = False
+        dominated_by = dominated_by - dom[idx].sum(axis=0)
+        front = [inds[i] for i in idx]
+        fronts.append(front)
+        covered += len(front)
     for rank, front in enumerate(fronts, start=1):
         tools.emo.assignCrowdingDist(front)
         for ind in front:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -457,16 +460,36 @@ def _int8(graft: GraftedModel, dataset, pre: Preprocessing, settings: FinalSetti
 
 
 def write_best(final: FinalModel, donor, out_dir, *, onnx: Optional[bool] = None) -> ExportResult:
-    """Export ``final.model`` and write metrics.json and confusion.csv into ``out_dir``."""
+    """Export ``final.model`` and write metrics.json and confusion.csv into ``out_dir``.
+
+    Everything is written into a temporary directory beside ``out_dir`` that replaces it only
+    when complete, so an interrupted or failed export never leaves a half-written ``best/``.
+    """
     out = Path(out_dir)
-    export = export_model(final.model, out, donor=donor, metrics=final.metrics, onnx=onnx)
-    final.metrics["export"] = {"files": [p.name for p in (export.model_pt, export.torchscript,
-                                                           export.onnx) if p is not None],
-                               "onnx_note": export.onnx_note,
-                               "max_abs_diff": export.max_abs_diff}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    old = out.with_name(f".{out.name}-old-{os.getpid()}")
+    try:
+        export = export_model(final.model, tmp, donor=donor, metrics=final.metrics, onnx=onnx)
+        final.metrics["export"] = {"files": [p.name for p in (export.model_pt, export.torchscript,
+                                                               export.onnx) if p is not None],
+                                   "onnx_note": export.onnx_note,
+                                   "max_abs_diff": export.max_abs_diff}
+        write_json(tmp / "metrics.json", final.metrics)
+        write_text(tmp / "confusion.csv", final.test.confusion_csv())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    export.model_pt = out / export.model_pt.name
+    export.torchscript = out / export.torchscript.name
+    export.onnx = out / export.onnx.name if export.onnx is not None else None
     final.export = export
-    write_json(out / "metrics.json", final.metrics)
-    write_text(out / "confusion.csv", final.test.confusion_csv())
     return export
 
 
@@ -482,7 +505,9 @@ def front_picks(run_dir, *, top_k: int = 1) -> Tuple[List[Dict[str, Any]], Dict[
     order = order_front(run.pareto, run.objective, run.size_metric)
     if not len(order):
         raise SearchError(f"The run '{run.root}' has no feasible selection to train. Relax the "
-                          "constraint (p_min or size_max) and resume the search.")
+                          "constraint (p_min or size_max) in a new run (the feature cache is "
+                          "reused), or search longer with `graftsearch resume RUN_DIR "
+                          "--generations N`.")
     picks = [dict(r) for _, r in order.head(top_k).iterrows()]
     settings = {"objective": run.objective, "size_metric": run.size_metric,
                 "p_min": run.setting("p_min"), "size_max": run.setting("size_max")}

@@ -25,8 +25,16 @@ from ._errors import DataError, Described, FitnessError, ParameterError, param_m
 from ._head import HeadSpec
 from ._progress import ProgressCallback, report
 
-# A channel whose train-split std is below this is constant: it is centred but not scaled.
-_MIN_STD = 1e-12
+# A channel whose train-split std is below this (relative to its mean, at least 1) is constant: it
+# is centred but not scaled. An absolute threshold would scale float32 rounding noise of a
+# constant channel (std ~1e-9) up to unit variance, and the folded head would then amplify
+# rounding differences between runtimes (eager, TorchScript, ONNX) a billion times.
+_MIN_RELATIVE_STD = 1e-6
+
+
+def unscaled_channels(mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Mask of channels too close to constant to be scaled to unit variance."""
+    return ~(scale > _MIN_RELATIVE_STD * np.maximum(1.0, np.abs(mean)))
 # Rows per forward pass when scoring a split (bounds memory, not results).
 _EVAL_ROWS = 8192
 
@@ -131,7 +139,7 @@ def standardisation(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x_train, dtype=np.float64)
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
-    scale[~(scale > _MIN_STD)] = 1.0
+    scale[unscaled_channels(mean, scale)] = 1.0
     return mean, scale
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ._atomic import write_json
-from ._errors import DataError, DonorError, SearchError
+from ._errors import DataError, DonorError, ParameterError, SearchError, param_message
 from ._progress import ProgressCallback, report
 from ._runconfig import DEMO_DATA, RunSettings
 from ._version import __version__
@@ -64,9 +64,14 @@ def versions() -> Dict[str, str]:
             "python": platform.python_version()}
 
 
+# What a run has made that other settings would not reproduce; until one exists (e.g. the first
+# attempt stopped on bad input), the directory is free to take corrected settings.
+WORK_FILES = ("checkpoint.pkl", "evaluations.csv", DONOR_CHECKPOINT)
+
+
 def _check_run_dir(run_dir: Path, settings: RunSettings) -> None:
     path = run_dir / CONFIG
-    if not path.is_file():
+    if not path.is_file() or not any((run_dir / name).exists() for name in WORK_FILES):
         return
     import json
 
@@ -105,8 +110,16 @@ def run(settings: RunSettings, *, progress: Optional[ProgressCallback] = None) -
 
     settings = settings.resolved()
     run_dir = Path(settings.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ParameterError(param_message("run_dir", "a directory (created when missing)",
+                                           str(run_dir), "Choose another --run-dir."))
     _check_run_dir(run_dir, settings)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ParameterError(param_message("run_dir", "a directory that can be created",
+                                           str(run_dir), f"({exc.strerror}) Choose a writable "
+                                           "location with --run-dir.")) from None
     write_config(run_dir, settings)
     outcome = RunOutcome(run_dir=run_dir, settings=settings)
     handler = logging.FileHandler(run_dir / LOG, encoding="utf-8")
@@ -209,4 +222,5 @@ def _cultivate(donor, dataset, settings: RunSettings, run_dir: Path, outcome: Ru
         cultivation.save(checkpoint)
         write_json(marker, cultivation.table_row())
     outcome.cultivation = json.loads(marker.read_text())
-    return load_donor(checkpoint=str(checkpoint))
+    spec = settings.donor_spec()
+    return load_donor(checkpoint=str(checkpoint), taps=spec.taps, image_size=spec.image_size)

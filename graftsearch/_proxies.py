@@ -24,12 +24,13 @@ from typing import Any, Dict, Iterator, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ._errors import DataError, Described, ParameterError, close_matches_hint, param_message
+from ._errors import (DataError, Described, FitnessError, ParameterError, close_matches_hint,
+                      param_message)
 from ._evaluation import Evaluation
 from ._features import FeatureSource, selection_features
 from ._head import HeadSpec
 from ._checks import is_int, is_real
-from ._headtrain import TrainSchedule, train_head
+from ._headtrain import TrainSchedule, train_head, unscaled_channels
 from ._seeding import derive_seed
 
 logger = logging.getLogger("graftsearch")
@@ -191,10 +192,15 @@ class MLPProxy(_Proxy):
         indices, bits = self._normalize(selection)
         x_train = selection_features(self.source, "train", indices)
         x_val = selection_features(self.source, "val", indices)
-        with torch_threads(self.settings.threads):
-            fit = train_head(x_train, self.source.labels("train"), x_val, self.source.labels("val"),
-                             head=self.head, schedule=self.settings.schedule,
-                             seed=derive_seed(self.seed, bits))
+        try:
+            with torch_threads(self.settings.threads):
+                fit = train_head(x_train, self.source.labels("train"), x_val,
+                                 self.source.labels("val"), head=self.head,
+                                 schedule=self.settings.schedule, seed=derive_seed(self.seed, bits))
+        except FitnessError as exc:
+            # Divergence on one selection is that selection's problem, not the search's: record
+            # it as failed (infeasible) and let the search go on; the result lists the error.
+            return Evaluation(val_accuracy=math.nan, failed=True, error=str(exc), fidelity=self.name)
         return Evaluation(val_accuracy=float(fit.val_accuracy), val_loss=float(fit.val_loss),
                           fidelity=self.name)
 
@@ -279,7 +285,7 @@ class _GramStats:
             x = np.asarray(source.features("train", t + 1), dtype=np.float64)
             mean[offsets[t]:offsets[t + 1]] = x.mean(axis=0)
             scale[offsets[t]:offsets[t + 1]] = x.std(axis=0)
-        scale[~(scale > 1e-12)] = 1.0
+        scale[unscaled_channels(mean, scale)] = 1.0
         onehot = np.zeros((n, k))
         onehot[np.arange(n), y] = 1.0
         gram = torch.zeros((dim, dim), dtype=torch.float64)
@@ -452,7 +458,8 @@ class FastProxy(_Proxy):
         y = stats.val_y
         accuracy = float(np.mean(scores.argmax(axis=1) == y))
         if self.settings.probe == "lda":
-            loss = float(-_log_softmax(scores)[np.arange(len(y)), y].mean())
+            # 0.0 - x rather than -x: a perfect fit would otherwise write "-0.0" to the CSV.
+            loss = float(0.0 - _log_softmax(scores)[np.arange(len(y)), y].mean())
         else:
             target = np.zeros_like(scores)
             target[np.arange(len(y)), y] = 1.0

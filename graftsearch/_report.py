@@ -123,12 +123,17 @@ def feasible_mask(frame: pd.DataFrame) -> pd.Series:
 
 
 def order_front(pareto: pd.DataFrame, objective: str, size_metric: str = "params") -> pd.DataFrame:
-    """The feasible rows of a front, best first: min-size -> smallest (ties: higher P);
-    max-accuracy -> highest P (ties: smaller); the bit string breaks remaining ties."""
+    """The feasible rows of a front, best first: by the search's ``rank`` when the front has it,
+    else min-size -> smallest (ties: higher P); max-accuracy -> highest P (ties: smaller); the
+    bit string breaks remaining ties."""
     front = pareto[feasible_mask(pareto)] if len(pareto) else pareto
     if objective == "max-accuracy":
-        return front.sort_values(["val_accuracy", size_metric, "bits"], ascending=[False, True, True])
-    return front.sort_values([size_metric, "val_accuracy", "bits"], ascending=[True, False, True])
+        keys, ascending = ["val_accuracy", size_metric, "bits"], [False, True, True]
+    else:
+        keys, ascending = [size_metric, "val_accuracy", "bits"], [True, False, True]
+    if "rank" in front.columns and front["rank"].notna().all():
+        keys, ascending = ["rank"] + keys, [True] + ascending  # the search's own order first
+    return front.sort_values(keys, ascending=ascending)
 
 
 def pick_best(pareto: pd.DataFrame, objective: str, size_metric: str = "params") -> Optional[pd.Series]:

@@ -287,8 +287,11 @@ def settings_from(*layers: Mapping[str, Any]) -> RunSettings:
     for layer in layers:
         for key, value in layer.items():
             if key not in FIELDS:
-                raise ParameterError(f"Unknown setting '{key}'. "
-                                     f"{close_matches_hint(key, FIELDS)}".strip())
+                hint = close_matches_hint(key, FIELDS) or ("Use `graftsearch run --print-config` "
+                                                            "to see every setting.")
+                raise ParameterError(f"Unknown setting '{key}': expected one of the settings of "
+                                     f"`graftsearch run` (its flags without '--', '_' for '-'). "
+                                     f"{hint}")
             merged[key] = value
     preset = merged.get("preset")
     if preset is not None:
@@ -311,7 +314,13 @@ def read_config(path) -> Dict[str, Any]:
     try:
         if p.suffix == ".json":
             data = json.loads(text)
-            data = data.get("settings", data)
+            if isinstance(data, dict) and "settings" not in data and "search" in data:
+                raise ParameterError(
+                    f"The config file '{p}' holds the settings of a search started from Python "
+                    "(graftsearch.search or NSGA2Search), not of `graftsearch run`. Resume it "
+                    "by calling the same function again with the same run_dir.")
+            if isinstance(data, dict):
+                data = data.get("settings", data)
         else:
             if sys.version_info >= (3, 11):
                 import tomllib

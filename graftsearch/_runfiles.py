@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from ._archive import Record
-from ._atomic import write_bytes, write_text
+from ._atomic import write_json, write_bytes, write_text
 from ._errors import SearchError
 
 COLUMNS = ("bits", "taps", "n_taps", "deepest_tap", "params", "size_mib", "macs", "val_accuracy",
@@ -115,6 +115,22 @@ class RunFiles:
 
     def write_taps(self, taps) -> None:
         taps.to_csv(self.taps)
+
+    def write_search_config(self, settings) -> None:
+        """config.json with the search settings, unless ``graftsearch run`` wrote a complete one
+        (which holds them too): the report and the final training read the objective there."""
+        import json
+
+        path = self.root / "config.json"
+        if path.is_file():
+            try:
+                if "settings" in json.loads(path.read_text()):
+                    return
+            except (OSError, ValueError):
+                pass  # damaged: rewrite it
+        from ._pipeline import versions
+
+        write_json(path, {"search": settings.as_dict(), "versions": versions()})
 
     def rewrite_evaluations(self, records: Sequence[Record]) -> None:
         self._extras = extras_keys(records)

@@ -22,13 +22,13 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ._archive import Archive, Record
-from ._domination import make_individual, select_survivors
+from ._domination import bits_of, make_individual, select_survivors
 from ._errors import Described, ParameterError, SearchError, param_message
 from ._head import HeadSpec
 from ._hypervolume import front_hypervolume
 from ._parallel import Evaluator
 from ._progress import ProgressCallback, report
-from ._result import (Pick, SearchResult, best_of, feasible_front, front_or_closest,
+from ._result import (Pick, SearchResult, feasible_front, front_or_closest, least_violating,
                       summary_message)
 from ._runfiles import RunFiles
 from ._seeding import derive_seed
@@ -111,6 +111,12 @@ class _Run:
         self.stale = 0
         self.stopped_by: Optional[str] = None
         self.refined: Optional[List[Record]] = None
+        # The feasible front so far and running summaries of the archive, so that a generation
+        # costs what its new records cost, not the whole archive (rebuilt after a restore).
+        self._front: Optional[List[Record]] = None
+        self._survivors: Dict[str, Any] = {}
+        self._n_feasible = 0
+        self._min_violation = math.inf
         self._t0 = time.monotonic()
 
     # -- time ------------------------------------------------------------------------------------
@@ -172,14 +178,21 @@ class _Run:
 
     # -- population ------------------------------------------------------------------------------
     def _individual(self, bits: str):
-        r = self.archive[bits]
-        return make_individual(bits, r.val_accuracy, r.size(self.settings.size_metric), r.violation)
+        # Survivors are reused from the last generation: building DEAP individuals is a large
+        # part of the search's own cost. Their fitness values never change; rank and crowding
+        # are reassigned wherever they are read.
+        ind = self._survivors.get(bits)
+        if ind is None:
+            r = self.archive[bits]
+            ind = make_individual(bits, r.val_accuracy, r.size(self.settings.size_metric), r.violation)
+        return ind
 
     def _select(self, candidates: Sequence[str]) -> None:
         individuals = [self._individual(b) for b in candidates]
         chosen = select_survivors(individuals, self.pop_size)
-        self.population = [("".join(str(b) for b in ind), ind.fitness.rank, ind.fitness.crowding_dist)
+        self.population = [(bits_of(ind), ind.fitness.rank, ind.fitness.crowding_dist)
                            for ind in chosen]
+        self._survivors = {bits: ind for (bits, _, _), ind in zip(self.population, chosen)}
 
     def _parents(self) -> list:
         parents = []
@@ -227,7 +240,7 @@ class _Run:
             with self.rng.active() as rng:
                 children = make_offspring(self._parents(), k, crossover=self.settings.crossover,
                                           cx_prob=self.settings.cx_prob, mut_prob=self.settings.mut_prob,
-                                          indpb=self.indpb, rng=rng)
+                                          indpb=self.indpb, rng=rng, evaluated=self.archive.keys())
             new = self.archive.evaluate(children, evaluator, generation=g, budget=self._budget())
             members = [b for b, _, _ in self.population] + [b for b in children if b in self.archive]
             self._select(members)
@@ -236,12 +249,22 @@ class _Run:
     def _finish_generation(self, g: int, new: List[Record]) -> None:
         s = self.settings
         self.generation = g
-        records = self.archive.records()
-        front = feasible_front(records, s)
+        if self._front is None:
+            records = self.archive.records()
+            pool = records
+            self._n_feasible = sum(1 for r in records if r.feasible)
+            self._min_violation = min((r.violation for r in records), default=math.inf)
+        else:
+            # The archive only grows and its records never change: the new front is the
+            # non-dominated part of the old front and the new records.
+            pool = self._front + list(new)
+            self._n_feasible += sum(1 for r in new if r.feasible)
+            self._min_violation = min([self._min_violation] + [r.violation for r in new])
+        front = self._front = feasible_front(pool, s)
         hv = front_hypervolume([r.size(s.size_metric) for r in front], [r.val_accuracy for r in front],
                                self.size_ref)
-        best = best_of(records, s)
-        min_violation = min((r.violation for r in records), default=math.inf)
+        best = front[0] if front else None  # the most preferred feasible record is never dominated
+        min_violation = self._min_violation
         if g > 0:
             gained = hv > self.best_hv + _GAIN or (best is None and min_violation < self.best_violation - _GAIN)
             self.stale = 0 if gained else self.stale + 1
@@ -251,12 +274,13 @@ class _Run:
                  "best_bits": best.bits if best else None,
                  "best_size": best.size(s.size_metric) if best else None,
                  "best_val_accuracy": best.val_accuracy if best else None,
-                 "n_feasible": sum(1 for r in records if r.feasible),
+                 "n_feasible": self._n_feasible,
                  "elapsed_s": round(self.elapsed(), 3)}
         self.history.append(entry)
         if self.files is not None:
+            records = self.archive.records()
             self.files.append_evaluations(new, records)
-            shown, _ = front_or_closest(records, s)
+            shown = front if front else least_violating(records, s)
             self.files.write_pareto(shown, list(range(1, len(shown) + 1)))
             self.files.write_convergence(self.history)
             if g % s.checkpoint_every == 0:
@@ -352,7 +376,9 @@ def run_search(taps: TapList, head: HeadSpec, fitness, settings: SearchSettings,
             logger.info("resuming the search in %s after generation %d", files.root, run.generation)
             if run.stopped_by is not None and run.stop_reason() is None:
                 run.stopped_by = None  # the limits were raised: go on
+                run.refined = None  # and refine the front the longer search finds
         files.write_taps(taps)
+        files.write_search_config(settings)
     logger.info("search: %s, %d taps (%d selections), population %d, seed %d",
                 settings.objective, len(taps), run.space, run.pop_size, settings.seed)
     if run.stopped_by is None:

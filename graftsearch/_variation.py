@@ -16,13 +16,17 @@ Rules that keep a population valid:
 - **Duplicates** never occur: an offspring equal to a member of the population or to an earlier
   offspring of the same generation gets one more random bit flipped, repeatedly; after
   10 x n tries it is replaced by a new random selection.
+- **Already evaluated selections** are avoided the same way (one more bit flipped, up to
+  10 x n tries), so that each generation brings new selections instead of archive hits; when
+  the flips find nothing new (a nearly exhausted space), the offspring may repeat an evaluated
+  selection, whose result then comes from the archive.
 """
 
 from __future__ import annotations
 
 import random
 from contextlib import contextmanager
-from typing import Iterator, List, Optional, Sequence, Set
+from typing import AbstractSet, Iterator, List, Optional, Sequence, Set
 
 from deap import tools
 
@@ -79,14 +83,15 @@ def initial_population(n: int, size: int, rng: random.Random) -> List[str]:
     return population
 
 
-def repair(child: list, taken: Set[str], rng) -> str:
-    """Make ``child`` non-empty and different from every bit string in ``taken``."""
+def repair(child: list, taken: Set[str], rng, evaluated: AbstractSet[str] = frozenset()) -> str:
+    """Make ``child`` non-empty and different from every bit string in ``taken``, and, for up to
+    10 x n bit flips, from every already ``evaluated`` one."""
     n = len(child)
     if not any(child):
         child[rng.randrange(n)] = 1
     bits = "".join("1" if b else "0" for b in child)
     tries = 0
-    while bits in taken:
+    while bits in taken or (bits in evaluated and tries < 10 * n):
         if tries < 10 * n:
             tries += 1
             i = rng.randrange(n)
@@ -101,8 +106,10 @@ def repair(child: list, taken: Set[str], rng) -> str:
 
 
 def make_offspring(population: Sequence, k: int, *, crossover: str, cx_prob: float,
-                   mut_prob: float, indpb: float, rng) -> List[str]:
-    """``k`` new distinct bit strings bred from ``population`` (individuals with rank/crowding)."""
+                   mut_prob: float, indpb: float, rng,
+                   evaluated: AbstractSet[str] = frozenset()) -> List[str]:
+    """``k`` new distinct bit strings bred from ``population`` (individuals with rank/crowding),
+    steered away from the ``evaluated`` ones (see :func:`repair`)."""
     taken: Set[str] = {"".join("1" if b else "0" for b in ind) for ind in population}
     n = len(population[0])
     children: List[str] = []
@@ -119,7 +126,7 @@ def make_offspring(population: Sequence, k: int, *, crossover: str, cx_prob: flo
                 break
             if rng.random() < mut_prob:
                 tools.mutFlipBit(child, indpb)
-            bits = repair(child, taken, rng)
+            bits = repair(child, taken, rng, evaluated)
             taken.add(bits)
             children.append(bits)
     return children

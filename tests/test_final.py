@@ -222,3 +222,21 @@ def test_final_refuses_another_donor_than_the_cache(data):
     _, _, cache = data
     with pytest.raises(gs.ParameterError, match="The 'donor' parameter must be the donor the feature cache was built from"):
         gs.train_final(tiny_donor(seed=1), cache, [2])
+
+
+def test_parts_workflow_max_accuracy_trains_the_search_pick(data, tmp_path):
+    """run_search (no pipeline) then train_final_from_run: the objective comes from the run's
+    config.json, so the final model is the search's rank-1 pick, not the smallest selection."""
+    donor, _, cache = data
+    run_dir = tmp_path / "run"
+    settings = gs.SearchSettings(objective="max-accuracy", size_max=10 ** 9, population=6,
+                                 generations=2, seed=3)
+    fitness = gs.make_fitness("fast", cache, seed=3)
+    result = gs.run_search(donor.taps(), gs.HeadSpec(num_classes=3), fitness, settings,
+                           run_dir=run_dir)
+    stored = json.loads((run_dir / "config.json").read_text())
+    assert stored["search"]["objective"] == "max-accuracy"
+    final = gs.train_final_from_run(run_dir, donor, cache,
+                                    settings=gs.FinalSettings(**{**QUICK, "latency_runs": 0}))
+    assert final.metrics["bits"] == result.best.bits
+    assert "max-accuracy" in gs.write_report(run_dir).read_text()

@@ -334,3 +334,36 @@ def test_a_feature_cache_or_its_path_works_as_the_source(tmp_path):
         assert pickle.loads(pickle.dumps(by_path)).evaluate((2, 5)) == ev
     with pytest.raises(gs.CacheError, match=r"'path' parameter must be a feature cache directory"):
         gs.make_fitness("fast", str(tmp_path / "not-a-cache"), seed=0)
+
+
+def test_mlp_divergence_fails_that_selection_not_the_search(source):
+    fitness = gs.make_fitness("mlp", source, seed=0, epochs=2, batch_size=32, lr=1e20, hidden=16)
+    ev = fitness.evaluate((1, 3))
+    assert ev.failed and np.isnan(ev.val_accuracy)
+    assert "diverged" in ev.error and "Lower the 'lr' parameter" in ev.error
+    result = gs.run_search(source.taps, gs.HeadSpec(num_classes=3, hidden=16), fitness,
+                           gs.SearchSettings(p_min=0.5, population=4, generations=1, seed=0))
+    assert not result.feasible and len(result.failures) == len(result.records) > 0
+    assert "diverged" in result.message
+
+
+def test_search_passes_weights_and_head_settings_through(source, monkeypatch):
+    import graftsearch._donors as donors
+
+    seen = {}
+
+    def fake_load(name, weights=None, **kwargs):
+        seen["call"] = (name, weights)
+        raise gs.DonorError("stop here")
+
+    monkeypatch.setattr(donors, "load_donor", fake_load)
+    for kwargs, expected in (({}, "DEFAULT"), ({"weights": None}, None),
+                             ({"weights": "IMAGENET1K_V1"}, "IMAGENET1K_V1")):
+        with pytest.raises(gs.DonorError, match="stop here"):
+            gs.search(donor="resnet18", data="unused", p_min=0.9, **kwargs)
+        assert seen["call"] == ("resnet18", expected)
+    from graftsearch._api import _fitness
+
+    head = gs.HeadSpec(num_classes=3, hidden=7, dropout=0.25)
+    mlp = _fitness("mlp", source, head, 0)
+    assert (mlp.settings.hidden, mlp.settings.dropout) == (7, 0.25)

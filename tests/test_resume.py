@@ -139,3 +139,18 @@ def test_unreadable_checkpoint(tmp_path):
     (tmp_path / "checkpoint.pkl").write_bytes(b"not a pickle")
     with pytest.raises(gs.SearchError, match="cannot be read .* delete the checkpoint"):
         gs.run_search(taps, head, fit, _settings(generations=1), run_dir=tmp_path)
+
+
+def test_extending_a_refined_run_refines_the_new_front(tmp_path):
+    taps, head, fit = _problem()
+    refine = dict(refine_fitness=InfoFitness(len(taps)))
+    long = gs.run_search(taps, head, fit, _settings(generations=12, refine="front"),
+                         run_dir=tmp_path / "long", **refine)
+    short = gs.run_search(taps, head, fit, _settings(generations=2, refine="front"),
+                          run_dir=tmp_path / "ext", **refine)
+    extended = gs.run_search(taps, head, fit, _settings(generations=12, refine="front"),
+                             run_dir=tmp_path / "ext", **refine)
+    assert len(short.pareto) < len(long.pareto)  # the longer search found more of the front
+    assert extended.pareto["bits"].tolist() == long.pareto["bits"].tolist()
+    _same_files(tmp_path / "long", tmp_path / "ext")
+    assert (tmp_path / "long" / "refined.csv").read_bytes() == (tmp_path / "ext" / "refined.csv").read_bytes()

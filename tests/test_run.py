@@ -139,7 +139,7 @@ def test_infeasible_p_min_exits_1_with_the_closest_result(small_run, tmp_path, c
     (["--data", "/nonexistent/images"], r"data"),
     (["--split", "official:7"], r"split"),
     (["--p-min", "1.3"], r"argument --p-min: The 'p_min' parameter must be a float in \(0, 1\]"),
-    (["--objective", "max-accuracy"], r"argument --size-max"),
+    (["--objective", "max-accuracy"], r"'size_max' parameter must be a size.*`--size-max 2M`"),
     (["--objective", "max-accuracy", "--size-max", "lots"], r"argument --size-max"),
     (["--size-max", "2M"], r"argument --size-max"),
     (["--population", "two"], r"argument --population: invalid int value"),
@@ -203,9 +203,24 @@ def test_run_dir_holding_another_run_is_refused(tmp_path, capfd):
     run_dir.mkdir()
     other = settings_from({"p_min": 0.8, "run_dir": str(run_dir)})
     (run_dir / "config.json").write_text(json.dumps({"settings": other.as_dict()}))
+    (run_dir / "evaluations.csv").write_text("bits\n")  # that run got as far as searching
     code = main(["run", "--p-min", "0.9", "--run-dir", str(run_dir), "--quiet"])
     assert code == 2
     assert "holds another run" in capfd.readouterr().err
+
+
+def test_run_dir_of_a_run_that_made_nothing_takes_the_corrected_settings(tmp_path):
+    from graftsearch._pipeline import _check_run_dir
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    first = settings_from({"p_min": 0.8, "run_dir": str(run_dir)})
+    (run_dir / "config.json").write_text(json.dumps({"settings": first.as_dict()}))
+    corrected = settings_from({"p_min": 0.9, "run_dir": str(run_dir)})
+    _check_run_dir(run_dir, corrected)  # stopped before making anything: no refusal
+    (run_dir / "checkpoint.pkl").write_bytes(b"")
+    with pytest.raises(gs.SearchError, match=r"holds another run; its settings differ: p_min \(0\.8 -> 0\.9\)"):
+        _check_run_dir(run_dir, corrected)
 
 
 @pytest.mark.slow
@@ -225,3 +240,48 @@ def test_demo_preset_end_to_end(tmp_path, monkeypatch, capsys):
         "import torch;m=torch.jit.load(r'%s');print(m(torch.rand(1,3,64,64)).argmax(1).item())"
         % (run_dir / "best" / "model.torchscript.pt"))], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip().isdigit()
+
+
+def test_config_errors_name_the_file_not_a_flag(tmp_path, capfd):
+    listing = tmp_path / "list.json"
+    listing.write_text("[1, 2]")
+    assert main(["run", "--config", str(listing)]) == 2
+    err = capfd.readouterr().err
+    assert "'config' parameter must be a table of settings. Got list" in err
+    bad = tmp_path / "run.toml"
+    bad.write_text("p_min = 1.3\n")
+    assert main(["run", "--config", str(bad)]) == 2
+    err = capfd.readouterr().err
+    assert "The 'p_min' parameter must be a float in (0, 1]" in err
+    assert "argument --p-min" not in err  # the user never typed that flag
+
+
+def test_resume_of_a_python_search_directory_says_how_to_resume_it(tmp_path, capfd):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"search": {"population": 8}, "versions": {}}))
+    assert main(["resume", str(run_dir)]) == 2
+    err = capfd.readouterr().err
+    assert "started from Python" in err and "same run_dir" in err
+
+
+def test_paths_with_brackets_are_printed_verbatim(tmp_path, capfd):
+    missing = tmp_path / "[red]data[/red]"
+    assert main(["run", "--data", str(missing), "--p-min", "0.9", "--run-dir", str(tmp_path / "run"),
+                 "--quiet"]) == 2
+    err = capfd.readouterr().err
+    assert "[red]data[/red]" in err
+
+
+def test_unexpected_failure_is_one_line_with_exit_3(tmp_path, monkeypatch, capfd):
+    def broken(*a, **k):
+        raise RuntimeError("disk on fire [x]")
+
+    monkeypatch.setattr("graftsearch._pipeline.run", broken)
+    code = main(["run", "--preset", "demo", "--p-min", "0.9", "--run-dir", str(tmp_path / "run"),
+                 "--quiet"])
+    assert code == 3
+    err = capfd.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert "internal error: RuntimeError: disk on fire [x]" in " ".join(err.split())
+    assert "-v" in err

@@ -35,7 +35,7 @@ def _front(result, metric="params"):
 
 def test_search_finds_the_known_front(problem):
     taps, head, fit = problem
-    settings = gs.SearchSettings(p_min=0.5, population=32, generations=40, seed=0)
+    settings = gs.SearchSettings(p_min=0.5, population=32, generations=20, seed=0)
     result = gs.run_search(taps, head, fit, settings)
     truth = exhaustive_front(exhaustive(taps, head, fit, settings))
     assert result.feasible
@@ -166,7 +166,6 @@ def test_search_never_trains_a_selection_twice(problem):
     fit = CountingFitness(len(taps))
     result = gs.run_search(taps, head, fit, gs.SearchSettings(p_min=0.5, population=16, generations=20))
     assert len(fit.calls) == len(set(fit.calls)) == result.evaluations == len(result.archive)
-    assert result.archive_hits > 0
 
 
 # --- failures, limits, determinism -------------------------------------------------------------
@@ -218,9 +217,10 @@ def test_stagnation_and_exhaustion_stop_the_search(problem):
 
 
 def test_wall_clock_limit(problem):
-    taps, head, fit = problem
-    result = gs.run_search(taps, head, fit, gs.SearchSettings(p_min=0.5, generations=10**6,
-                                                             max_seconds=0.3))
+    _, head, _ = problem
+    taps = make_taps([8] * 20)  # a space far too large to exhaust in the time allowed
+    result = gs.run_search(taps, head, InfoFitness(20), gs.SearchSettings(
+        p_min=0.5, generations=10**6, max_seconds=0.3))
     assert result.stopped_by == "max_seconds"
 
 

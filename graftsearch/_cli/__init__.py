@@ -8,6 +8,8 @@ import sys
 import warnings
 from typing import List, Optional
 
+from rich.markup import escape
+
 from .._errors import GraftSearchError
 from ._common import console_err
 
@@ -22,7 +24,7 @@ from . import _cache as _cache_cmd
 
 _COMMANDS = [_run_cmd, _taps_cmd, _report_cmd, _predict_cmd, _donor_cmd, _data_cmd, _cache_cmd]
 
-EXIT_OK, EXIT_INFEASIBLE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_INFEASIBLE, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -65,11 +67,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SystemExit as exc:  # a command's parser.error()
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
     except GraftSearchError as exc:
-        console_err().print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console_err().print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return getattr(exc, "exit_code", EXIT_USAGE)
     except KeyboardInterrupt:
         console_err().print("[yellow]interrupted[/]")
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug or an environment failure: one line, the traceback on -v
+        logging.getLogger("graftsearch").debug("unexpected error", exc_info=True)
+        console_err().print(f"[bold red]internal error:[/] {escape(type(exc).__name__)}: "
+                            f"{escape(str(exc))}. Run again with `graftsearch -v ...` for the "
+                            "traceback and report it at the project's issue tracker.",
+                            highlight=False, soft_wrap=True)
+        return EXIT_INTERNAL
 
 
 def entry() -> None:

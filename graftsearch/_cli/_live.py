@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Dict
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, SpinnerColumn,
                            TextColumn, TimeElapsedColumn, TimeRemainingColumn)
@@ -34,7 +35,7 @@ def _describe(event: Progress) -> str:
         parts.append(f"val acc {info['val_accuracy']:.4f}")
     if event.message and not parts:
         parts.append(event.message)
-    return " | ".join(str(p) for p in parts)
+    return escape(" | ".join(str(p) for p in parts))
 
 
 class LiveProgress:
@@ -64,7 +65,7 @@ class LiveProgress:
         if not self.enabled:
             return
         if event.stage == "stage":
-            self.console.print(f"[cyan]>[/] {event.message}", highlight=False)
+            self.console.print(f"[cyan]>[/] {escape(str(event.message))}", highlight=False)
             return
         task = self._tasks.get(event.stage)
         if task is None:

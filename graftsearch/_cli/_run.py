@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict
 
+from rich.markup import escape
 from rich.table import Table
 
 from .._errors import ParameterError
@@ -20,7 +21,8 @@ from ._live import LiveProgress
 
 EXIT_OK, EXIT_INFEASIBLE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_CODES = """exit codes: 0 done, 1 finished but nothing feasible (the closest result is written),
-2 usage or input error, 130 interrupted (resume with `graftsearch resume RUN_DIR`)"""
+2 usage or input error, 3 internal error (rerun with -v for the traceback), 130 interrupted
+(resume with `graftsearch resume RUN_DIR`)"""
 
 
 def flag(name: str) -> str:
@@ -80,7 +82,8 @@ def _settings(args: argparse.Namespace) -> RunSettings:
         return settings_from(file_layer, _flags(args))
     except ParameterError as exc:
         name = re.match(r"The '([a-z_]+)' parameter", str(exc))
-        if name and name.group(1) in FIELDS:
+        # Only blame a flag the user typed; a bad value from --config is reported as it is.
+        if name and name.group(1) in _flags(args):
             args._parser.error(f"argument {flag(name.group(1))}: {exc}")
         raise
 
@@ -109,19 +112,19 @@ def _execute(settings: RunSettings, *, quiet: bool) -> int:
     from .._pipeline import run
 
     out = console()
-    out.print(f"[bold]graftsearch run[/] -> {settings.run_dir}", highlight=False)
+    out.print(f"[bold]graftsearch run[/] -> {escape(str(settings.run_dir))}", highlight=False)
     live = LiveProgress(out, enabled=not quiet)
     try:
         with live:
             outcome = run(settings, progress=live)
     except KeyboardInterrupt:
         console_err().print(f"[yellow]interrupted[/]: progress up to the last finished generation "
-                            f"is saved. Resume with `graftsearch resume {settings.run_dir}`.",
+                            f"is saved. Resume with `graftsearch resume {escape(str(settings.run_dir))}`.",
                             highlight=False)
         return EXIT_INTERRUPTED
     summary(outcome)
     if not outcome.feasible:
-        console_err().print(f"[yellow]nothing feasible[/]: {outcome.result.message}", highlight=False)
+        console_err().print(f"[yellow]nothing feasible[/]: {escape(outcome.result.message)}", highlight=False)
         return EXIT_INFEASIBLE
     return EXIT_OK
 
@@ -155,7 +158,7 @@ def summary(outcome) -> None:
         best.add_row("vs donor", f"{reduction['factor']:.2f}x smaller ({reduction['percent']:.1f}% "
                                  f"fewer parameters)")
     if outcome.final is not None:
-        best.add_row("files", str(outcome.run_dir / "best"))
-    best.add_row("report", str(outcome.report))
+        best.add_row("files", escape(str(outcome.run_dir / "best")))
+    best.add_row("report", escape(str(outcome.report)))
     out.print(best)
-    out.print(result.message, highlight=False)
+    out.print(result.message, highlight=False, markup=False)

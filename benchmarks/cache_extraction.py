@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from benchmarks._machine import cpu_name  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -190,14 +190,6 @@ def measure(name: str, weights, n_images: int, *, reps: int, workers: int, log) 
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv=None) -> int:
@@ -256,7 +248,7 @@ def _write(rows: list, args, argv) -> None:
         "",
         f"Command: `{command.strip()}`",
         "",
-        f"Machine: {os.cpu_count()} cores ({_cpu_model()}), shared with other jobs; torch "
+        f"Machine: {os.cpu_count()} cores ({cpu_name()}), shared with other jobs; torch "
         f"{torch.__version__}, {args.threads} torch thread(s), {args.workers} loader worker(s), "
         f"batch {BATCH}, CPU, {IMAGE_SIZE} px. Data: ../shared/data/plant-seedlings/images "
         "(VGG16 on a per-class subset, see `images`).",

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from benchmarks._machine import cpu_name  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 IMAGE_SIZE = 128
@@ -40,14 +40,6 @@ COLUMNS = ["pair", "model", "taps", "params", "size_mib", "macs", "latency_media
            "latency_p90_ms", "loaded_mib", "peak_mib", "threads"]
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _pairs():
@@ -131,7 +123,7 @@ def _markdown(rows, args, elapsed: float) -> str:
     lines = ["# Graft vs donor at inference (CPU)", "",
              f"Command: `python -m benchmarks.graft_vs_donor --runs {args.runs} --warmup "
              f"{args.warmup} --threads {args.threads}`{' --no-int8' if args.no_int8 else ''}", "",
-             f"Machine: {_cpu_name()}, {os.cpu_count()} cores visible (shared with other jobs), "
+             f"Machine: {cpu_name()}, {os.cpu_count()} cores visible (shared with other jobs), "
              f"torch {torch.__version__}, {args.threads} torch thread(s), batch 1, "
              f"{IMAGE_SIZE} px; {elapsed:.0f} s in all.", "",
              "| pair | model | taps | params | MiB | MACs | latency median (ms) | p90 (ms) | "

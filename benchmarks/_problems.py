@@ -1,0 +1,483 @@
+"""Problems and baselines shared by the search benchmarks (``search_quality`` and ``peers``).
+
+A :class:`Problem` is a tap subspace (renumbered 1..n, exact costs of the full donor), a head,
+a fitness over it, and the paper-style manual pick. :func:`exhaustive_table` evaluates every one
+of its 2^n - 1 selections once (cached under ``$GRAFTSEARCH_CACHE/bench``), so that every method
+can then read the same numbers through :class:`TableFitness`.
+
+Selections are handled as integer masks here (bit i-1 = tap i) and as graftsearch's bit strings
+(tap 1 first) where the library's order of preference matters.
+
+Fitness: :func:`make_probe` is the one place that chooses it (``FITNESS``): graftsearch's own
+``fast`` proxy (``make_fitness("fast", ...)``, its defaults, seed 0) over the problem's features.
+The closed-form ridge probe below (standardised features, one-hot targets, fixed ridge,
+accuracy on the val split) stood in for it before ``graftsearch._proxies`` existed and is kept
+for ``FITNESS = "ridge"`` (its exhaustive table is grown depth-first, a little faster).
+
+Problems:
+
+- :func:`real_problem`: EfficientNet-Lite0 (ImageNet) features of the plant-seedlings images at
+  128 px (graftsearch's own feature cache), restricted to taps 1-14 (2^14 - 1 = 16,383
+  selections): the last four taps (192-1,280 channels) make one exhaustive table hours long on
+  two cores.
+- :func:`synthetic_problem`: generated features whose class signal grows with depth and whose
+  taps overlap in what they see (combining taps has diminishing returns); its default is the
+  small problem of ``search_quality``; :func:`deepweeds_problem` is the DeepWeeds-size one.
+
+Baselines: :func:`random_search` and :func:`greedy_forward` (see their docstrings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one BLAS thread: threads fight over 2 shared cores
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import graftsearch as gs  # noqa: E402
+from graftsearch._evaluation import Evaluation  # noqa: E402
+from graftsearch._hypervolume import front_hypervolume, nondominated_indices  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+TABLES = Path(os.environ.get("GRAFTSEARCH_CACHE", Path.home() / ".cache" / "graftsearch")) / "bench"
+DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
+RIDGE = 10.0
+# the paper's pick transposed to EfficientNet-Lite0: the last three taps before the
+# 8x8 -> 4x4 stage boundary (at 128 px)
+LITE0_MANUAL = ("features.5.0", "features.5.1", "features.5.2")
+# DeepWeeds: official subset 0 sizes and the nine classes' shares of labels.csv
+DEEPWEEDS_SPLIT = (10501, 3501)
+DEEPWEEDS_COUNTS = (1125, 1064, 1031, 1022, 1062, 1009, 1074, 1016, 9106)
+
+
+# ---------------------------------------------------------------------------------------------
+# selections
+
+def selection_of(mask: int, n: int) -> Tuple[int, ...]:
+    return tuple(i + 1 for i in range(n) if mask >> i & 1)
+
+
+def mask_of(selection: Iterable[int]) -> int:
+    return sum(1 << (i - 1) for i in selection)
+
+
+def bits_of(mask: int, n: int) -> str:
+    """graftsearch's bit string of ``mask`` (tap 1 first)."""
+    return "".join("1" if mask >> i & 1 else "0" for i in range(n))
+
+
+def mask_of_bits(bits: str) -> int:
+    return int(bits[::-1], 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# problems
+
+class Problem:
+    """Taps (a renumbered subspace), head, a fitness over it, and the manual pick."""
+
+    def __init__(self, name: str, taps: gs.TapList, head: gs.HeadSpec, fitness, manual: Tuple[int, ...],
+                 describe: str):
+        self.name, self.taps, self.head, self.fitness = name, taps, head, fitness
+        self.manual, self.describe = manual, describe
+        self.n = len(taps)
+        self.size_ref = float(taps.cost(tuple(range(1, self.n + 1)), head).params)
+        masks = np.arange(1, 2**self.n)
+        # sizes[m - 1] is the exact parameter count of selection m
+        self.sizes = np.array([taps.cost(selection_of(m, self.n), head).params for m in masks], dtype=float)
+
+    def size(self, mask: int) -> float:
+        return float(self.sizes[mask - 1])
+
+
+def subspace(taps: gs.TapList, indices: Sequence[int]) -> gs.TapList:
+    """The taps ``indices`` renumbered 1..k; exact costs stay those of the full donor."""
+    chosen = [taps.tap(i) for i in indices]
+    renumbered = [gs.Tap(index=k, name=t.name, channels=t.channels, height=t.height, width=t.width,
+                         params_upto=t.params_upto, macs_upto=t.macs_upto)
+                  for k, t in enumerate(chosen, start=1)]
+    return gs.TapList(renumbered, donor_name=taps.donor_name, image_size=taps.image_size)
+
+
+class RidgeProbe:
+    """Closed-form ridge on one-hot targets over standardised features; P = val accuracy.
+
+    Gram blocks are computed once over all taps of the subspace; one selection then costs one
+    Cholesky solve in its dimensions. :meth:`table` evaluates every selection depth-first,
+    growing the Cholesky factor of the parent selection by one block per tap.
+    """
+
+    name = "ridge"
+
+    def __init__(self, train: List[np.ndarray], ytr: np.ndarray, val: List[np.ndarray], yva: np.ndarray,
+                 n_classes: int, ridge: float = RIDGE, key: str = ""):
+        xtr = np.concatenate(train, 1).astype(np.float64)
+        xva = np.concatenate(val, 1).astype(np.float64)
+        mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
+        xtr, xva = (xtr - mu) / sd, (xva - mu) / sd
+        y = np.eye(n_classes)[ytr]
+        y -= y.mean(0)
+        self.gram = (xtr.T @ xtr).astype(np.float32)
+        self.cross = (xtr.T @ y).astype(np.float32)
+        self.xva = xva.astype(np.float32)
+        self.yva = yva
+        bounds = np.cumsum([0] + [a.shape[1] for a in train])
+        self.cols = [np.arange(bounds[i], bounds[i + 1]) for i in range(len(train))]
+        self.ridge = ridge
+        self._key = key
+
+    def key(self) -> str:
+        return self._key
+
+    def _accuracy(self, idx: np.ndarray, w: np.ndarray) -> float:
+        return float(((self.xva[:, idx] @ w).argmax(1) == self.yva).mean())
+
+    def evaluate(self, selection: Tuple[int, ...]) -> Evaluation:
+        import scipy.linalg as sl
+
+        idx = np.concatenate([self.cols[i - 1] for i in selection])
+        a = self.gram[np.ix_(idx, idx)] + self.ridge * np.eye(len(idx), dtype=np.float32)
+        w = sl.cho_solve(sl.cho_factor(a, lower=True, check_finite=False), self.cross[idx], check_finite=False)
+        return Evaluation(val_accuracy=self._accuracy(idx, w), fidelity="ridge")
+
+    def table(self, progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """P of every selection, indexed by mask (bit i-1 = tap i); entry 0 unused."""
+        import scipy.linalg as sl
+
+        n = len(self.cols)
+        out = np.full(2**n, np.nan)
+        done = [0]
+
+        def grow(start: int, mask: int, idx: np.ndarray, low: np.ndarray | None, z: np.ndarray | None):
+            for t in range(start, n):
+                cols = self.cols[t]
+                block = self.gram[np.ix_(cols, cols)] + self.ridge * np.eye(len(cols), dtype=np.float32)
+                if low is None:
+                    l22 = np.linalg.cholesky(block)
+                    new_low = l22
+                    new_z = sl.solve_triangular(l22, self.cross[cols], lower=True, check_finite=False)
+                else:
+                    l21 = sl.solve_triangular(low, self.gram[np.ix_(idx, cols)], lower=True,
+                                              check_finite=False).T
+                    l22 = np.linalg.cholesky(block - l21 @ l21.T)
+                    d, c = low.shape[0], len(cols)
+                    new_low = np.zeros((d + c, d + c), dtype=np.float32)
+                    new_low[:d, :d], new_low[d:, :d], new_low[d:, d:] = low, l21, l22
+                    new_z = np.vstack([z, sl.solve_triangular(l22, self.cross[cols] - l21 @ z, lower=True,
+                                                              check_finite=False)])
+                new_idx = np.concatenate([idx, cols])
+                w = sl.solve_triangular(new_low, new_z, lower=True, trans="T", check_finite=False)
+                new_mask = mask | 1 << t
+                out[new_mask] = self._accuracy(new_idx, w)
+                done[0] += 1
+                if progress and done[0] % 1024 == 0:
+                    progress(done[0])
+                grow(t + 1, new_mask, new_idx, new_low, new_z)
+
+        grow(0, 0, np.zeros(0, dtype=np.int64), None, None)
+        return out
+
+
+FITNESS = "fast"  # or "ridge": the stand-in probe of this module
+FITNESS_TEXT = {
+    "fast": ("graftsearch's `fast` proxy (`make_fitness(\"fast\", features, seed=0)`, its defaults: "
+             "shrinkage LDA on standardised GAP features, val accuracy)"),
+    "ridge": (f"the closed-form ridge probe of `benchmarks/_problems.py` (standardised GAP features, "
+              f"one-hot targets, ridge {RIDGE:g}, val accuracy)"),
+}[FITNESS]
+
+
+def make_probe(taps: gs.TapList, classes: Sequence[str], train: List[np.ndarray], ytr: np.ndarray,
+               val: List[np.ndarray], yva: np.ndarray, key: str):
+    """The fitness every search benchmark uses (see ``FITNESS``)."""
+    if FITNESS == "fast":
+        from graftsearch._features import ArrayFeatures
+
+        source = ArrayFeatures(taps, classes, {"train": train, "val": val}, {"train": ytr, "val": yva})
+        return gs.make_fitness("fast", source, seed=0)
+    return RidgeProbe(train, ytr, val, yva, len(classes), key=key)
+
+
+class TableFitness:
+    """Looks P up in an exhaustive table (so every method sees the same numbers)."""
+
+    name = "table"
+
+    def __init__(self, table: np.ndarray, key: str):
+        self.table, self._key = table, key
+
+    def evaluate(self, selection):
+        return Evaluation(val_accuracy=float(self.table[mask_of(selection)]), fidelity="table")
+
+    def key(self) -> str:
+        return self._key
+
+
+def real_problem(n_taps: int = 14) -> Problem:
+    """Plant seedlings through EfficientNet-Lite0 (ImageNet) at 128 px, taps 1..``n_taps``."""
+    from graftsearch._cache import build_cache
+    from graftsearch._datasets import load_dataset
+
+    donor = gs.load_donor("efficientnet_lite0", weights="IMAGENET")
+    dataset = load_dataset(f"folder:{DATA}")
+    cache = build_cache(donor, dataset, image_size=128)
+    full = cache.taps
+    indices = list(range(1, n_taps + 1))
+    taps = subspace(full, indices)
+    train = [np.asarray(cache.features("train", i)) for i in indices]
+    val = [np.asarray(cache.features("val", i)) for i in indices]
+    key = f"real:{cache.fingerprint}:{indices}:{RIDGE}"
+    probe = make_probe(taps, cache.classes, train, cache.labels("train"), val, cache.labels("val"), key=key)
+    manual = tuple(taps.index_of(n) for n in LITE0_MANUAL)
+    head = gs.HeadSpec(num_classes=len(cache.classes))
+    return Problem("plant-seedlings", taps, head, probe, manual,
+                   f"EfficientNet-Lite0 (ImageNet) at 128 px on plant-seedlings ({cache.n_images('train')} "
+                   f"train / {cache.n_images('val')} val images), taps 1-{n_taps} of {len(full)}")
+
+
+SYNTHETIC_CHANNELS = (16, 16, 24, 24, 40, 40, 64, 64, 80, 80, 112, 112, 160, 160)
+
+
+def _stage_taps(channels: Sequence[int]) -> gs.TapList:
+    """A made-up donor: four taps per stage, 64 px halved per stage, plain 3x3 convolutions."""
+    taps, params, prev = [], 0, 3
+    for i, c in enumerate(channels, start=1):
+        side = 64 >> ((i - 1) // 4)
+        params += prev * c * 9 + c
+        taps.append(gs.Tap(index=i, name=f"stage{(i - 1) // 4 + 1}.conv{(i - 1) % 4 + 1}", channels=c,
+                           height=side, width=side, params_upto=params, macs_upto=params * side * side))
+        prev = c
+    return gs.TapList(taps, donor_name="synthetic", image_size=64)
+
+
+def synthetic_problem(seed: int = 0, *, n_taps: int = 14, name: str = "synthetic",
+                      taps: Optional[gs.TapList] = None, n_classes: int = 10,
+                      sizes: Tuple[int, int] = (1500, 500), class_counts: Optional[Sequence[int]] = None,
+                      manual: Optional[Tuple[int, ...]] = None, describe: Optional[str] = None) -> Problem:
+    """Generated features: tap i sees a window of a latent class code, more clearly with depth.
+
+    The defaults are ``search_quality``'s problem (14 made-up taps, 10 balanced classes, 1,500
+    train / 500 val); ``n_taps`` keeps the first taps only (quick runs). ``taps`` replaces the
+    made-up donor (its channels are used), ``class_counts`` draws labels with those shares.
+    """
+    tap_list = taps if taps is not None else _stage_taps(SYNTHETIC_CHANNELS[:n_taps])
+    channels = [t.channels for t in tap_list]
+    latent = 24
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, latent))
+    shares = None if class_counts is None else np.asarray(class_counts, float) / sum(class_counts)
+    sets = {}
+    for split, count in zip(("train", "val"), sizes):
+        y = rng.integers(0, n_classes, size=count) if shares is None else rng.choice(n_classes, size=count, p=shares)
+        arrays = []
+        for i, c in enumerate(channels):
+            # tap i sees a window of the latent class code; deeper taps see it more clearly
+            window = (np.arange(8) + 2 * i) % latent
+            mix = np.random.default_rng(1000 + i).normal(size=(8, c)) / math.sqrt(8)
+            strength = (0.1 + 0.02 * i) * math.sqrt(64 / c)
+            arrays.append((strength * centres[y][:, window] @ mix + rng.normal(size=(count, c))).astype(np.float32))
+        sets[split] = (arrays, y)
+    default = taps is None and n_taps == 14 and n_classes == 10 and tuple(sizes) == (1500, 500) \
+        and class_counts is None and name == "synthetic"
+    # the default keeps the key its cached table was stored under
+    key = f"synthetic:{seed}:{RIDGE}" if default else (
+        f"{name}:{seed}:{RIDGE}:{channels}:{n_classes}:{tuple(sizes)}:{class_counts}:{tap_list.donor_name}")
+    probe = make_probe(tap_list, [str(k) for k in range(n_classes)], sets["train"][0], sets["train"][1],
+                       sets["val"][0], sets["val"][1], key=key)
+    if manual is None:
+        manual = (6, 7, 8) if len(channels) >= 8 else tuple(range(max(1, len(channels) - 2), len(channels) + 1))
+    describe = describe or (f"{len(channels)} generated taps, {n_classes} classes, {sizes[0]:,} train / "
+                            f"{sizes[1]:,} val samples")
+    return Problem(name, tap_list, gs.HeadSpec(num_classes=n_classes), probe, manual, describe)
+
+
+def deepweeds_problem(seed: int = 0) -> Problem:
+    """Synthetic features of DeepWeeds' size on EfficientNet-Lite0's taps at 256 px.
+
+    9 classes with DeepWeeds' label shares (half the images are 'Negative'), 10,501 train /
+    3,501 val samples (the official subset 0), the exact costs of EfficientNet-Lite0's taps 1-14
+    at DeepWeeds' 256 px; the manual pick is the same rule as on the real problem.
+    """
+    lite0 = gs.load_donor("efficientnet_lite0", weights="IMAGENET", load_weights=False)
+    taps = subspace(lite0.taps(256), range(1, 15))
+    manual = tuple(taps.index_of(n) for n in LITE0_MANUAL)
+    return synthetic_problem(
+        seed, name="deepweeds-size", taps=taps, n_classes=len(DEEPWEEDS_COUNTS), sizes=DEEPWEEDS_SPLIT,
+        class_counts=DEEPWEEDS_COUNTS, manual=manual,
+        describe=("synthetic features of DeepWeeds' size (9 classes in DeepWeeds' shares, "
+                  f"{DEEPWEEDS_SPLIT[0]:,} train / {DEEPWEEDS_SPLIT[1]:,} val samples) on the exact tap costs "
+                  "of EfficientNet-Lite0 at 256 px, taps 1-14 of 18"))
+
+
+def exhaustive_table(problem: Problem, log: Callable[[str], None] = print) -> Tuple[np.ndarray, float]:
+    """The P of every selection (cached on disk) and seconds per evaluation."""
+    TABLES.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(problem.fitness.key().encode()).hexdigest()[:16]
+    path = TABLES / f"search_quality-{problem.name}-{digest}.npz"
+    if path.exists():
+        with np.load(path) as saved:
+            return saved["table"], float(saved["seconds_per_eval"])
+    start = time.perf_counter()
+    total = 2**problem.n - 1
+    log(f"{problem.name}: exhaustive table of {total:,} selections ...")
+    if hasattr(problem.fitness, "table"):
+        table = problem.fitness.table(lambda k: print(f"  {problem.name}: {k}/{total}", end="\r", flush=True))
+        print()
+        # the depth-first table must agree with the one-selection solve
+        rng = np.random.default_rng(0)
+        for m in rng.integers(1, 2**problem.n, size=20):
+            direct = problem.fitness.evaluate(selection_of(int(m), problem.n)).val_accuracy
+            assert abs(direct - table[m]) <= 2.0 / len(problem.fitness.yva), (m, direct, table[m])
+    else:
+        table = np.full(2**problem.n, np.nan)
+        for m in range(1, 2**problem.n):
+            table[m] = problem.fitness.evaluate(selection_of(m, problem.n)).val_accuracy
+    seconds = (time.perf_counter() - start) / total
+    tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, table=table, seconds_per_eval=seconds)
+    tmp.replace(path)
+    return table, seconds
+
+
+# ---------------------------------------------------------------------------------------------
+# objectives and fronts
+
+@dataclass(frozen=True)
+class Objective:
+    """One of the paper's two problems with its constraint (``p_min`` or ``size_max`` in params)."""
+
+    kind: str  # "min-size" or "max-accuracy"
+    limit: float
+
+    @classmethod
+    def min_size(cls, p_min: float) -> "Objective":
+        return cls("min-size", float(p_min))
+
+    @classmethod
+    def max_accuracy(cls, size_max: float) -> "Objective":
+        return cls("max-accuracy", float(size_max))
+
+    def settings(self, **kwargs) -> gs.SearchSettings:
+        if self.kind == "min-size":
+            return gs.SearchSettings(objective="min-size", p_min=self.limit, **kwargs)
+        return gs.SearchSettings(objective="max-accuracy", size_max=self.limit, **kwargs)
+
+    def size_ok(self, size: float) -> bool:
+        """False when the selection is infeasible on size alone (it is never trained)."""
+        return self.kind == "min-size" or size <= self.limit
+
+    def violation(self, p: float, size: float) -> float:
+        if self.kind == "min-size":
+            return max(0.0, self.limit - p)
+        return max(0.0, size - self.limit) / self.limit
+
+    def feasible(self, p: float, size: float) -> bool:
+        return self.violation(p, size) == 0.0
+
+    def text(self) -> str:
+        if self.kind == "min-size":
+            return f"min-size, p_min {self.limit:.4f}"
+        return f"max-accuracy, size_max {self.limit:,.0f} params"
+
+
+def feasible_masks(masks: Iterable[int], problem: Problem, table: np.ndarray, objective: Objective) -> List[int]:
+    return [m for m in set(masks) if m and objective.feasible(float(table[m]), problem.size(m))]
+
+
+def hv_of(masks: Iterable[int], problem: Problem, table: np.ndarray, objective: Objective) -> float:
+    """Hypervolume of the feasible selections among ``masks`` (graftsearch's space and reference)."""
+    masks = feasible_masks(masks, problem, table, objective)
+    sizes = [problem.size(m) for m in masks]
+    accs = [float(table[m]) for m in masks]
+    keep = nondominated_indices(sizes, accs)
+    return front_hypervolume([sizes[i] for i in keep], [accs[i] for i in keep], problem.size_ref)
+
+
+def preference(mask: int, problem: Problem, table: np.ndarray, objective: Objective) -> tuple:
+    """graftsearch's order of preference of feasible selections (its best pick sorts first)."""
+    size, p = problem.size(mask), float(table[mask])
+    if objective.kind == "min-size":
+        return (size, -p, bits_of(mask, problem.n))
+    return (-p, size, bits_of(mask, problem.n))
+
+
+def best_mask(masks: Iterable[int], problem: Problem, table: np.ndarray, objective: Objective) -> Optional[int]:
+    """The best feasible pick among ``masks`` (None when none is feasible)."""
+    feasible = feasible_masks(masks, problem, table, objective)
+    if not feasible:
+        return None
+    return min(feasible, key=lambda m: preference(m, problem, table, objective))
+
+
+# ---------------------------------------------------------------------------------------------
+# baselines
+
+def random_search(problem: Problem, evaluate: Callable[[int], float], budget: int, seed: int,
+                  objective: Optional[Objective] = None) -> List[int]:
+    """Distinct random selections drawn as graftsearch's initial population draws them.
+
+    A number of taps k uniform in 1..n, then k taps uniformly; a selection already drawn is
+    drawn again; one over ``size_max`` is skipped without training. Stops after ``budget``
+    calls of ``evaluate`` (or when the space is used up); returns the masks evaluated.
+    """
+    rng = np.random.default_rng(seed)
+    evaluated: List[int] = []
+    drawn = set()
+    space = 2**problem.n - 1
+    while len(evaluated) < budget and len(drawn) < space:
+        k = int(rng.integers(1, problem.n + 1))
+        m = mask_of(int(i) + 1 for i in rng.choice(problem.n, size=k, replace=False))
+        if m in drawn:
+            continue
+        drawn.add(m)
+        if objective is None or objective.size_ok(problem.size(m)):
+            evaluate(m)
+            evaluated.append(m)
+    return evaluated
+
+
+def greedy_forward(problem: Problem, evaluate: Callable[[int], float], budget: int, seed: int,
+                   objective: Optional[Objective] = None) -> List[int]:
+    """Greedy forward selection under a size penalty, restarted with new penalties.
+
+    From the empty selection add the tap that most improves P - lambda * size / full size,
+    until no tap improves it; lambda = 0 first, then values drawn log-uniformly in [1e-3, 10]
+    per seed, until ``budget`` calls of ``evaluate`` are spent. Every candidate evaluated on the
+    way counts and joins the front; a candidate over ``size_max`` is never evaluated nor taken.
+    """
+    rng = np.random.default_rng(seed)
+    evaluated: Dict[int, float] = {}
+    lambdas = [0.0] + list(10 ** rng.uniform(-3, 1, size=200))
+    for lam in lambdas:
+        current, score = 0, -math.inf
+        while True:
+            options = []
+            for t in range(problem.n):
+                m = current | 1 << t
+                if m == current or (objective is not None and not objective.size_ok(problem.size(m))):
+                    continue
+                if m not in evaluated:
+                    if len(evaluated) >= budget:
+                        return list(evaluated)
+                    evaluated[m] = float(evaluate(m))
+                options.append((evaluated[m] - lam * problem.size(m) / problem.size_ref, -m, m))
+            if not options:
+                break
+            top, _, m = max(options)
+            if top <= score:
+                break
+            current, score = m, top
+    return list(evaluated)

@@ -1,0 +1,160 @@
+"""Smoke tests of the benchmark harness (``python -m benchmarks --quick``) and the peers harness.
+
+Tiny generated problems only: these check that the harness runs and measures what it claims,
+not the reported numbers (those come from the full run, see benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # `benchmarks` is a folder of the repository, not an installed package
+
+pytest.importorskip("optuna")
+pytest.importorskip("pymoo")
+
+from benchmarks import peers  # noqa: E402
+from benchmarks._problems import (Objective, exhaustive_table, hv_of, mask_of,  # noqa: E402
+                                  synthetic_problem)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 7-tap generated problem (127 selections) and its exhaustive table, in a private cache."""
+    import benchmarks._problems as problems
+
+    saved = problems.TABLES
+    problems.TABLES = tmp_path_factory.mktemp("tables")
+    try:
+        problem = synthetic_problem(n_taps=7, name="tiny", sizes=(300, 200))
+        table, _ = exhaustive_table(problem, log=lambda m: None)
+    finally:
+        problems.TABLES = saved
+    manual = mask_of(problem.manual)
+    return problem, table, (Objective.min_size(float(table[manual])), Objective.max_accuracy(problem.size(manual)))
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    env["GRAFTSEARCH_CACHE"] = env.get("GRAFTSEARCH_CACHE", str(Path.home() / ".cache" / "graftsearch"))
+    return env
+
+
+@pytest.mark.parametrize("tool", ["graftsearch", "optuna", "pymoo", "random", "greedy"])
+def test_smaller_budget_is_a_prefix_of_the_larger(tiny, tool):
+    # the peers table reads budgets 1-10% off one run at 10%: valid only if a run with a
+    # smaller budget makes exactly the first calls of the longer run
+    problem, table, objectives = tiny
+    for objective in objectives:
+        long, _, _, _ = peers.run_tool(tool, problem, objective, table, 40, seed=3)
+        short, _, _, _ = peers.run_tool(tool, problem, objective, table, 17, seed=3)
+        assert short.n == 17
+        assert list(short.calls) == list(long.calls)[:17]
+
+
+def test_tools_respect_the_budget_and_graftsearch_never_repeats(tiny):
+    problem, table, objectives = tiny
+    for objective in objectives:
+        for tool in peers.TOOLS:
+            meter, asks, wall, _ = peers.run_tool(tool, problem, objective, table, 30, seed=0)
+            assert meter.n <= 30 and wall > meter.seconds > 0
+            calls = list(meter.calls)
+            if objective.kind == "max-accuracy":
+                # nothing over size_max is ever trained, by any tool
+                assert all(problem.size(m) <= objective.limit for m in calls)
+            if tool != "greedy":
+                assert meter.n == 30
+            if tool == "graftsearch":
+                assert len(set(calls)) == len(calls)
+
+
+def test_meter_stops_a_tool_at_its_budget(tiny):
+    problem, table, _ = tiny
+    meter = peers.Meter(table, "k", budget=2)
+    meter.p(1)
+    meter.p(1)
+    with pytest.raises(peers.BudgetSpent):
+        meter.p(2)
+    assert list(meter.calls) == [1, 1]
+
+
+def test_hypervolume_fraction_of_the_exhaustive_front_is_one_and_of_a_subset_less(tiny):
+    problem, table, objectives = tiny
+    every = range(1, 2**problem.n)
+    for objective in objectives:
+        whole = hv_of(every, problem, table, objective)
+        assert whole > 0
+        assert hv_of([mask_of(problem.manual)], problem, table, objective) < whole
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """`python -m benchmarks --quick` once (about 50 s on 2 cores): every module, tiny settings."""
+    out = tmp_path_factory.mktemp("quick")
+    reported = ROOT / "benchmarks" / "results"
+    before = {p.name: p.stat().st_mtime_ns for p in reported.glob("*")} if reported.is_dir() else {}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], cwd=ROOT,
+                          env=_env(), capture_output=True, text=True, timeout=175)
+    after = {p.name: p.stat().st_mtime_ns for p in reported.glob("*")} if reported.is_dir() else {}
+    return out, proc, before, after
+
+
+def test_quick_run_writes_every_table_and_leaves_the_reported_ones_alone(quick_run):
+    out, proc, before, after = quick_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    names = ["search_quality", "graft_vs_donor", "peers"]
+    if (ROOT.parent / "shared" / "data" / "plant-seedlings" / "images").is_dir():
+        names.append("cache_extraction")
+    for name in names:
+        assert (out / f"{name}.csv").is_file() and (out / f"{name}.md").is_file(), name
+    assert (out / "peers_runs.csv").is_file()
+    assert after == before  # quick mode never writes over benchmarks/results
+
+    results = (out / "RESULTS.md").read_text()
+    assert "Quick mode" in results
+    steps = results.split("Raw numbers")[0]
+    assert "failed" not in steps
+    for name in names:
+        assert f"python -m benchmarks.{name}" in steps
+    for heading in ("## Targets", "## The paper's figures beside our worked example", "## Peers:",
+                    "## Search quality", "## Graft vs donor", "| params | 16,880,201 | 1,934,665 |"):
+        assert heading in results, heading
+
+
+def test_quick_peers_table_measures_every_tool_and_objective(quick_run):
+    out, proc, _, _ = quick_run
+    assert proc.returncode == 0
+    rows = list(csv.DictReader((out / "peers.csv").open()))
+    assert {r["tool"] for r in rows} == set(peers.TOOLS)
+    assert {r["objective"] for r in rows} == {"min-size", "max-accuracy"}
+    assert {float(r["budget_pct"]) for r in rows} == set(peers.QUICK_BUDGET_PCTS)
+    assert len({r["seed"] for r in rows}) == 2
+    hv = np.array([float(r["hv_fraction"]) for r in rows])
+    assert ((hv >= 0) & (hv <= 1 + 1e-9)).all()
+    runs = list(csv.DictReader((out / "peers_runs.csv").open()))
+    assert {r["tool"] for r in runs} == set(peers.TOOLS) | {"graftsearch+files"}
+    ours = [r for r in runs if r["tool"] == "graftsearch"]
+    assert all(int(r["wasted_calls"]) == 0 for r in ours)
+    assert all(float(r["overhead_us_per_call"]) > 0 for r in runs)
+    # peak memory is measured once per tool and objective (seed 0)
+    measured = [r for r in runs if r["peak_kib"] not in ("", "nan")]
+    assert {(r["tool"], r["objective"], r["seed"]) for r in measured} == \
+        {(t, o, "0") for t in peers.TOOLS for o in ("min-size", "max-accuracy")}
+
+
+def test_quick_refuses_to_write_over_the_reported_tables():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out",
+                           str(ROOT / "benchmarks" / "results")], cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "must not write over benchmarks/results" in proc.stderr

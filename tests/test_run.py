@@ -285,3 +285,37 @@ def test_unexpected_failure_is_one_line_with_exit_3(tmp_path, monkeypatch, capfd
     assert "Traceback" not in err
     assert "internal error: RuntimeError: disk on fire [x]" in " ".join(err.split())
     assert "-v" in err
+
+
+@pytest.mark.slow
+def test_run_killed_by_sigkill_during_the_search_resumes_to_the_same_result(small_run, tmp_path):
+    """A hard kill (no Python cleanup at all) between generations, then `graftsearch resume`."""
+    import os
+    import signal
+    import time
+
+    extra = ["--generations", "6"]
+    ref = tmp_path / "ref"
+    assert main(small_run(ref, tmp_path / "cache-ref", *extra)) == 0
+    run_dir = tmp_path / "killed"
+    argv = small_run(run_dir, tmp_path / "cache-killed", *extra)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, "-m", "graftsearch", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        convergence = run_dir / "convergence.csv"
+        # wait for generation 2 to be written, so the kill lands in the middle of the search
+        while time.monotonic() < deadline and proc.poll() is None:
+            if convergence.is_file() and len(convergence.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (run_dir / "best" / "metrics.json").exists()
+    assert main(["resume", str(run_dir), "--quiet"]) == 0
+    _same_result(ref, run_dir)

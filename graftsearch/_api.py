@@ -35,7 +35,6 @@ def search(*, donor: Any = None, weights: Optional[str] = "DEFAULT", data: Any =
     from ._datasets import DataSpec, ImageDataset, load_dataset
     from ._donors import Donor, DonorSpec, load_donor
     from ._head import HeadSpec
-    from ._proxies import make_fitness
     from ._search import run_search
     from ._settings import SearchSettings
 

@@ -76,9 +76,15 @@ def _check_run_dir(run_dir: Path, settings: RunSettings) -> None:
     import json
 
     try:
-        old = json.loads(path.read_text()).get("settings", {})
+        stored = json.loads(path.read_text())
     except (OSError, ValueError):
         return  # a damaged config.json is rewritten below
+    if not isinstance(stored, dict) or not isinstance(stored.get("settings"), dict):
+        raise SearchError(f"The run directory '{run_dir}' holds files of a search that "
+                          "`graftsearch run` did not start (its config.json has no 'settings'). "
+                          "Pass another --run-dir, or resume that search from Python with the "
+                          "same run_dir.")
+    old = stored["settings"]
     new = settings.as_dict()
     differ = sorted(k for k in new if k not in RESUMABLE and old.get(k) != new[k])
     if differ:

@@ -314,13 +314,6 @@ def read_config(path) -> Dict[str, Any]:
     try:
         if p.suffix == ".json":
             data = json.loads(text)
-            if isinstance(data, dict) and "settings" not in data and "search" in data:
-                raise ParameterError(
-                    f"The config file '{p}' holds the settings of a search started from Python "
-                    "(graftsearch.search or NSGA2Search), not of `graftsearch run`. Resume it "
-                    "by calling the same function again with the same run_dir.")
-            if isinstance(data, dict):
-                data = data.get("settings", data)
         else:
             if sys.version_info >= (3, 11):
                 import tomllib
@@ -329,6 +322,13 @@ def read_config(path) -> Dict[str, Any]:
             data = tomllib.loads(text)
     except ValueError as exc:
         raise ParameterError(f"The config file '{p}' cannot be parsed: {exc}") from exc
+    if p.suffix == ".json" and isinstance(data, dict):
+        if "settings" not in data and "search" in data:
+            raise ParameterError(
+                f"The config file '{p}' holds the settings of a search started from Python "
+                "(graftsearch.search or graftsearch.run_search), not of `graftsearch run`. "
+                "Resume it by calling the same function again with the same run_dir.")
+        data = data.get("settings", data)
     if not isinstance(data, dict):
         raise ParameterError(param_message("config", "a table of settings", Described(type(data).__name__)))
     return data

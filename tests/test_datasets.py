@@ -32,7 +32,7 @@ def folder(tmp_path) -> Path:
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P", "PT", "I;16"])
 def test_every_mode_becomes_rgb(tmp_path, mode):
     rng = np.random.default_rng(1)
-    path = save_image(tmp_path / f"x.png", mode, rng, size=(20, 16))
+    path = save_image(tmp_path / "x.png", mode, rng, size=(20, 16))
     img = open_rgb(path)
     assert img.mode == "RGB" and img.size == (20, 16)
     x = to_tensor01(img, 8)
@@ -327,6 +327,6 @@ def test_deepweeds_missing_images_are_listed(deepweeds):
     names = sorted(p.name for p in (deepweeds / "images").iterdir())[:6]
     for n in names:
         (deepweeds / "images" / n).unlink()
-    with pytest.raises(DataError, match=rf"6 of 270 image file\(s\) .* do not exist: "
-                                        rf"'.*' and 1 more"):
+    with pytest.raises(DataError, match=r"6 of 270 image file\(s\) .* do not exist: "
+                                        r"'.*' and 1 more"):
         load_dataset(str(deepweeds), split="official:0")

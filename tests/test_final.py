@@ -231,11 +231,23 @@ def test_parts_workflow_max_accuracy_trains_the_search_pick(data, tmp_path):
     run_dir = tmp_path / "run"
     settings = gs.SearchSettings(objective="max-accuracy", size_max=10 ** 9, population=6,
                                  generations=2, seed=3)
-    fitness = gs.make_fitness("fast", cache, seed=3)
-    result = gs.run_search(donor.taps(), gs.HeadSpec(num_classes=3), fitness, settings,
+
+
+    class MoreTapsBetter:
+        """P grows with the number of taps: max-accuracy's pick is the largest selection,
+        min-size's would be a single tap."""
+
+        def key(self):
+            return "more-taps-better"
+
+        def evaluate(self, selection):
+            return gs.Evaluation(val_accuracy=0.4 + 0.1 * len(selection))
+
+    result = gs.run_search(donor.taps(), gs.HeadSpec(num_classes=3), MoreTapsBetter(), settings,
                            run_dir=run_dir)
     stored = json.loads((run_dir / "config.json").read_text())
     assert stored["search"]["objective"] == "max-accuracy"
+    assert result.best.bits.count("1") > 1  # not what min-size would pick
     final = gs.train_final_from_run(run_dir, donor, cache,
                                     settings=gs.FinalSettings(**{**QUICK, "latency_runs": 0}))
     assert final.metrics["bits"] == result.best.bits

@@ -263,6 +263,11 @@ def test_resume_of_a_python_search_directory_says_how_to_resume_it(tmp_path, cap
     assert main(["resume", str(run_dir)]) == 2
     err = capfd.readouterr().err
     assert "started from Python" in err and "same run_dir" in err
+    assert "cannot be parsed" not in err
+    (run_dir / "evaluations.csv").write_text("bits\n")
+    assert main(["run", "--p-min", "0.9", "--run-dir", str(run_dir), "--quiet"]) == 2
+    err = capfd.readouterr().err
+    assert "that `graftsearch run` did not start" in " ".join(err.split())
 
 
 def test_paths_with_brackets_are_printed_verbatim(tmp_path, capfd):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
@@ -69,14 +70,15 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(result, CacheShard):
         i, n = result.shard
         console().print(f"shard {i}/{n} done: {result.chunks_done} of {result.chunks_total} "
-                        f"chunks of {result.path} are present.", highlight=False, soft_wrap=True)
+                        f"chunks of {result.path} are present.", highlight=False, soft_wrap=True,
+                        markup=False)
         if result.complete:
             console().print("All shards are present: run the same command with `--merge` "
                             "instead of `--shard` to finish the cache.", highlight=False,
-                            soft_wrap=True)
+                            soft_wrap=True, markup=False)
         else:
             console().print("Run the other shards, then the same command with `--merge`.",
-                            highlight=False, soft_wrap=True)
+                            highlight=False, soft_wrap=True, markup=False)
         return 0
     _print_cache(result)
     return 0
@@ -124,21 +126,21 @@ def _print_cache(cache: FeatureCache) -> None:
     d = describe(cache)
     n = sum(d["images"].values())
     out = console()
-    out.print(f"feature cache: {d['path']}", highlight=False, soft_wrap=True)
+    out.print(f"feature cache: {d['path']}", highlight=False, soft_wrap=True, markup=False)
     out.print(f"  donor {d['donor']} (weights sha256 {d['donor_weights_sha256'][:16]}...), "
               f"{d['taps']} taps ({d['feature_dim']} features) at {d['image_size']} px, "
-              f"{d['dtype']}", highlight=False, soft_wrap=True)
+              f"{d['dtype']}", highlight=False, soft_wrap=True, markup=False)
     ds = d["dataset"]
     seed = f", seed {ds['seed']}" if "seed" in ds else ""
     out.print(f"  data {ds.get('kind')} {ds.get('root')} ({ds.get('split')} split{seed}), "
               f"{len(d['classes'])} classes",
-              highlight=False, soft_wrap=True)
+              highlight=False, soft_wrap=True, markup=False)
     out.print("  images: " + ", ".join(f"{s} {k:,}" for s, k in d["images"].items())
               + (f"; {len(d['skipped'])} skipped (see manifest.json)" if d["skipped"] else ""),
-              highlight=False, soft_wrap=True)
+              highlight=False, soft_wrap=True, markup=False)
     out.print(f"  size: {d['nbytes'] / 2**20:,.1f} MiB ({d['nbytes'] / max(n, 1):,.0f} bytes per "
-              "image)", highlight=False, soft_wrap=True)
-    out.print(f"  fingerprint: {d['fingerprint']}", highlight=False, soft_wrap=True)
+              "image)", highlight=False, soft_wrap=True, markup=False)
+    out.print(f"  fingerprint: {d['fingerprint']}", highlight=False, soft_wrap=True, markup=False)
 
 
 def _info(path: str, *, as_json: bool) -> int:
@@ -162,7 +164,7 @@ def _info(path: str, *, as_json: bool) -> int:
         try:
             found.append(FeatureCache.open(c))
         except CacheError as exc:
-            console_err().print(f"[yellow]skipping[/] {exc}", highlight=False, soft_wrap=True)
+            console_err().print(f"[yellow]skipping[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     if as_json:
         console().print_json(json.dumps([describe(c) for c in found]))
         return 0

@@ -38,5 +38,5 @@ def run(args: argparse.Namespace) -> int:
                                   keep_archive=args.keep_archive)
     also = " (or `--data deepweeds`)." if args.to is None else "."
     console().print(f"DeepWeeds is in {path}. Use it with `--data deepweeds:{path}`{also}",
-                    highlight=False, soft_wrap=True)
+                    highlight=False, soft_wrap=True, markup=False)
     return 0

@@ -20,5 +20,5 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     path = write_report(args.run_dir)
     console().print(f"wrote {path}, {path.parent / PARETO_PNG}, {path.parent / CONVERGENCE_PNG}",
-                    highlight=False)
+                    highlight=False, markup=False)
     return 0

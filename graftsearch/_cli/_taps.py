@@ -51,5 +51,5 @@ def run(args: argparse.Namespace) -> int:
                     f"units and {args.classes} classes.", highlight=False)
     if args.csv:
         taps.to_csv(args.csv)
-        console().print(f"wrote {args.csv}", highlight=False)
+        console().print(f"wrote {args.csv}", highlight=False, markup=False)
     return 0

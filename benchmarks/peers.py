@@ -453,10 +453,14 @@ def discussion(frame, runs, notes) -> List[str]:
     lines = ["## Where a peer wins, and why", ""]
     small = [x for x in losses if x["pct"] <= 2]
     if small:
+        budgets = frame[frame.budget_pct <= 2].budget
+        per_gen = ours.fitness_calls / ours.generations
+        gens = (budgets.min() / per_gen.max(), budgets.max() / per_gen.min())
         lines.append(
             f"- **Small budgets (<= 2%).** {len(small)} of the {len(losses)} cases where a peer's or a "
-            f"baseline's mean is above graftsearch's are at 1-2% of the space (164-328 calls, 5-10 "
-            f"generations), {sum(x['noise'] for x in small)} of them less than one seed-sd apart. graftsearch's "
+            f"baseline's mean is above graftsearch's are at <= 2% of the space ({budgets.min():,}-"
+            f"{budgets.max():,} calls, about {gens[0]:.0f}-{gens[1]:.0f} generations of graftsearch), "
+            f"{sum(x['noise'] for x in small)} of them less than one seed-sd apart. graftsearch's "
             f"initial population holds every single-tap selection ({n} of its first {POPULATION} calls, the "
             "search issue's rule): these smallest models sit at the low-accuracy end of the front, which "
             "helps `min-size` with a low p_min but is far from the best pick of `max-accuracy` or of a high "
@@ -466,10 +470,10 @@ def discussion(frame, runs, notes) -> List[str]:
     large = [x for x in losses if x["pct"] > 2 and x["tool"] in PEERS]
     if large:
         spread = []
-        for key in sorted({(x["problem"], x["objective"]) for x in large}):
+        for key in sorted({(x["problem"], x["objective"], x["pct"]) for x in large}):
             sub = frame[(frame.problem == key[0]) & (frame.objective == key[1]) & (frame.tool == "graftsearch")
-                        & (frame.budget_pct == max(frame.budget_pct))]
-            spread.append(f"{key[0]} / {key[1]} at {max(frame.budget_pct):g}%: graftsearch's seeds range "
+                        & (frame.budget_pct == key[2])]
+            spread.append(f"{key[0]} / {key[1]} at {key[2]:g}%: graftsearch's seeds range "
                           f"{sub.hv_fraction.min():.4f}-{sub.hv_fraction.max():.4f} and "
                           f"{int(sub.found_best.sum())} of {len(sub)} found the exhaustive best pick")
         lines.append(
@@ -501,7 +505,7 @@ def discussion(frame, runs, notes) -> List[str]:
         + "; ".join(f"{r.problem} / {r.objective}: {r.new:.1f} new calls per generation, {r.hits:.0%} "
                     "of asks answered from the archive" for r in stalls.itertuples())
         + f". With a real fitness this overhead is small next to one evaluation (the `{FITNESS}` fitness "
-        f"behind these tables: {_spent(notes)} ms per call; the `mlp` proxy: about a second).")
+        f"behind these tables: {_spent(notes)} ms per call{_mlp_seconds()}).")
     waste = runs[runs.tool.isin(PEERS)].assign(share=lambda d: d.wasted_calls / d.fitness_calls) \
         .groupby("tool").share.agg(["min", "max"])
     top = frame[(frame.budget_pct == max(frame.budget_pct)) & frame.tool.isin(("graftsearch",) + PEERS)] \
@@ -519,6 +523,21 @@ def discussion(frame, runs, notes) -> List[str]:
         "archive every generation.")
     lines.append("")
     return lines
+
+
+def _mlp_seconds() -> str:
+    """The mlp proxy's median seconds per evaluation from the fitness benchmark's table, if any."""
+    import pandas as pd
+
+    path = RESULTS / "fitness_proxies.csv"
+    try:
+        table = pd.read_csv(path)
+        row = table[(table.problem == "plant-seedlings") & (table.proxy == "mlp")
+                    & table.variant.str.startswith("default")].iloc[0]
+    except (OSError, ValueError, IndexError, AttributeError, KeyError):
+        return ""
+    return (f"; the `mlp` proxy: {row.median_s:.1f} s median on plant seedlings, "
+            "benchmarks/results/fitness_proxies.md")
 
 
 def _spent(notes) -> str:

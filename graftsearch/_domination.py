@@ -110,10 +110,13 @@ def bits_of(individual) -> str:
 def rank_fronts(individuals: Sequence, k: int | None = None) -> List[list]:
     """Constrained non-dominated fronts, with rank and (DEAP's) crowding distance set.
 
-    Same fronts as DEAP's ``sortNondominated`` with :meth:`ConstrainedFitness.dominates`, but the
+    The same fronts (as sets) as DEAP's ``sortNondominated`` with
+    :meth:`ConstrainedFitness.dominates`, but the
     domination matrix is computed with numpy in one go instead of a Python call per pair: the
     sort runs every generation and was most of the search's own cost. Fronts are returned until
-    they hold at least ``k`` individuals; within a front, individuals keep their input order.
+    they hold at least ``k`` individuals; within a front, individuals keep their input order
+    (DEAP's order differs, so ties in crowding distance may keep other survivors than DEAP would;
+    the result is deterministic either way).
     """
     inds = list(individuals)
     k = len(inds) if k is None else k

@@ -8,7 +8,6 @@ and the report are deterministic and are simply redone.
 from __future__ import annotations
 
 import logging
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from ._atomic import write_json
 from ._errors import DataError, DonorError, ParameterError, SearchError, param_message
 from ._progress import ProgressCallback, report
 from ._runconfig import DEMO_DATA, RunSettings
-from ._version import __version__
+from ._runfiles import versions
 
 logger = logging.getLogger("graftsearch")
 
@@ -52,16 +51,6 @@ class RunOutcome:
     @property
     def feasible(self) -> bool:
         return bool(self.result is not None and self.result.feasible)
-
-
-def versions() -> Dict[str, str]:
-    import deap
-    import torch
-    import torchvision
-
-    return {"graftsearch": __version__, "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "deap": getattr(deap, "__version__", "?"),
-            "python": platform.python_version()}
 
 
 # What a run has made that other settings would not reproduce; until one exists (e.g. the first

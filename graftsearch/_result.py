@@ -45,13 +45,6 @@ def least_violating(records: Sequence[Record], settings: SearchSettings,
     return ordered[:k]
 
 
-def best_of(records: Sequence[Record], settings: SearchSettings) -> Optional[Record]:
-    feasible = [r for r in records if r.feasible]
-    if not feasible:
-        return None
-    return min(feasible, key=lambda r: preference_key(r, settings))
-
-
 def front_or_closest(records: Sequence[Record], settings: SearchSettings) -> Tuple[List[Record], bool]:
     front = feasible_front(records, settings)
     if front:

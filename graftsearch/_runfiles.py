@@ -19,6 +19,7 @@ import io
 import math
 import os
 import pickle
+import platform
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -90,6 +91,19 @@ def history_csv(history: Sequence[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def versions() -> Dict[str, str]:
+    """The versions a run directory's config.json records."""
+    import deap
+    import torch
+    import torchvision
+
+    from ._version import __version__
+
+    return {"graftsearch": __version__, "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "deap": getattr(deap, "__version__", "?"),
+            "python": platform.python_version()}
+
+
 class RunFiles:
     """Reading and writing one run directory."""
 
@@ -128,8 +142,6 @@ class RunFiles:
                     return
             except (OSError, ValueError):
                 pass  # damaged: rewrite it
-        from ._pipeline import versions
-
         write_json(path, {"search": settings.as_dict(), "versions": versions()})
 
     def rewrite_evaluations(self, records: Sequence[Record]) -> None:

@@ -249,18 +249,16 @@ class _Run:
     def _finish_generation(self, g: int, new: List[Record]) -> None:
         s = self.settings
         self.generation = g
+        # The archive only grows and its records never change: the new front is the non-dominated
+        # part of the old front and the records added since. A fresh or restored run starts
+        # from the whole archive.
+        added = list(new)
         if self._front is None:
-            records = self.archive.records()
-            pool = records
-            self._n_feasible = sum(1 for r in records if r.feasible)
-            self._min_violation = min((r.violation for r in records), default=math.inf)
-        else:
-            # The archive only grows and its records never change: the new front is the
-            # non-dominated part of the old front and the new records.
-            pool = self._front + list(new)
-            self._n_feasible += sum(1 for r in new if r.feasible)
-            self._min_violation = min([self._min_violation] + [r.violation for r in new])
-        front = self._front = feasible_front(pool, s)
+            self._front, self._n_feasible, self._min_violation = [], 0, math.inf
+            added = self.archive.records()
+        self._n_feasible += sum(1 for r in added if r.feasible)
+        self._min_violation = min([self._min_violation] + [r.violation for r in added])
+        front = self._front = feasible_front(self._front + added, s)
         hv = front_hypervolume([r.size(s.size_metric) for r in front], [r.val_accuracy for r in front],
                                self.size_ref)
         best = front[0] if front else None  # the most preferred feasible record is never dominated

@@ -30,7 +30,7 @@ from typing import AbstractSet, Iterator, List, Optional, Sequence, Set
 
 from deap import tools
 
-from ._domination import tournament
+from ._domination import bits_of, tournament
 
 
 class SearchRandom:
@@ -89,7 +89,7 @@ def repair(child: list, taken: Set[str], rng, evaluated: AbstractSet[str] = froz
     n = len(child)
     if not any(child):
         child[rng.randrange(n)] = 1
-    bits = "".join("1" if b else "0" for b in child)
+    bits = bits_of(child)
     tries = 0
     while bits in taken or (bits in evaluated and tries < 10 * n):
         if tries < 10 * n:
@@ -99,7 +99,7 @@ def repair(child: list, taken: Set[str], rng, evaluated: AbstractSet[str] = froz
             if not any(child):
                 child[i] = 1
                 continue
-            bits = "".join("1" if b else "0" for b in child)
+            bits = bits_of(child)
         else:
             bits = _random_bits(n, rng)
     return bits
@@ -110,7 +110,7 @@ def make_offspring(population: Sequence, k: int, *, crossover: str, cx_prob: flo
                    evaluated: AbstractSet[str] = frozenset()) -> List[str]:
     """``k`` new distinct bit strings bred from ``population`` (individuals with rank/crowding),
     steered away from the ``evaluated`` ones (see :func:`repair`)."""
-    taken: Set[str] = {"".join("1" if b else "0" for b in ind) for ind in population}
+    taken: Set[str] = {bits_of(ind) for ind in population}
     n = len(population[0])
     children: List[str] = []
     while len(children) < k:

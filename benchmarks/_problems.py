@@ -8,11 +8,9 @@ can then read the same numbers through :class:`TableFitness`.
 Selections are handled as integer masks here (bit i-1 = tap i) and as graftsearch's bit strings
 (tap 1 first) where the library's order of preference matters.
 
-Fitness: :func:`make_probe` is the one place that chooses it (``FITNESS``): graftsearch's own
-``fast`` proxy (``make_fitness("fast", ...)``, its defaults, seed 0) over the problem's features.
-The closed-form ridge probe below (standardised features, one-hot targets, fixed ridge,
-accuracy on the val split) stood in for it before ``graftsearch._proxies`` existed and is kept
-for ``FITNESS = "ridge"`` (its exhaustive table is grown depth-first, a little faster).
+Fitness: :func:`make_probe`: graftsearch's own ``fast`` proxy (``make_fitness("fast", ...)``,
+its defaults, seed 0) over the problem's features; exhaustive tables are cached under the
+proxy's ``key()``.
 
 Problems:
 
@@ -49,12 +47,11 @@ if str(ROOT) not in sys.path:
 
 import graftsearch as gs  # noqa: E402
 from graftsearch._evaluation import Evaluation  # noqa: E402
-from graftsearch._hypervolume import front_hypervolume, nondominated_indices  # noqa: E402
+from graftsearch._hypervolume import front_hypervolume  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TABLES = Path(os.environ.get("GRAFTSEARCH_CACHE", Path.home() / ".cache" / "graftsearch")) / "bench"
 DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
-RIDGE = 10.0
 # the paper's pick transposed to EfficientNet-Lite0: the last three taps before the
 # 8x8 -> 4x4 stage boundary (at 128 px)
 LITE0_MANUAL = ("features.5.0", "features.5.1", "features.5.2")
@@ -112,103 +109,18 @@ def subspace(taps: gs.TapList, indices: Sequence[int]) -> gs.TapList:
     return gs.TapList(renumbered, donor_name=taps.donor_name, image_size=taps.image_size)
 
 
-class RidgeProbe:
-    """Closed-form ridge on one-hot targets over standardised features; P = val accuracy.
-
-    Gram blocks are computed once over all taps of the subspace; one selection then costs one
-    Cholesky solve in its dimensions. :meth:`table` evaluates every selection depth-first,
-    growing the Cholesky factor of the parent selection by one block per tap.
-    """
-
-    name = "ridge"
-
-    def __init__(self, train: List[np.ndarray], ytr: np.ndarray, val: List[np.ndarray], yva: np.ndarray,
-                 n_classes: int, ridge: float = RIDGE, key: str = ""):
-        xtr = np.concatenate(train, 1).astype(np.float64)
-        xva = np.concatenate(val, 1).astype(np.float64)
-        mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
-        xtr, xva = (xtr - mu) / sd, (xva - mu) / sd
-        y = np.eye(n_classes)[ytr]
-        y -= y.mean(0)
-        self.gram = (xtr.T @ xtr).astype(np.float32)
-        self.cross = (xtr.T @ y).astype(np.float32)
-        self.xva = xva.astype(np.float32)
-        self.yva = yva
-        bounds = np.cumsum([0] + [a.shape[1] for a in train])
-        self.cols = [np.arange(bounds[i], bounds[i + 1]) for i in range(len(train))]
-        self.ridge = ridge
-        self._key = key
-
-    def key(self) -> str:
-        return self._key
-
-    def _accuracy(self, idx: np.ndarray, w: np.ndarray) -> float:
-        return float(((self.xva[:, idx] @ w).argmax(1) == self.yva).mean())
-
-    def evaluate(self, selection: Tuple[int, ...]) -> Evaluation:
-        import scipy.linalg as sl
-
-        idx = np.concatenate([self.cols[i - 1] for i in selection])
-        a = self.gram[np.ix_(idx, idx)] + self.ridge * np.eye(len(idx), dtype=np.float32)
-        w = sl.cho_solve(sl.cho_factor(a, lower=True, check_finite=False), self.cross[idx], check_finite=False)
-        return Evaluation(val_accuracy=self._accuracy(idx, w), fidelity="ridge")
-
-    def table(self, progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """P of every selection, indexed by mask (bit i-1 = tap i); entry 0 unused."""
-        import scipy.linalg as sl
-
-        n = len(self.cols)
-        out = np.full(2**n, np.nan)
-        done = [0]
-
-        def grow(start: int, mask: int, idx: np.ndarray, low: np.ndarray | None, z: np.ndarray | None):
-            for t in range(start, n):
-                cols = self.cols[t]
-                block = self.gram[np.ix_(cols, cols)] + self.ridge * np.eye(len(cols), dtype=np.float32)
-                if low is None:
-                    l22 = np.linalg.cholesky(block)
-                    new_low = l22
-                    new_z = sl.solve_triangular(l22, self.cross[cols], lower=True, check_finite=False)
-                else:
-                    l21 = sl.solve_triangular(low, self.gram[np.ix_(idx, cols)], lower=True,
-                                              check_finite=False).T
-                    l22 = np.linalg.cholesky(block - l21 @ l21.T)
-                    d, c = low.shape[0], len(cols)
-                    new_low = np.zeros((d + c, d + c), dtype=np.float32)
-                    new_low[:d, :d], new_low[d:, :d], new_low[d:, d:] = low, l21, l22
-                    new_z = np.vstack([z, sl.solve_triangular(l22, self.cross[cols] - l21 @ z, lower=True,
-                                                              check_finite=False)])
-                new_idx = np.concatenate([idx, cols])
-                w = sl.solve_triangular(new_low, new_z, lower=True, trans="T", check_finite=False)
-                new_mask = mask | 1 << t
-                out[new_mask] = self._accuracy(new_idx, w)
-                done[0] += 1
-                if progress and done[0] % 1024 == 0:
-                    progress(done[0])
-                grow(t + 1, new_mask, new_idx, new_low, new_z)
-
-        grow(0, 0, np.zeros(0, dtype=np.int64), None, None)
-        return out
-
-
-FITNESS = "fast"  # or "ridge": the stand-in probe of this module
-FITNESS_TEXT = {
-    "fast": ("graftsearch's `fast` proxy (`make_fitness(\"fast\", features, seed=0)`, its defaults: "
-             "shrinkage LDA on standardised GAP features, val accuracy)"),
-    "ridge": (f"the closed-form ridge probe of `benchmarks/_problems.py` (standardised GAP features, "
-              f"one-hot targets, ridge {RIDGE:g}, val accuracy)"),
-}[FITNESS]
+FITNESS = "fast"
+FITNESS_TEXT = ("graftsearch's `fast` proxy (`make_fitness(\"fast\", features, seed=0)`, its defaults: "
+                "shrinkage LDA on standardised GAP features, val accuracy)")
 
 
 def make_probe(taps: gs.TapList, classes: Sequence[str], train: List[np.ndarray], ytr: np.ndarray,
-               val: List[np.ndarray], yva: np.ndarray, key: str):
-    """The fitness every search benchmark uses (see ``FITNESS``)."""
-    if FITNESS == "fast":
-        from graftsearch._features import ArrayFeatures
+               val: List[np.ndarray], yva: np.ndarray):
+    """The fitness every search benchmark uses: graftsearch's ``fast`` proxy over the features."""
+    from graftsearch._features import ArrayFeatures
 
-        source = ArrayFeatures(taps, classes, {"train": train, "val": val}, {"train": ytr, "val": yva})
-        return gs.make_fitness("fast", source, seed=0)
-    return RidgeProbe(train, ytr, val, yva, len(classes), key=key)
+    source = ArrayFeatures(taps, classes, {"train": train, "val": val}, {"train": ytr, "val": yva})
+    return gs.make_fitness("fast", source, seed=0)
 
 
 class TableFitness:
@@ -239,8 +151,7 @@ def real_problem(n_taps: int = 14) -> Problem:
     taps = subspace(full, indices)
     train = [np.asarray(cache.features("train", i)) for i in indices]
     val = [np.asarray(cache.features("val", i)) for i in indices]
-    key = f"real:{cache.fingerprint}:{indices}:{RIDGE}"
-    probe = make_probe(taps, cache.classes, train, cache.labels("train"), val, cache.labels("val"), key=key)
+    probe = make_probe(taps, cache.classes, train, cache.labels("train"), val, cache.labels("val"))
     manual = tuple(taps.index_of(n) for n in LITE0_MANUAL)
     head = gs.HeadSpec(num_classes=len(cache.classes))
     return Problem("plant-seedlings", taps, head, probe, manual,
@@ -290,13 +201,8 @@ def synthetic_problem(seed: int = 0, *, n_taps: int = 14, name: str = "synthetic
             strength = (0.1 + 0.02 * i) * math.sqrt(64 / c)
             arrays.append((strength * centres[y][:, window] @ mix + rng.normal(size=(count, c))).astype(np.float32))
         sets[split] = (arrays, y)
-    default = taps is None and n_taps == 14 and n_classes == 10 and tuple(sizes) == (1500, 500) \
-        and class_counts is None and name == "synthetic"
-    # the default keeps the key its cached table was stored under
-    key = f"synthetic:{seed}:{RIDGE}" if default else (
-        f"{name}:{seed}:{RIDGE}:{channels}:{n_classes}:{tuple(sizes)}:{class_counts}:{tap_list.donor_name}")
     probe = make_probe(tap_list, [str(k) for k in range(n_classes)], sets["train"][0], sets["train"][1],
-                       sets["val"][0], sets["val"][1], key=key)
+                       sets["val"][0], sets["val"][1])
     if manual is None:
         manual = (6, 7, 8) if len(channels) >= 8 else tuple(range(max(1, len(channels) - 2), len(channels) + 1))
     describe = describe or (f"{len(channels)} generated taps, {n_classes} classes, {sizes[0]:,} train / "
@@ -333,18 +239,9 @@ def exhaustive_table(problem: Problem, log: Callable[[str], None] = print) -> Tu
     start = time.perf_counter()
     total = 2**problem.n - 1
     log(f"{problem.name}: exhaustive table of {total:,} selections ...")
-    if hasattr(problem.fitness, "table"):
-        table = problem.fitness.table(lambda k: print(f"  {problem.name}: {k}/{total}", end="\r", flush=True))
-        print()
-        # the depth-first table must agree with the one-selection solve
-        rng = np.random.default_rng(0)
-        for m in rng.integers(1, 2**problem.n, size=20):
-            direct = problem.fitness.evaluate(selection_of(int(m), problem.n)).val_accuracy
-            assert abs(direct - table[m]) <= 2.0 / len(problem.fitness.yva), (m, direct, table[m])
-    else:
-        table = np.full(2**problem.n, np.nan)
-        for m in range(1, 2**problem.n):
-            table[m] = problem.fitness.evaluate(selection_of(m, problem.n)).val_accuracy
+    table = np.full(2**problem.n, np.nan)
+    for m in range(1, 2**problem.n):
+        table[m] = problem.fitness.evaluate(selection_of(m, problem.n)).val_accuracy
     seconds = (time.perf_counter() - start) / total
     tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
     np.savez(tmp, table=table, seconds_per_eval=seconds)
@@ -399,11 +296,9 @@ def feasible_masks(masks: Iterable[int], problem: Problem, table: np.ndarray, ob
 
 def hv_of(masks: Iterable[int], problem: Problem, table: np.ndarray, objective: Objective) -> float:
     """Hypervolume of the feasible selections among ``masks`` (graftsearch's space and reference)."""
-    masks = feasible_masks(masks, problem, table, objective)
-    sizes = [problem.size(m) for m in masks]
-    accs = [float(table[m]) for m in masks]
-    keep = nondominated_indices(sizes, accs)
-    return front_hypervolume([sizes[i] for i in keep], [accs[i] for i in keep], problem.size_ref)
+    masks = feasible_masks(masks, problem, table, objective)  # dominated points add no area
+    return front_hypervolume([problem.size(m) for m in masks], [float(table[m]) for m in masks],
+                             problem.size_ref)
 
 
 def preference(mask: int, problem: Problem, table: np.ndarray, objective: Objective) -> tuple:

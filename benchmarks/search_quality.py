@@ -18,8 +18,7 @@ Problems:
 - ``synthetic``: generated features of 14 taps whose class signal grows with depth and whose taps
   overlap in what they see (so combining taps has diminishing returns).
 
-Fitness: ``_problems.make_probe``: graftsearch's ``fast`` proxy over the problem's features (the
-ridge probe of ``_problems`` stood in for it before the proxies existed; see ``FITNESS``).
+Fitness: ``_problems.make_probe``: graftsearch's ``fast`` proxy over the problem's features.
 
 Baselines (in ``benchmarks/_problems.py``, shared with ``peers``; not in the library):
 

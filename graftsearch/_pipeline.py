@@ -17,7 +17,8 @@ from ._atomic import write_json
 from ._errors import DataError, DonorError, ParameterError, SearchError, param_message
 from ._progress import ProgressCallback, report
 from ._runconfig import DEMO_DATA, RunSettings
-from ._runfiles import versions
+from ._runfiles import CHECKPOINT, EVALUATIONS, versions
+from ._settings import RESUMABLE_CHANGES
 
 logger = logging.getLogger("graftsearch")
 
@@ -27,8 +28,8 @@ CULTIVATION = "cultivation.json"
 LOG = "log.txt"
 
 # Settings a resumed run may change without becoming another run.
-RESUMABLE = {"generations", "max_evaluations", "max_seconds", "stagnation", "n_jobs",
-             "dask_scheduler", "workers", "device", "cache_dir", "latency_runs", "run_dir", "preset"}
+RESUMABLE = set(RESUMABLE_CHANGES) | {"workers", "device", "cache_dir", "latency_runs", "run_dir",
+                                      "preset"}
 
 OFFLINE_HINT = ("Two ways forward: give local files (`--data PATH` with your images, "
                 "`--donor-checkpoint FILE` or the offline donor `--donor efficientnet_lite0 "
@@ -55,7 +56,7 @@ class RunOutcome:
 
 # What a run has made that other settings would not reproduce; until one exists (e.g. the first
 # attempt stopped on bad input), the directory is free to take corrected settings.
-WORK_FILES = ("checkpoint.pkl", "evaluations.csv", DONOR_CHECKPOINT)
+WORK_FILES = (CHECKPOINT, EVALUATIONS, DONOR_CHECKPOINT)
 
 
 def _check_run_dir(run_dir: Path, settings: RunSettings) -> None:

@@ -91,6 +91,9 @@ def history_csv(history: Sequence[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
+EVALUATIONS, CHECKPOINT = "evaluations.csv", "checkpoint.pkl"
+
+
 def versions() -> Dict[str, str]:
     """The versions a run directory's config.json records."""
     import deap
@@ -109,12 +112,12 @@ class RunFiles:
 
     def __init__(self, root: os.PathLike | str):
         self.root = Path(root)
-        self.evaluations = self.root / "evaluations.csv"
+        self.evaluations = self.root / EVALUATIONS
         self.pareto = self.root / "pareto.csv"
         self.convergence = self.root / "convergence.csv"
         self.refined = self.root / "refined.csv"
         self.taps = self.root / "taps.csv"
-        self.checkpoint = self.root / "checkpoint.pkl"
+        self.checkpoint = self.root / CHECKPOINT
         self._extras: Optional[List[str]] = None
 
     def prepare(self) -> None:

@@ -11,7 +11,7 @@ from typing import List, Optional
 from rich.markup import escape
 
 from .._errors import GraftSearchError
-from ._common import console_err
+from ._common import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, console_err
 
 # Each command module exposes register(subparsers); order here is the order in --help.
 from . import _run as _run_cmd
@@ -24,7 +24,6 @@ from . import _cache as _cache_cmd
 
 _COMMANDS = [_run_cmd, _taps_cmd, _report_cmd, _predict_cmd, _donor_cmd, _data_cmd, _cache_cmd]
 
-EXIT_OK, EXIT_INFEASIBLE, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -9,6 +9,9 @@ from rich.console import Console
 
 from .._donors import DonorSpec
 
+# The command line's exit codes (listed in `graftsearch run --help` and the README).
+EXIT_OK, EXIT_INFEASIBLE, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
 
 @lru_cache(maxsize=None)
 def console() -> Console:

@@ -16,10 +16,9 @@ from rich.table import Table
 
 from .._errors import ParameterError
 from .._runconfig import FIELDS, GROUPS, RunSettings, read_config, settings_from
-from ._common import console, console_err
+from ._common import EXIT_INFEASIBLE, EXIT_INTERRUPTED, EXIT_OK, console, console_err
 from ._live import LiveProgress
 
-EXIT_OK, EXIT_INFEASIBLE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_CODES = """exit codes: 0 done, 1 finished but nothing feasible (the closest result is written),
 2 usage or input error, 3 internal error (rerun with -v for the traceback), 130 interrupted
 (resume with `graftsearch resume RUN_DIR`)"""

@@ -35,7 +35,8 @@ import numpy as np
 from ._errors import FitnessError, ParameterError, param_message
 from ._evaluation import Evaluation
 from ._features import FeatureSource, selection_features
-from ._proxies import as_feature_source, check_seed, check_threads, torch_threads
+from ._proxies import as_feature_source, check_seed, check_threads
+from ._threads import torch_threads
 from ._seeding import derive_seed
 from ._selection import taps_string
 from ._taps import Tap

@@ -341,7 +341,9 @@ def _finish(model: nn.Module, spec: DonorSpec, name: str, size: int, mean, std, 
 # checkpoints
 
 
-def _is_torchscript(path: Path) -> bool:
+def is_torchscript(path) -> bool:
+    """Whether ``path`` is a TorchScript archive (``torch.jit.save``), not a ``torch.save`` file."""
+    path = Path(path)
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as zf:
@@ -349,7 +351,7 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _read(path: Path, trust: bool) -> Any:
-    if _is_torchscript(path):
+    if is_torchscript(path):
         try:
             return torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:

@@ -14,7 +14,6 @@ import inspect
 import json
 import logging
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from ._atomic import atomic_path
+from ._donors import is_torchscript
 from ._errors import ExportError, ParameterError, param_message
 from ._graft import GraftedModel
 from ._head import HeadSpec
@@ -249,14 +249,6 @@ def read_record(path) -> Dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # TorchScript and ONNX
-
-
-def is_torchscript(path) -> bool:
-    path = Path(path)
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any("/code/" in n for n in zf.namelist())
 
 
 def load_torchscript(path) -> Tuple[torch.jit.ScriptModule, Dict[str, Any]]:

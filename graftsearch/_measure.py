@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ._errors import ParameterError, param_message
+from ._threads import torch_threads as shared_torch_threads
 
 MIB = 2**20
 
@@ -63,16 +64,11 @@ class PeakMemory:
 
 @contextmanager
 def torch_threads(threads: Optional[int]) -> Iterator[int]:
-    """Run with ``threads`` intra-op threads (None: leave as is); restore afterwards."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ParameterError(param_message("threads", "a positive integer or None", threads))
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
+    """``_threads.torch_threads`` after checking ``threads`` (None: leave as is)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ParameterError(param_message("threads", "a positive integer or None", threads))
+    with shared_torch_threads(threads) as n:
+        yield n
 
 
 def _check_counts(runs: int, warmup: int, batch_size: int) -> None:

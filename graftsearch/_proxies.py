@@ -17,9 +17,8 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -30,8 +29,10 @@ from ._evaluation import Evaluation
 from ._features import FeatureSource, selection_features
 from ._head import HeadSpec
 from ._checks import is_int, is_real
-from ._headtrain import TrainSchedule, train_head, unscaled_channels
+from ._headtrain import TrainSchedule, standardisation, train_head
+from ._metrics import cross_entropy
 from ._seeding import derive_seed
+from ._threads import torch_threads
 
 logger = logging.getLogger("graftsearch")
 
@@ -77,28 +78,6 @@ def check_threads(threads: Any) -> None:
             "threads", "an integer >= 1, or None to keep the process's torch threads", threads))
 
 
-_THREADS_LOCK = threading.RLock()  # re-entrant: a custom fitness may call a proxy
-
-
-@contextmanager
-def torch_threads(threads: Optional[int]) -> Iterator[None]:
-    """Run the body with ``threads`` torch threads (None: leave them), then restore them.
-
-    Results of float reductions can depend on the thread count, so a fixed count is part of
-    what makes an evaluation the same everywhere.
-    """
-    if threads is None:
-        yield
-        return
-    with _THREADS_LOCK:
-        old = torch.get_num_threads()
-        if old != threads:
-            torch.set_num_threads(threads)
-        try:
-            yield
-        finally:
-            if old != threads:
-                torch.set_num_threads(old)
 
 
 class _Proxy:
@@ -281,11 +260,9 @@ class _GramStats:
         dim = int(offsets[-1])
         mean = np.empty(dim)
         scale = np.empty(dim)
-        for t in range(len(taps)):
-            x = np.asarray(source.features("train", t + 1), dtype=np.float64)
-            mean[offsets[t]:offsets[t + 1]] = x.mean(axis=0)
-            scale[offsets[t]:offsets[t + 1]] = x.std(axis=0)
-        scale[unscaled_channels(mean, scale)] = 1.0
+        for t in range(len(taps)):  # tap by tap: the rule is per channel, memory stays small
+            sl = slice(offsets[t], offsets[t + 1])
+            mean[sl], scale[sl] = standardisation(source.features("train", t + 1))
         onehot = np.zeros((n, k))
         onehot[np.arange(n), y] = 1.0
         gram = torch.zeros((dim, dim), dtype=torch.float64)
@@ -401,11 +378,6 @@ def ledoit_wolf_shrinkage(stats: _GramStats, indices: Tuple[int, ...], cols: np.
     return float(min(max(beta, 0.0), delta) / delta)
 
 
-def _log_softmax(scores: np.ndarray) -> np.ndarray:
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
 class FastProxy(_Proxy):
     """P = val accuracy of a closed-form probe on the selection's standardised features.
 
@@ -458,8 +430,8 @@ class FastProxy(_Proxy):
         y = stats.val_y
         accuracy = float(np.mean(scores.argmax(axis=1) == y))
         if self.settings.probe == "lda":
-            # 0.0 - x rather than -x: a perfect fit would otherwise write "-0.0" to the CSV.
-            loss = float(0.0 - _log_softmax(scores)[np.arange(len(y)), y].mean())
+            # 0.0 + x: a perfect fit would otherwise write "-0.0" to the CSV.
+            loss = 0.0 + cross_entropy(scores, y)
         else:
             target = np.zeros_like(scores)
             target[np.arange(len(y)), y] = 1.0

@@ -33,7 +33,7 @@ from ._metrics import ClassificationMetrics, compute_metrics
 from ._preprocessing import Preprocessing, check_image_size
 from ._progress import ProgressCallback, report
 from ._seeding import derive_seed
-from ._taps import BYTES_PER_PARAM, MIB
+from ._taps import params_mib
 from ._trace import build_trunk, count_params
 
 logger = logging.getLogger("graftsearch")
@@ -125,7 +125,7 @@ class Cultivation:
 
     @property
     def size_mib(self) -> float:
-        return self.params * BYTES_PER_PARAM / MIB
+        return params_mib(self.params)
 
     def table_row(self) -> Dict[str, Any]:
         """The donor row of the paper's Table 2 (plus accuracy and loss of every split)."""

@@ -35,7 +35,7 @@ from ._metrics import ClassificationMetrics, compute_metrics
 from ._preprocessing import Normalize, Preprocessing
 from ._progress import ProgressCallback, report
 from ._seeding import derive_seed
-from ._taps import BYTES_PER_PARAM, MIB
+from ._taps import params_mib
 from ._trace import count_macs, count_params
 from ._version import __version__
 
@@ -201,10 +201,6 @@ def fine_tune(graft: GraftedModel, dataset, pre: Preprocessing, settings: FinalS
     graft.load_state_dict(best[1])
     graft.cpu().eval()
     return history
-
-
-def _size(params: int) -> float:
-    return params * BYTES_PER_PARAM / MIB
 
 
 def _donor_module_with_normalize(donor) -> nn.Module:
@@ -383,12 +379,12 @@ def train_final(donor, features, selection, *, head: Optional[HeadSpec] = None, 
         "tap_names": list(graft.tap_names), "image_size": pre.image_size,
         "mean": list(pre.mean), "std": list(pre.std), "class_names": classes,
         "head": head.as_dict(),
-        "graft": {"params": g_params, "size_mib": _size(g_params), "macs": cost.macs,
+        "graft": {"params": g_params, "size_mib": params_mib(g_params), "macs": cost.macs,
                   "val": val.summary(), "test": test.summary(), "per_class": test.as_dict()["per_class"],
                   "confusion": test.confusion.tolist(), "best_epoch": fit.best_epoch,
                   "history": fit.history, "fine_tuned": settings.fine_tune,
                   "fine_tune_history": fine_tune_history},
-        "donor": {"name": donor.name, "params": d_params, "size_mib": _size(d_params),
+        "donor": {"name": donor.name, "params": d_params, "size_mib": params_mib(d_params),
                   "macs": d_macs, "val": donor_val.summary() if donor_val else None,
                   "test": donor_test.summary() if donor_test else None, "note": donor_note},
         "size_reduction": {"params": d_params - g_params, "factor": d_params / g_params,

@@ -61,9 +61,9 @@ class TrainSchedule:
             raise ParameterError(param_message("epochs", "an integer >= 1", self.epochs))
         if not is_int(self.batch_size) or self.batch_size < 1:
             raise ParameterError(param_message("batch_size", "an integer >= 1", self.batch_size))
-        if not is_real(self.lr) or not math.isfinite(self.lr) or self.lr <= 0:
+        if not is_real(self.lr) or self.lr <= 0:
             raise ParameterError(param_message("lr", "a float > 0", self.lr))
-        if not is_real(self.weight_decay) or not math.isfinite(self.weight_decay) or self.weight_decay < 0:
+        if not is_real(self.weight_decay) or self.weight_decay < 0:
             raise ParameterError(param_message("weight_decay", "a float >= 0", self.weight_decay))
         if self.patience is not None and (not is_int(self.patience) or self.patience < 1):
             raise ParameterError(param_message("patience", "an integer >= 1 or None (no early stop)",

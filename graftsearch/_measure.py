@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from ._errors import ParameterError, param_message
+from ._taps import MIB
 from ._threads import torch_threads as shared_torch_threads
 
-MIB = 2**20
 
 
 @dataclass(frozen=True)

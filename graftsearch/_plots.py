@@ -13,6 +13,8 @@ from typing import Mapping, Optional
 
 import numpy as np
 
+from ._runfiles import parse_bool
+
 SIZE_LABELS = {"params": "parameters", "size_mib": "size (MiB, 4 bytes per parameter)",
                "macs": "multiply-accumulates per image"}
 
@@ -34,7 +36,7 @@ def _save(fig, path: Path) -> None:
 
 
 def _as_bool(series) -> np.ndarray:
-    return np.array([str(v).strip().lower() in ("true", "1", "yes") for v in series], dtype=bool)
+    return np.array([parse_bool(v) for v in series], dtype=bool)
 
 
 def plot_pareto(evaluations, pareto, path, *, size_metric: str = "params", objective: str = "",

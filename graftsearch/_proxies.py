@@ -220,11 +220,11 @@ class FastSettings:
         if self.shrinkage != "auto" and (not is_real(self.shrinkage)
                                          or not 0.0 <= float(self.shrinkage) <= 1.0):
             raise ParameterError(param_message("shrinkage", "a float in [0, 1] or 'auto'", self.shrinkage))
-        if self.alpha != "gcv" and (not is_real(self.alpha) or not math.isfinite(self.alpha)
+        if self.alpha != "gcv" and (not is_real(self.alpha)
                                     or self.alpha <= 0):
             raise ParameterError(param_message("alpha", "a float > 0 or 'gcv'", self.alpha))
         alphas = tuple(self.alphas) if isinstance(self.alphas, (tuple, list)) else None
-        if not alphas or not all(is_real(a) and math.isfinite(a) and a > 0 for a in alphas):
+        if not alphas or not all(is_real(a) and a > 0 for a in alphas):
             raise ParameterError(param_message("alphas", "a non-empty tuple of floats > 0", self.alphas))
         object.__setattr__(self, "alphas", tuple(float(a) for a in alphas))
         check_threads(self.threads)

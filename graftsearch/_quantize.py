@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from ._errors import ExportError
+from ._taps import MIB
 
 logger = logging.getLogger("graftsearch")
-MIB = 2**20
 
 
 def quantization_engines() -> List[str]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, 
 from ._atomic import write_text
 from ._errors import ParameterError, SearchError, param_message
 from ._plots import plot_convergence, plot_pareto
+from ._runfiles import parse_bool
 
 if TYPE_CHECKING:  # pandas is imported when a report is read, not with the package
     import pandas as pd
@@ -119,7 +120,7 @@ def load_run(run_dir) -> RunFiles:
 
 
 def feasible_mask(frame: pd.DataFrame) -> pd.Series:
-    return frame["feasible"].map(lambda v: str(v).strip().lower() in ("true", "1", "yes"))
+    return frame["feasible"].map(parse_bool)
 
 
 def order_front(pareto: pd.DataFrame, objective: str, size_metric: str = "params") -> pd.DataFrame:
@@ -340,8 +341,7 @@ def _front_rows(run: RunFiles, chosen_bits: Optional[str]) -> List[List[str]]:
         mark = " (chosen)" if chosen_bits is not None and r["bits"] == chosen_bits else ""
         rows.append([f"{r['taps']}{mark}", fmt_int(r["n_taps"]), fmt_int(r["params"]),
                      fmt_mib(r["size_mib"]), fmt_int(r["macs"]), fmt_pct(r["val_accuracy"]),
-                     fmt_float(r.get("val_loss")), "yes" if str(r["feasible"]).lower() in
-                     ("true", "1") else "no"])
+                     fmt_float(r.get("val_loss")), "yes" if parse_bool(r["feasible"]) else "no"])
     return rows
 
 

@@ -91,6 +91,11 @@ def history_csv(history: Sequence[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def parse_bool(value: Any) -> bool:
+    """A boolean CSV field as the run files write it ("True"/"False"; "1"/"yes" also read)."""
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
 EVALUATIONS, CHECKPOINT = "evaluations.csv", "checkpoint.pkl"
 
 

@@ -26,6 +26,11 @@ from ._trace import ScriptedLeaf, build_trunk, count_macs, count_params, meta_cl
 BYTES_PER_PARAM = 4
 MIB = 2**20
 
+
+def params_mib(params: int) -> float:
+    """MiB of ``params`` float32 parameters."""
+    return params * BYTES_PER_PARAM / MIB
+
 _CONV = (nn.Conv2d,)
 _NORM = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
          nn.LocalResponseNorm)
@@ -72,7 +77,7 @@ class Cost:
 
     @classmethod
     def from_params(cls, params: int, macs: int) -> "Cost":
-        return cls(params=params, size_mib=params * BYTES_PER_PARAM / MIB, macs=macs)
+        return cls(params=params, size_mib=params_mib(params), macs=macs)
 
     def metric(self, name: str) -> float:
         if name not in ("params", "size_mib", "macs"):

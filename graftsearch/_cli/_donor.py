@@ -42,14 +42,18 @@ def register(sub) -> None:
                    help="train the last N taps and the head, freeze the rest (default: "
                         f"{PAPER_TRAINABLE_TAPS}, the paper's 'frozen up to the 17th layer from "
                         "the end'; 'all' trains every layer)")
-    g.add_argument("--epochs", type=int, default=18, metavar="N", help="at most N epochs (default: 18)")
-    g.add_argument("--batch-size", type=int, default=16, metavar="N", help="default: 16")
-    g.add_argument("--lr", type=float, default=1e-4, metavar="LR",
-                   help="Adam learning rate (default: 1e-4)")
-    g.add_argument("--weight-decay", type=float, default=0.0, metavar="W", help="default: 0")
-    g.add_argument("--patience", type=int, default=5, metavar="N",
+    d = CultivateSettings()  # the flags' defaults are the settings' own
+    g.add_argument("--epochs", type=int, default=d.epochs, metavar="N",
+                   help=f"at most N epochs (default: {d.epochs})")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N",
+                   help=f"default: {d.batch_size}")
+    g.add_argument("--lr", type=float, default=d.lr, metavar="LR",
+                   help=f"Adam learning rate (default: {d.lr:g})")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, metavar="W",
+                   help=f"default: {d.weight_decay:g}")
+    g.add_argument("--patience", type=int, default=d.patience, metavar="N",
                    help="stop after N epochs without a lower validation loss; 0: never "
-                        "(default: 5); the best epoch's weights are kept")
+                        f"(default: {d.patience}); the best epoch's weights are kept")
     g.add_argument("--augment", action="store_true",
                    help="random horizontal flips and crops of the training images")
     g.add_argument("--device", default="auto", metavar="DEV",

@@ -29,6 +29,7 @@ from torch import nn
 from ._checks import is_int, is_real
 from ._imagetrain import logits_on_images, loss_and_accuracy, train_epoch
 from ._errors import DonorError, ParameterError, param_message
+from ._headtrain import TrainSchedule
 from ._metrics import ClassificationMetrics, compute_metrics
 from ._preprocessing import Preprocessing, check_image_size
 from ._progress import ProgressCallback, report
@@ -80,17 +81,13 @@ class CultivateSettings:
                                                 or self.trainable_taps < 0):
             raise ParameterError(param_message("trainable_taps", "an integer >= 0 or None (all)",
                                                self.trainable_taps))
-        for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0), ("num_workers", 0)):
+        # the training fields are checked as the head-training schedule checks them
+        TrainSchedule(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                      weight_decay=self.weight_decay, patience=self.patience)
+        for name, low in (("seed", 0), ("num_workers", 0)):
             value = getattr(self, name)
             if not is_int(value) or value < low:
                 raise ParameterError(param_message(name, f"an integer >= {low}", value))
-        if self.patience is not None and (not is_int(self.patience) or self.patience < 1):
-            raise ParameterError(param_message("patience", "an integer >= 1 or None (no early stop)",
-                                               self.patience))
-        if not is_real(self.lr) or self.lr <= 0:
-            raise ParameterError(param_message("lr", "a float > 0", self.lr))
-        if not is_real(self.weight_decay) or self.weight_decay < 0:
-            raise ParameterError(param_message("weight_decay", "a float >= 0", self.weight_decay))
         if not is_real(self.dropout) or not 0 <= self.dropout < 1:
             raise ParameterError(param_message("dropout", "a float in [0, 1)", self.dropout))
         if not isinstance(self.augment, bool):

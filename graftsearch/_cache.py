@@ -25,6 +25,7 @@ import re
 import shutil
 import time
 import uuid
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -412,7 +413,7 @@ def build_cache(donor, dataset: ImageDataset, *, image_size: Optional[int] = Non
                                            type(dataset).__name__))
     size = opts.image_size or donor.image_size
     taps = donor.taps(size)
-    pre = Preprocessing(image_size=size, mean=donor.preprocessing.mean, std=donor.preprocessing.std)
+    pre = dataclasses.replace(donor.preprocessing, image_size=size)
     inputs = cache_inputs(donor, taps, dataset, pre, opts.dtype)
     fp = fingerprint_of(inputs)
     root = _writable_root(opts.cache_dir or default_cache_dir())
@@ -497,7 +498,7 @@ def _extract_missing(donor, dataset: ImageDataset, taps: TapList, chunks: Sequen
     trunk = prepare_trunk(donor.module, taps.names, device, donor.name)
     workers = default_workers() if opts.num_workers is None else opts.num_workers
     report(progress, "cache", 0, sum(len(c) for c in todo), message="start",
-           reused_images=sum(len(c) for c in chunks if c not in todo), device=str(device))
+           reused_images=sum(map(len, chunks)) - sum(map(len, todo)), device=str(device))
     return extract_chunks(trunk, dataset, todo, chunk_dir=chunk_dir, fingerprint=fp,
                           preprocessing=pre, channels=taps.channels, dtype=opts.dtype,
                           device=device, batch_size=batch_size, num_workers=workers,

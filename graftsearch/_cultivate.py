@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
@@ -31,7 +32,7 @@ from ._imagetrain import logits_on_images, loss_and_accuracy, train_epoch
 from ._errors import DonorError, ParameterError, param_message
 from ._headtrain import TrainSchedule
 from ._metrics import ClassificationMetrics, compute_metrics
-from ._preprocessing import Preprocessing, check_image_size
+from ._preprocessing import check_image_size
 from ._progress import ProgressCallback, report
 from ._seeding import derive_seed
 from ._taps import params_mib
@@ -254,7 +255,7 @@ def cultivate_donor(donor, dataset, *, settings: Optional[CultivateSettings] = N
         dataset = load_dataset(dataset)
     classes = list(dataset.classes)
     module, name, size = build_cultivar(donor, len(classes), settings)
-    pre = Preprocessing(image_size=size, mean=donor.preprocessing.mean, std=donor.preprocessing.std)
+    pre = dataclasses.replace(donor.preprocessing, image_size=size)
     frozen, frozen_modules = freeze_prefix(module, size, settings.trainable_taps,
                                            tap_names=donor.spec.taps, donor_name=name)
     trainable = [p for p in module.parameters() if p.requires_grad]

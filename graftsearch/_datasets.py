@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ._checks import is_int
 from ._errors import DataError, ParameterError, param_message
 from ._images import augment as _augment
 from ._images import image_paths_under, is_image_file, open_rgb, to_tensor01
@@ -97,8 +98,7 @@ class DataSpec:
             raise ParameterError(param_message(
                 "split", "'paper', 'official:K' with K in 0..4 (DeepWeeds) or 'column'", split,
                 "Use `--split paper` for the stratified 60/20/20 split drawn with the seed."))
-        if (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))
-                or self.seed < 0):
+        if not is_int(self.seed) or self.seed < 0:
             raise ParameterError(param_message("seed", "a non-negative integer", self.seed))
         object.__setattr__(self, "seed", int(self.seed))
         column = self.split_column
@@ -332,7 +332,7 @@ def detect_kind(path: Path) -> str:
         raise DataError(param_message(
             "data", "a directory or a CSV listing (path,label)", str(path),
             "Use `--data csv:FILE` if that file is a CSV listing with another extension."))
-    if _labels_file(path) is not None and (path / "images").is_dir():
+    if deepweeds_complete(path):
         return "deepweeds"
     return "folder"
 

@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import tempfile
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -137,8 +138,7 @@ def _preprocessing_of(features, donor) -> Preprocessing:
     pre = getattr(features, "preprocessing", None)
     if isinstance(pre, Preprocessing):
         return pre
-    return Preprocessing(image_size=features.taps.image_size, mean=donor.preprocessing.mean,
-                         std=donor.preprocessing.std)
+    return dataclasses.replace(donor.preprocessing, image_size=features.taps.image_size)
 
 
 def _device(name: str) -> torch.device:

@@ -46,8 +46,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import graftsearch as gs  # noqa: E402
-from graftsearch._evaluation import Evaluation  # noqa: E402
-from graftsearch._hypervolume import front_hypervolume  # noqa: E402
+from graftsearch.fitness._evaluation import Evaluation  # noqa: E402
+from graftsearch.optimize._hypervolume import front_hypervolume  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TABLES = Path(os.environ.get("GRAFTSEARCH_CACHE", Path.home() / ".cache" / "graftsearch")) / "bench"
@@ -117,7 +117,7 @@ FITNESS_TEXT = ("graftsearch's `fast` proxy (`make_fitness(\"fast\", features, s
 def make_probe(taps: gs.TapList, classes: Sequence[str], train: List[np.ndarray], ytr: np.ndarray,
                val: List[np.ndarray], yva: np.ndarray):
     """The fitness every search benchmark uses: graftsearch's ``fast`` proxy over the features."""
-    from graftsearch._features import ArrayFeatures
+    from graftsearch.features._source import ArrayFeatures
 
     source = ArrayFeatures(taps, classes, {"train": train, "val": val}, {"train": ytr, "val": yva})
     return gs.make_fitness("fast", source, seed=0)
@@ -140,8 +140,8 @@ class TableFitness:
 
 def real_problem(n_taps: int = 14) -> Problem:
     """Plant seedlings through EfficientNet-Lite0 (ImageNet) at 128 px, taps 1..``n_taps``."""
-    from graftsearch._cache import build_cache
-    from graftsearch._datasets import load_dataset
+    from graftsearch.features._cache import build_cache
+    from graftsearch.data._sources import load_dataset
 
     donor = gs.load_donor("efficientnet_lite0", weights="IMAGENET")
     dataset = load_dataset(f"folder:{DATA}")

@@ -59,11 +59,11 @@ def _baseline(donor, dataset, workers: int) -> float:
     """Seconds for a plain forward pass of the trunk over the cache's own batches."""
     import torch
 
-    from graftsearch._cache import DEFAULT_CHUNK
-    from graftsearch._datasets import SPLITS, SplitImages
-    from graftsearch._extract import chunk_loader, plan_chunks
-    from graftsearch._preprocessing import Preprocessing
-    from graftsearch._trace import build_trunk
+    from graftsearch.features._cache import DEFAULT_CHUNK
+    from graftsearch.data._sources import SPLITS, SplitImages
+    from graftsearch.features._extract import chunk_loader, plan_chunks
+    from graftsearch.donors._preprocessing import Preprocessing
+    from graftsearch.taps._trace import build_trunk
 
     taps = donor.taps(IMAGE_SIZE)
     pre = Preprocessing(image_size=IMAGE_SIZE, mean=donor.preprocessing.mean,
@@ -88,10 +88,10 @@ def _interleaved(donor, dataset, workers: int) -> tuple[float, float]:
     machine's load hits both alike; decoding is left out of both."""
     import torch
 
-    from graftsearch._datasets import SPLITS, SplitImages
-    from graftsearch._extract import forward_gap, prepare_trunk
-    from graftsearch._preprocessing import Preprocessing
-    from graftsearch._trace import build_trunk
+    from graftsearch.data._sources import SPLITS, SplitImages
+    from graftsearch.features._extract import forward_gap, prepare_trunk
+    from graftsearch.donors._preprocessing import Preprocessing
+    from graftsearch.taps._trace import build_trunk
 
     taps = donor.taps(IMAGE_SIZE)
     pre = Preprocessing(image_size=IMAGE_SIZE, mean=donor.preprocessing.mean,

@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import graftsearch as gs  # noqa: E402
-from graftsearch._seeding import derive_seed  # noqa: E402
+from graftsearch._utils.seeding import derive_seed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -291,7 +291,7 @@ COLUMNS = ["problem", "proxy", "variant", "evaluations", "median_dims", "median_
 def write(rows: List[dict], md: str, out: Path) -> None:
     import io
 
-    from graftsearch._atomic import write_text
+    from graftsearch._utils.atomic import write_text
 
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()

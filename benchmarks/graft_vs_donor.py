@@ -46,7 +46,7 @@ def _pairs():
     import torch
 
     import graftsearch as gs
-    from graftsearch._preprocessing import Normalize
+    from graftsearch.donors._preprocessing import Normalize
 
     def deployable(donor, taps, classes):
         torch.manual_seed(0)
@@ -74,9 +74,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from graftsearch._measure import compare_latency, measure_peak_memory
-    from graftsearch._quantize import quantize_int8, serialized_mib
-    from graftsearch._trace import count_macs
+    from graftsearch.graft._measure import compare_latency, measure_peak_memory
+    from graftsearch.graft._quantize import quantize_int8, serialized_mib
+    from graftsearch.taps._trace import count_macs
 
     torch.set_num_threads(args.threads)
     rows = []

@@ -78,7 +78,7 @@ from benchmarks._problems import (DATA, FITNESS, FITNESS_TEXT, RESULTS, Objectiv
 import numpy as np  # noqa: E402
 
 import graftsearch as gs  # noqa: E402
-from graftsearch._evaluation import Evaluation  # noqa: E402
+from graftsearch.fitness._evaluation import Evaluation  # noqa: E402
 
 BUDGET_PCTS = (1, 2, 5, 10)
 QUICK_BUDGET_PCTS = (5, 10, 20)

@@ -34,10 +34,10 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 import graftsearch as gs  # noqa: E402
-from graftsearch._evaluation import Evaluation  # noqa: E402
-from graftsearch._features import selection_features  # noqa: E402
-from graftsearch._headtrain import TrainSchedule, train_head  # noqa: E402
-from graftsearch._seeding import derive_seed  # noqa: E402
+from graftsearch.fitness._evaluation import Evaluation  # noqa: E402
+from graftsearch.features._source import selection_features  # noqa: E402
+from graftsearch.training._headtrain import TrainSchedule, train_head  # noqa: E402
+from graftsearch._utils.seeding import derive_seed  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
 

@@ -4,37 +4,37 @@ Pick which layers of a large pretrained donor to tap, pool and graft onto a smal
 NSGA-II over cached features. See the README for the command line and the Python API.
 """
 
-from ._donors import Donor, DonorSpec, PaperDonor, donor_names, load_donor, save_donor_checkpoint
-from ._cache import FeatureCache, build_cache, default_cache_dir
-from ._datasets import DataSpec, ImageDataset, load_dataset, make_loader
-from ._download import download_deepweeds
-from ._errors import (CacheError, CheckpointError, DataError, DonorError, ExportError,
+from graftsearch.donors._zoo import Donor, DonorSpec, PaperDonor, donor_names, load_donor, save_donor_checkpoint
+from graftsearch.features._cache import FeatureCache, build_cache, default_cache_dir
+from graftsearch.data._sources import DataSpec, ImageDataset, load_dataset, make_loader
+from graftsearch.data._download import download_deepweeds
+from graftsearch._utils.errors import (CacheError, CheckpointError, DataError, DonorError, ExportError,
                       FitnessError, GraftSearchError, ParameterError, SearchError, SelectionError,
                       TapError)
-from ._graft import GraftedModel
-from ._head import HeadSpec
-from ._headtrain import PAPER_SCHEDULE, HeadFit, TrainSchedule, train_head
-from ._proxies import FastProxy, FastSettings, MLPProxy, MLPSettings, make_fitness
-from ._custom import CustomFitness, FitnessFunction, SelectionContext
-from ._evaluation import Evaluation
-from ._features import ArrayFeatures, FeatureSource, selection_features
-from ._export import DeployableModel, ExportResult, export_model, load_model
-from ._cultivate import Cultivation, CultivateSettings, cultivate_donor
-from ._final import FinalModel, FinalSettings, train_final, train_final_from_run
-from ._measure import Latency, PeakMemory, compare_latency, measure_latency, measure_peak_memory
-from ._metrics import ClassificationMetrics, compute_metrics
-from ._report import write_report
-from ._preprocessing import Normalize, Preprocessing
-from ._quantize import quantize_int8
-from ._progress import Progress, ProgressCallback
-from ._result import Pick, SearchResult
-from ._search import run_search
-from ._settings import SearchSettings
-from ._taps import Cost, Tap, TapList, discover_taps
-from ._version import __version__
-from ._api import search
-from ._runconfig import RunSettings
-from ._pipeline import RunOutcome, run
+from graftsearch.graft._model import GraftedModel
+from graftsearch.taps._head import HeadSpec
+from graftsearch.training._headtrain import PAPER_SCHEDULE, HeadFit, TrainSchedule, train_head
+from graftsearch.fitness._proxies import FastProxy, FastSettings, MLPProxy, MLPSettings, make_fitness
+from graftsearch.fitness._custom import CustomFitness, FitnessFunction, SelectionContext
+from graftsearch.fitness._evaluation import Evaluation
+from graftsearch.features._source import ArrayFeatures, FeatureSource, selection_features
+from graftsearch.graft._export import DeployableModel, ExportResult, export_model, load_model
+from graftsearch.cultivate._cultivate import Cultivation, CultivateSettings, cultivate_donor
+from graftsearch.graft._final import FinalModel, FinalSettings, train_final, train_final_from_run
+from graftsearch.graft._measure import Latency, PeakMemory, compare_latency, measure_latency, measure_peak_memory
+from graftsearch.training._metrics import ClassificationMetrics, compute_metrics
+from graftsearch.report._report import write_report
+from graftsearch.donors._preprocessing import Normalize, Preprocessing
+from graftsearch.graft._quantize import quantize_int8
+from graftsearch._utils.progress import Progress, ProgressCallback
+from graftsearch.optimize._result import Pick, SearchResult
+from graftsearch.optimize._search import run_search
+from graftsearch.optimize._settings import SearchSettings
+from graftsearch.taps._records import Cost, Tap, TapList, discover_taps
+from graftsearch._version import __version__
+from graftsearch.pipeline._api import search
+from graftsearch.pipeline._settings import RunSettings
+from graftsearch.pipeline._pipeline import RunOutcome, run
 
 __all__ = [
     "__version__",

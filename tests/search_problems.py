@@ -11,8 +11,8 @@ from typing import Sequence, Tuple
 import numpy as np
 
 import graftsearch as gs
-from graftsearch._selection import to_bits
-from graftsearch._evaluation import Evaluation
+from graftsearch.taps._selection import to_bits
+from graftsearch.fitness._evaluation import Evaluation
 
 
 def make_taps(channels: Sequence[int], *, donor_name: str = "synthetic", image_size: int = 32) -> gs.TapList:
@@ -106,7 +106,7 @@ class CentroidFitness:
         self.features = features
 
     def evaluate(self, selection):
-        from graftsearch._features import selection_features
+        from graftsearch.features._source import selection_features
 
         xtr = selection_features(self.features, "train", selection, dtype=np.float64)
         xva = selection_features(self.features, "val", selection, dtype=np.float64)
@@ -137,7 +137,7 @@ def generated_features(taps: gs.TapList, *, informative: Sequence[int], n_classe
                 x += signal * means[y].astype(np.float32)
             arrays.append(x)
         feats[split], labels[split] = arrays, y
-    from graftsearch._features import ArrayFeatures
+    from graftsearch.features._source import ArrayFeatures
 
     return ArrayFeatures(taps, [f"c{i}" for i in range(n_classes)], feats, labels)
 

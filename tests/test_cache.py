@@ -18,10 +18,10 @@ import pytest
 import torch
 
 import graftsearch as gs
-from graftsearch._cache import CacheShard, FeatureCache, build_cache
-from graftsearch._errors import CacheError, DataError, ParameterError
-from graftsearch._features import FeatureSource
-from graftsearch._images import load_image
+from graftsearch.features._cache import CacheShard, FeatureCache, build_cache
+from graftsearch._utils.errors import CacheError, DataError, ParameterError
+from graftsearch.features._source import FeatureSource
+from graftsearch.data._images import load_image
 from datagen import make_folder, truncate
 from tiny import TINY_CHANNELS, TINY_TAPS, tiny_donor
 

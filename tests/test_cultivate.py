@@ -6,8 +6,8 @@ import torch
 
 import graftsearch as gs
 from graftsearch._cli import main
-from graftsearch._cultivate import build_cultivar, freeze_prefix
-from graftsearch._images import load_image
+from graftsearch.cultivate._cultivate import build_cultivar, freeze_prefix
+from graftsearch.data._images import load_image
 from test_final import CLASSES, make_colour_folder
 
 FAST = dict(epochs=2, batch_size=8, lr=3e-3, device="cpu", patience=None)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import graftsearch as gs
-from graftsearch._seeding import derive_seed
+from graftsearch._utils.seeding import derive_seed
 from test_proxies import make_source
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,10 +5,10 @@ import random
 
 import pytest
 
-from graftsearch._domination import (dominates, make_individual, rank_fronts, select_survivors,
+from graftsearch.optimize._domination import (dominates, make_individual, rank_fronts, select_survivors,
                                      tournament)
-from graftsearch._hypervolume import hypervolume_2d, nondominated_indices
-from graftsearch._variation import SearchRandom, initial_population, make_offspring, repair
+from graftsearch.optimize._hypervolume import hypervolume_2d, nondominated_indices
+from graftsearch.optimize._variation import SearchRandom, initial_population, make_offspring, repair
 
 
 # (P, size, violation)

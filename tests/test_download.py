@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import graftsearch as gs
-from graftsearch._download import RemoteFile, download_deepweeds
-from graftsearch._errors import DataError
+from graftsearch.data._download import RemoteFile, download_deepweeds
+from graftsearch._utils.errors import DataError
 from datagen import image_of_mode
 
 
@@ -97,7 +97,7 @@ def _images_zip(names, *, root: str = "") -> bytes:
 
 
 def _labels_csv(names) -> bytes:
-    from graftsearch._datasets import DEEPWEEDS_CLASSES
+    from graftsearch.data._sources import DEEPWEEDS_CLASSES
 
     lines = ["Filename,Label,Species"]
     for i, n in enumerate(names):
@@ -223,7 +223,7 @@ def test_malicious_archives_are_refused(server, tmp_path, kind, why):
 
 
 def test_deepweeds_alone_downloads_on_first_use(server, tmp_path, monkeypatch):
-    import graftsearch._download as dl
+    import graftsearch.data._download as dl
 
     monkeypatch.setenv("GRAFTSEARCH_DATA", str(tmp_path / "data"))
     monkeypatch.setattr(dl, "DEEPWEEDS_FILES", _publish(server))

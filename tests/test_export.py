@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import graftsearch as gs
-from graftsearch._export import load_torchscript, read_record
+from graftsearch.graft._export import load_torchscript, read_record
 
 
 def _deployable(donor, selection=(2, 4), seed=0):
@@ -159,7 +159,7 @@ def _save_pngs(tmp_path, n=3):
 
 def test_predict_cli_prints_class_and_probability(tiny, tmp_path, capsys):
     from graftsearch._cli import main
-    from graftsearch._images import load_image
+    from graftsearch.data._images import load_image
 
     model = _deployable(tiny)
     gs.export_model(model, tmp_path / "best", donor=tiny, onnx=False)

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 import graftsearch as gs
-from graftsearch._headtrain import TrainSchedule
-from graftsearch._images import load_image
+from graftsearch.training._headtrain import TrainSchedule
+from graftsearch.data._images import load_image
 
 SHORT = TrainSchedule(epochs=4, batch_size=8, lr=3e-3)
 QUICK = dict(schedule=SHORT, latency_runs=3, latency_warmup=1, memory=False, num_workers=0)
@@ -139,7 +139,7 @@ def test_final_from_run_top_k(data, tmp_path):
 
 @pytest.mark.slow
 def test_latency_and_memory_of_graft_and_donor(tiny):
-    from graftsearch._measure import compare_latency
+    from graftsearch.graft._measure import compare_latency
 
     graft = gs.GraftedModel(tiny, [2], gs.HeadSpec(num_classes=3, hidden=0))
     lat = compare_latency({"graft": graft, "donor": tiny.module}, 32, runs=5, warmup=1, threads=1)
@@ -180,7 +180,7 @@ def test_final_from_run_without_feasible_pick(data, tmp_path):
 
 
 def test_unfolded_standardisation_is_the_same_head():
-    from graftsearch._quantize import unfold_standardisation
+    from graftsearch.graft._quantize import unfold_standardisation
 
     torch.manual_seed(0)
     head = gs.HeadSpec(num_classes=3, hidden=8).build(5).eval()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import graftsearch as gs
-from graftsearch._headtrain import standardisation
+from graftsearch.training._headtrain import standardisation
 
 
 def blobs(n_train=120, n_val=60, d=6, k=3, seed=0, spread=1.5, offset=5.0, scale=3.0):

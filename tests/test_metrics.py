@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from graftsearch import ParameterError, compute_metrics
-from graftsearch._metrics import binary_roc_auc, confusion_matrix
+from graftsearch.training._metrics import binary_roc_auc, confusion_matrix
 
 # rows: true class, columns: predicted class
 HAND = np.array([[5, 1, 0],

@@ -62,6 +62,6 @@ def test_a_dask_local_cluster_gives_the_same_files(serial, tmp_path):
 @pytest.mark.slow
 def test_an_unreachable_scheduler_is_a_clear_error(tmp_path, monkeypatch):
     pytest.importorskip("distributed")
-    monkeypatch.setattr("graftsearch._parallel.CONNECT_TIMEOUT", "1s")
+    monkeypatch.setattr("graftsearch.optimize._parallel.CONNECT_TIMEOUT", "1s")
     with pytest.raises(gs.SearchError, match="Cannot connect to the Dask scheduler at 'tcp://127.0.0.1:9'"):
         _run(tmp_path, dask_scheduler="tcp://127.0.0.1:9")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import graftsearch as gs
-from graftsearch._proxies import FastProxy, MLPProxy
+from graftsearch.fitness._proxies import FastProxy, MLPProxy
 
 CHANNELS = (4, 6, 5, 3, 4)
 SIGNAL_TAP = 3
@@ -162,7 +162,7 @@ def test_threads_setting_is_used_and_restored(source, monkeypatch):
         seen.append(torch.get_num_threads())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("graftsearch._proxies.train_head", spy)
+    monkeypatch.setattr("graftsearch.fitness._proxies.train_head", spy)
     before = torch.get_num_threads()
     gs.make_fitness("mlp", source, seed=0, **{**TINY_MLP, "epochs": 1}).evaluate((3,))
     assert seen == [1] and torch.get_num_threads() == before
@@ -348,7 +348,7 @@ def test_mlp_divergence_fails_that_selection_not_the_search(source):
 
 
 def test_search_passes_weights_and_head_settings_through(source, monkeypatch):
-    import graftsearch._donors as donors
+    import graftsearch.donors._zoo as donors
 
     seen = {}
 
@@ -362,7 +362,7 @@ def test_search_passes_weights_and_head_settings_through(source, monkeypatch):
         with pytest.raises(gs.DonorError, match="stop here"):
             gs.search(donor="resnet18", data="unused", p_min=0.9, **kwargs)
         assert seen["call"] == ("resnet18", expected)
-    from graftsearch._api import _fitness
+    from graftsearch.pipeline._api import _fitness
 
     head = gs.HeadSpec(num_classes=3, hidden=7, dropout=0.25)
     mlp = _fitness("mlp", source, head, 0)

@@ -8,7 +8,7 @@ import pytest
 
 import graftsearch as gs
 from graftsearch._cli import main
-from graftsearch._report import load_run, pick_best, size_limit
+from graftsearch.report._report import load_run, pick_best, size_limit
 
 COLUMNS = ["bits", "taps", "n_taps", "deepest_tap", "params", "size_mib", "macs", "val_accuracy",
            "val_loss", "feasible", "violation", "generation", "evaluated_at"]
@@ -163,9 +163,9 @@ class _HeadFitness:
         self.cache = cache
 
     def evaluate(self, selection):
-        from graftsearch._evaluation import Evaluation
-        from graftsearch._features import selection_features
-        from graftsearch._headtrain import TrainSchedule, train_head
+        from graftsearch.fitness._evaluation import Evaluation
+        from graftsearch.features._source import selection_features
+        from graftsearch.training._headtrain import TrainSchedule, train_head
 
         c = self.cache
         fit = train_head(selection_features(c, "train", selection), c.labels("train"),
@@ -184,7 +184,7 @@ def test_report_after_a_tiny_run(tmp_path):
     from test_final import make_colour_folder
     from tiny import tiny_donor
 
-    from graftsearch._headtrain import TrainSchedule
+    from graftsearch.training._headtrain import TrainSchedule
 
     donor = tiny_donor()
     dataset = gs.load_dataset(str(make_colour_folder(tmp_path / "images", per_class=10)))

@@ -13,8 +13,8 @@ from PIL import Image
 
 import graftsearch as gs
 from graftsearch._cli import main
-from graftsearch._pipeline import run
-from graftsearch._runconfig import read_config, settings_from
+from graftsearch.pipeline._pipeline import run
+from graftsearch.pipeline._settings import read_config, settings_from
 
 RUN_FILES = ["config.json", "taps.csv", "evaluations.csv", "pareto.csv", "checkpoint.pkl",
              "convergence.csv", "report.md", "pareto.png", "convergence.png", "log.txt",
@@ -164,7 +164,7 @@ def test_missing_data_offline_says_what_is_missing_and_the_two_ways(tmp_path, mo
     def offline(*a, **k):
         raise gs.DataError("Could not download 'images.zip': no network.")
 
-    monkeypatch.setattr("graftsearch._download.download_deepweeds", offline)
+    monkeypatch.setattr("graftsearch.data._download.download_deepweeds", offline)
     code = main(["run", "--p-min", "0.89", "--run-dir", str(tmp_path / "run"), "--quiet"])
     assert code == 2
     err = capfd.readouterr().err
@@ -210,7 +210,7 @@ def test_run_dir_holding_another_run_is_refused(tmp_path, capfd):
 
 
 def test_run_dir_of_a_run_that_made_nothing_takes_the_corrected_settings(tmp_path):
-    from graftsearch._pipeline import _check_run_dir
+    from graftsearch.pipeline._pipeline import _check_run_dir
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -282,7 +282,7 @@ def test_unexpected_failure_is_one_line_with_exit_3(tmp_path, monkeypatch, capfd
     def broken(*a, **k):
         raise RuntimeError("disk on fire [x]")
 
-    monkeypatch.setattr("graftsearch._pipeline.run", broken)
+    monkeypatch.setattr("graftsearch.pipeline._pipeline.run", broken)
     code = main(["run", "--preset", "demo", "--p-min", "0.9", "--run-dir", str(tmp_path / "run"),
                  "--quiet"])
     assert code == 3

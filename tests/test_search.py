@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 
 import graftsearch as gs
-from graftsearch._selection import to_bits
-from graftsearch._archive import Archive
-from graftsearch._parallel import Evaluator
-from graftsearch._runfiles import COLUMNS, CONVERGENCE_COLUMNS
-from graftsearch._settings import parse_size
+from graftsearch.taps._selection import to_bits
+from graftsearch.optimize._archive import Archive
+from graftsearch.optimize._parallel import Evaluator
+from graftsearch.optimize._runfiles import COLUMNS, CONVERGENCE_COLUMNS
+from graftsearch.optimize._settings import parse_size
 from search_problems import (CentroidFitness, CountingFitness, FlakyFitness, InfoFitness,
                              exhaustive, exhaustive_front, generated_features, make_taps,
                              strip_time)

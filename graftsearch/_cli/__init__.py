@@ -10,7 +10,7 @@ from typing import List, Optional
 
 from rich.markup import escape
 
-from .._errors import GraftSearchError
+from graftsearch._utils.errors import GraftSearchError
 from ._common import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, console_err
 
 # Each command module exposes register(subparsers); order here is the order in --help.
@@ -34,7 +34,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .._version import __version__
+    from graftsearch._version import __version__
 
     parser = OneLineParser(
         prog="graftsearch",

@@ -9,10 +9,10 @@ from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-from .._cache import CacheShard, FeatureCache, build_cache, describe, find_caches
-from .._datasets import load_dataset
-from .._donors import load_donor
-from .._errors import CacheError, ParameterError, param_message
+from graftsearch.features._cache import CacheShard, FeatureCache, build_cache, describe, find_caches
+from graftsearch.data._sources import load_dataset
+from graftsearch.donors._zoo import load_donor
+from graftsearch._utils.errors import CacheError, ParameterError, param_message
 from ._common import (add_data_arguments, add_donor_arguments, console, console_err,
                       data_spec_from_args, donor_spec_from_args)
 

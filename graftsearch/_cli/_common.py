@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from rich.console import Console
 
-from .._donors import DonorSpec
+from graftsearch.donors._zoo import DonorSpec
 
 # The command line's exit codes (listed in `graftsearch run --help` and the README).
 EXIT_OK, EXIT_INFEASIBLE, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -72,7 +72,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, required: bool = True
 
 
 def data_spec_from_args(args: argparse.Namespace):
-    from .._datasets import DataSpec
+    from graftsearch.data._sources import DataSpec
 
     split = args.split
     if split is None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .._datasets import default_deepweeds_dir
-from .._download import download_deepweeds
+from graftsearch.data._sources import default_deepweeds_dir
+from graftsearch.data._download import download_deepweeds
 from ._cache import _bar
 from ._common import console
 

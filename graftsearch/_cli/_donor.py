@@ -8,11 +8,11 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .._cultivate import HEADS, PAPER_TRAINABLE_TAPS, CultivateSettings, cultivate_donor
-from .._datasets import load_dataset
-from .._donors import load_donor
-from .._errors import ParameterError, param_message
-from .._report import fmt_float, fmt_int, fmt_mib, fmt_pct
+from graftsearch.cultivate._cultivate import HEADS, PAPER_TRAINABLE_TAPS, CultivateSettings, cultivate_donor
+from graftsearch.data._sources import load_dataset
+from graftsearch.donors._zoo import load_donor
+from graftsearch._utils.errors import ParameterError, param_message
+from graftsearch.report._report import fmt_float, fmt_int, fmt_mib, fmt_pct
 from ._common import (add_data_arguments, add_donor_arguments, console, data_spec_from_args,
                       donor_spec_from_args)
 

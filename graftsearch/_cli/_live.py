@@ -10,7 +10,7 @@ from rich.table import Column
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, SpinnerColumn,
                            TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 
-from .._progress import Progress
+from graftsearch._utils.progress import Progress
 
 
 def _describe(event: Progress) -> str:

@@ -10,9 +10,9 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
-from .._errors import ExportError, ParameterError, param_message
-from .._export import MODEL_PT, TORCHSCRIPT, is_torchscript, load_model, load_torchscript
-from .._images import open_rgb, to_tensor01
+from graftsearch._utils.errors import ExportError, ParameterError, param_message
+from graftsearch.graft._export import MODEL_PT, TORCHSCRIPT, is_torchscript, load_model, load_torchscript
+from graftsearch.data._images import open_rgb, to_tensor01
 
 logger = logging.getLogger("graftsearch")
 

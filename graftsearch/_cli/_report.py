@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .._report import CONVERGENCE_PNG, PARETO_PNG, write_report
+from graftsearch.report._report import CONVERGENCE_PNG, PARETO_PNG, write_report
 from ._common import console
 
 

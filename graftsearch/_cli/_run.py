@@ -14,8 +14,8 @@ from typing import Any, Dict
 from rich.markup import escape
 from rich.table import Table
 
-from .._errors import ParameterError
-from .._runconfig import FIELDS, GROUPS, RunSettings, read_config, settings_from
+from graftsearch._utils.errors import ParameterError
+from graftsearch.pipeline._settings import FIELDS, GROUPS, RunSettings, read_config, settings_from
 from ._common import EXIT_INFEASIBLE, EXIT_INTERRUPTED, EXIT_OK, console, console_err
 from ._live import LiveProgress
 
@@ -108,7 +108,7 @@ def resume_command(args: argparse.Namespace) -> int:
 
 
 def _execute(settings: RunSettings, *, quiet: bool) -> int:
-    from .._pipeline import run
+    from graftsearch.pipeline._pipeline import run
 
     out = console()
     out.print(f"[bold]graftsearch run[/] -> {escape(str(settings.run_dir))}", highlight=False)

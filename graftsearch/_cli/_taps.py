@@ -6,8 +6,8 @@ import argparse
 
 from rich.table import Table
 
-from .._donors import donor_names, load_donor
-from .._head import HeadSpec
+from graftsearch.donors._zoo import donor_names, load_donor
+from graftsearch.taps._head import HeadSpec
 from ._common import add_donor_arguments, console, donor_spec_from_args
 
 

@@ -1,0 +1,7 @@
+"""Stage 3, data: image sources (DeepWeeds, image folders, CSV listings), their splits, loaders and
+the DeepWeeds download."""
+
+from graftsearch.data._sources import DataSpec, ImageDataset, load_dataset, make_loader
+from graftsearch.data._download import download_deepweeds
+
+__all__ = ['DataSpec', 'ImageDataset', 'load_dataset', 'make_loader', 'download_deepweeds']

@@ -1,0 +1,7 @@
+"""Stage 2, donors: load a pretrained network (torchvision, EfficientNet-Lite0, the paper's VGG16, a
+checkpoint) as a :class:`Donor` with its preprocessing and taps."""
+
+from graftsearch.donors._zoo import Donor, DonorSpec, PaperDonor, donor_names, load_donor, save_donor_checkpoint
+from graftsearch.donors._preprocessing import Normalize, Preprocessing
+
+__all__ = ['Donor', 'DonorSpec', 'PaperDonor', 'donor_names', 'load_donor', 'save_donor_checkpoint', 'Normalize', 'Preprocessing']

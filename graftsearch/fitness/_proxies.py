@@ -1,0 +1,523 @@
+"""The built-in fitness proxies: P(G_s) from a head trained on cached features (``mlp``), or from a
+closed-form probe computed on Gram blocks precomputed once over all taps (``fast``).
+
+Both follow the fitness protocol the search uses: the object is bound to its features and seed,
+is picklable (joblib and dask workers receive it), has ``name``, ``evaluate(selection) ->
+Evaluation`` and ``key()``, and is deterministic: the same seed and selection give the same
+numbers in any process and any evaluation order, because every random draw comes from
+``derive_seed(seed, bits)`` and torch runs on a fixed number of threads (``threads``) inside
+``evaluate``. Only the train split is fitted and only the val split scored; test is never read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from graftsearch._utils.errors import (DataError, Described, FitnessError, ParameterError, close_matches_hint,
+                      param_message)
+from graftsearch.fitness._evaluation import Evaluation
+from graftsearch.features._source import FeatureSource, selection_features
+from graftsearch.taps._head import HeadSpec
+from graftsearch._utils.checks import is_int, is_real
+from graftsearch.training._headtrain import TrainSchedule, standardisation, train_head
+from graftsearch.training._metrics import cross_entropy
+from graftsearch._utils.seeding import derive_seed
+from graftsearch._utils.threads import torch_threads
+
+logger = logging.getLogger("graftsearch")
+
+#: Bumped whenever a proxy's numbers change for the same settings, so that a checkpoint made
+#: with older numbers is not resumed with newer ones (it is part of ``key()``).
+PROXY_VERSION = 1
+
+FITNESS_KINDS = ("mlp", "fast")
+
+
+# ---------------------------------------------------------------------------------------------
+# shared plumbing
+
+
+def as_feature_source(source: Any, name: str = "source") -> FeatureSource:
+    """``source`` itself when it is a FeatureSource; a path opens a finished feature cache."""
+    if isinstance(source, (str, os.PathLike)):
+        from graftsearch.features._cache import FeatureCache
+
+        source = FeatureCache.open(source)
+    if not isinstance(source, FeatureSource):
+        raise ParameterError(param_message(
+            name, "a FeatureSource (a FeatureCache, an ArrayFeatures) or a feature cache path",
+            type(source).__name__, "Build one with `graftsearch cache` or graftsearch.build_cache()."))
+    missing = [s for s in ("train", "val") if s not in tuple(source.splits)]
+    if missing:
+        raise DataError(param_message(name, "features with a 'train' and a 'val' split",
+                                      f"splits {list(source.splits)}"))
+    if len(source.classes) < 2:
+        raise DataError(param_message(name, "features of at least 2 classes", list(source.classes)))
+    return source
+
+
+def check_seed(seed: Any) -> int:
+    if not is_int(seed) or seed < 0:
+        raise ParameterError(param_message("seed", "an integer >= 0", seed))
+    return int(seed)
+
+
+def check_threads(threads: Any) -> None:
+    if threads is not None and (not is_int(threads) or threads < 1):
+        raise ParameterError(param_message(
+            "threads", "an integer >= 1, or None to keep the process's torch threads", threads))
+
+
+
+
+class _Proxy:
+    """What both proxies share: the bound source and seed, selection checks, ``key()``."""
+
+    name = ""
+
+    def __init__(self, source: Any, seed: Any, settings: Any):
+        self.source = as_feature_source(source)
+        self.seed = check_seed(seed)
+        self.settings = settings
+        self.taps = self.source.taps
+
+    def key(self) -> str:
+        """Fitness kind, proxy version, settings, features fingerprint and seed, as JSON."""
+        return json.dumps({"fitness": self.name, "version": PROXY_VERSION,
+                           "settings": self.settings.as_dict(),
+                           "features": self.source.fingerprint, "seed": self.seed},
+                          sort_keys=True, separators=(",", ":"))
+
+    def _normalize(self, selection: Any) -> Tuple[Tuple[int, ...], str]:
+        indices = self.taps.normalize(selection)
+        return indices, self.taps.bits(indices)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.source!r}, seed={self.seed}, settings={self.settings!r})"
+
+
+# ---------------------------------------------------------------------------------------------
+# mlp: the paper's head, trained briefly
+
+
+@dataclass(frozen=True, kw_only=True)
+class MLPSettings:
+    """Settings of the ``mlp`` proxy: the head's shape and a short training schedule.
+
+    Defaults were chosen with ``benchmarks/fitness_proxies.py`` (accuracy against time, see
+    ``benchmarks/results/fitness_proxies.md``): Adam at 1e-3, batch 128, at most 40 epochs, stop
+    after 5 epochs without a lower val loss, keep the best epoch (``keep_best``: P and the val
+    loss are those of the epoch with the lowest val loss). ``hidden`` and ``dropout`` should
+    match the run's head. ``threads`` is the torch thread count inside ``evaluate`` (None: leave
+    the process's).
+    """
+
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: Optional[int] = 5
+    keep_best: bool = True
+    hidden: int = 256
+    dropout: float = 0.5
+    threads: Optional[int] = 1
+
+    def __post_init__(self) -> None:
+        self.schedule  # validates the schedule fields, with their own messages
+        HeadSpec(num_classes=2, hidden=self.hidden, dropout=self.dropout)
+        check_threads(self.threads)
+
+    @property
+    def schedule(self) -> TrainSchedule:
+        return TrainSchedule(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                             weight_decay=self.weight_decay, patience=self.patience,
+                             keep_best=self.keep_best)
+
+    def head(self, num_classes: int) -> HeadSpec:
+        return HeadSpec(num_classes=num_classes, hidden=self.hidden, dropout=self.dropout)
+
+    def as_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["lr"], d["weight_decay"], d["dropout"] = float(self.lr), float(self.weight_decay), float(self.dropout)
+        return d
+
+
+class MLPProxy(_Proxy):
+    """P = val accuracy of the run's head trained on the selection's cached train features.
+
+    One :func:`~graftsearch.train_head` run per evaluation, seeded with
+    ``derive_seed(seed, bits)``; features standardised with train-split statistics.
+    """
+
+    name = "mlp"
+
+    def __init__(self, source: Any, *, seed: int = 0, settings: MLPSettings = MLPSettings()):
+        if not isinstance(settings, MLPSettings):
+            raise ParameterError(param_message("settings", "an MLPSettings", type(settings).__name__))
+        super().__init__(source, seed, settings)
+        self.head = settings.head(len(self.source.classes))
+
+    def evaluate(self, selection: Tuple[int, ...]) -> Evaluation:
+        indices, bits = self._normalize(selection)
+        x_train = selection_features(self.source, "train", indices)
+        x_val = selection_features(self.source, "val", indices)
+        try:
+            with torch_threads(self.settings.threads):
+                fit = train_head(x_train, self.source.labels("train"), x_val,
+                                 self.source.labels("val"), head=self.head,
+                                 schedule=self.settings.schedule, seed=derive_seed(self.seed, bits))
+        except FitnessError as exc:
+            # Divergence on one selection is that selection's problem, not the search's: record
+            # it as failed (infeasible) and let the search go on; the result lists the error.
+            return Evaluation(val_accuracy=math.nan, failed=True, error=str(exc), fidelity=self.name)
+        return Evaluation(val_accuracy=float(fit.val_accuracy), val_loss=float(fit.val_loss),
+                          fidelity=self.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# fast: a closed-form probe on precomputed Gram blocks
+
+PROBES = ("lda", "ridge")
+
+
+def _check_choice(name: str, value: Any, choices: Tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        hint = close_matches_hint(value, choices) if isinstance(value, str) else ""
+        raise ParameterError(param_message(name, f"one of {', '.join(map(repr, choices))}", value,
+                                           hint or None))
+
+
+@dataclass(frozen=True, kw_only=True)
+class FastSettings:
+    """Settings of the ``fast`` proxy.
+
+    ``probe="lda"`` (default): linear discriminant analysis with the within-class covariance
+    shrunk towards a multiple of the identity, ``(1 - g) S + g tr(S)/d I``; ``shrinkage`` is g in
+    [0, 1] or ``"auto"``. ``probe="ridge"``: ridge least squares on one-hot targets with penalty
+    ``alpha * n_train`` on standardised features; ``alpha`` is a float > 0 or ``"gcv"``
+    (generalised cross-validation over ``alphas``, one eigendecomposition per evaluation).
+    ``threads`` is the torch thread count for the precomputation and every evaluation.
+    """
+
+    probe: str = "lda"
+    shrinkage: Union[float, str] = "auto"
+    alpha: Union[float, str] = "gcv"
+    alphas: Tuple[float, ...] = tuple(float(10.0 ** (k / 4)) for k in range(-16, 9))
+    threads: Optional[int] = 1
+
+    def __post_init__(self) -> None:
+        _check_choice("probe", self.probe, PROBES)
+        if self.shrinkage != "auto" and (not is_real(self.shrinkage)
+                                         or not 0.0 <= float(self.shrinkage) <= 1.0):
+            raise ParameterError(param_message("shrinkage", "a float in [0, 1] or 'auto'", self.shrinkage))
+        if self.alpha != "gcv" and (not is_real(self.alpha)
+                                    or self.alpha <= 0):
+            raise ParameterError(param_message("alpha", "a float > 0 or 'gcv'", self.alpha))
+        alphas = tuple(self.alphas) if isinstance(self.alphas, (tuple, list)) else None
+        if not alphas or not all(is_real(a) and a > 0 for a in alphas):
+            raise ParameterError(param_message("alphas", "a non-empty tuple of floats > 0", self.alphas))
+        object.__setattr__(self, "alphas", tuple(float(a) for a in alphas))
+        check_threads(self.threads)
+
+    def as_dict(self) -> Dict[str, Any]:
+        d: Dict[str, Any] = {"probe": self.probe, "threads": self.threads}
+        if self.probe == "lda":
+            d["shrinkage"] = self.shrinkage if self.shrinkage == "auto" else float(self.shrinkage)
+        else:
+            d["alpha"] = self.alpha if self.alpha == "gcv" else float(self.alpha)
+            if self.alpha == "gcv":
+                d["alphas"] = list(self.alphas)
+        return d
+
+
+class _GramStats:
+    """Everything a ``fast`` evaluation needs, computed once over all taps of the train split.
+
+    With z the train-standardised features of all taps (D columns): ``gram`` = z^T z (D x D),
+    ``class_sums`` = z^T onehot(y) (D x K), ``counts`` the images per class, ``fourth`` the T x T
+    matrix sum_i q_ia q_ib of per-tap squared norms of class-centred rows (what Ledoit-Wolf needs),
+    and the raw val features (rows x D, float32).
+    """
+
+    def __init__(self, source: FeatureSource):
+        taps = source.taps
+        y = np.asarray(source.labels("train"), dtype=np.int64)
+        n, k = len(y), len(source.classes)
+        if n < 2:
+            raise DataError(f"The train split has {n} image(s); the fast proxy needs at least 2.")
+        counts = np.bincount(y, minlength=k).astype(np.float64)
+        offsets = np.concatenate([[0], np.cumsum(taps.channels)]).astype(np.int64)
+        dim = int(offsets[-1])
+        mean = np.empty(dim)
+        scale = np.empty(dim)
+        for t in range(len(taps)):  # tap by tap: the rule is per channel, memory stays small
+            sl = slice(offsets[t], offsets[t + 1])
+            mean[sl], scale[sl] = standardisation(source.features("train", t + 1))
+        onehot = np.zeros((n, k))
+        onehot[np.arange(n), y] = 1.0
+        gram = torch.zeros((dim, dim), dtype=torch.float64)
+        class_sums = torch.zeros((dim, k), dtype=torch.float64)
+        rows = max(64, (32 << 20) // (8 * dim))  # ~32 MiB per chunk of standardised rows
+        for start in range(0, n, rows):
+            z = torch.from_numpy(self._standardised(source, "train", start, start + rows, offsets, mean, scale))
+            gram += z.T @ z
+            class_sums += z.T @ torch.from_numpy(onehot[start:start + rows])
+        class_means = class_sums / torch.from_numpy(np.maximum(counts, 1.0))
+        sq = np.empty((n, len(taps)))
+        for start in range(0, n, rows):
+            z = torch.from_numpy(self._standardised(source, "train", start, start + rows, offsets, mean, scale))
+            centred = (z - class_means.T[torch.from_numpy(y[start:start + rows])]) ** 2
+            for t in range(len(taps)):
+                sq[start:start + len(z), t] = centred[:, offsets[t]:offsets[t + 1]].sum(dim=1).numpy()
+        self.n, self.counts, self.offsets = n, counts, offsets
+        self.mean, self.scale = mean, scale
+        self.gram = gram.numpy()
+        self.class_sums = class_sums.numpy()
+        self.fourth = (torch.from_numpy(sq).T @ torch.from_numpy(sq)).numpy()
+        # raw, not standardised: float32 holds cached features exactly; the standardisation is
+        # folded into the coefficients at scoring time, in float64
+        self.val_x = np.concatenate([np.asarray(source.features("val", t + 1), dtype=np.float32)
+                                     for t in range(len(taps))], axis=1)
+        if not np.isfinite(self.val_x).all():
+            raise DataError("The val features contain NaN or infinite values; rebuild the feature cache.")
+        self.val_y = np.asarray(source.labels("val"), dtype=np.int64)
+
+    @staticmethod
+    def _standardised(source, split, start, stop, offsets, mean, scale) -> np.ndarray:
+        parts = [np.asarray(source.features(split, t + 1)[start:stop], dtype=np.float64)
+                 for t in range(len(offsets) - 1)]
+        z = (np.concatenate(parts, axis=1) - mean) / scale
+        if not np.isfinite(z).all():
+            raise DataError(f"The {split} features contain NaN or infinite values; rebuild the "
+                            "feature cache.")
+        return z
+
+    def columns(self, indices: Tuple[int, ...]) -> np.ndarray:
+        return np.concatenate([np.arange(self.offsets[i - 1], self.offsets[i]) for i in indices])
+
+
+# One per process: a fitness pickled to a worker recomputes its statistics once there (instead
+# of shipping D x D matrices with every chunk of selections) and later chunks reuse them.
+_STATS: "OrderedDict[str, _GramStats]" = OrderedDict()
+_STATS_KEPT = 2
+_STATS_LOCK = threading.RLock()
+
+
+def _stats_for(source: FeatureSource, threads: Optional[int]) -> _GramStats:
+    key = f"{source.fingerprint}|{threads}"
+    with _STATS_LOCK:
+        stats = _STATS.get(key)
+        if stats is None:
+            with torch_threads(threads):
+                stats = _GramStats(source)
+            _STATS[key] = stats
+            while len(_STATS) > _STATS_KEPT:
+                _STATS.popitem(last=False)
+        _STATS.move_to_end(key)
+        return stats
+
+
+@dataclass(frozen=True)
+class ProbeFit:
+    """One closed-form fit of the ``fast`` proxy (what :meth:`FastProxy.fit` returns).
+
+    ``coef`` (d x K) and ``intercept`` (K) act on train-standardised features of the selection;
+    ``regularization`` is the shrinkage (lda) or alpha (ridge) used; ``val_scores`` are the val
+    images' class scores.
+    """
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    regularization: float
+    val_scores: np.ndarray
+    val_accuracy: float
+    val_loss: float
+
+
+def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    # torch, not numpy: its thread count is the one torch_threads fixes, numpy's BLAS is not
+    return (torch.from_numpy(np.ascontiguousarray(a)) @ torch.from_numpy(np.ascontiguousarray(b))).numpy()
+
+
+def _solve_spd(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    a = torch.from_numpy(matrix)
+    low, info = torch.linalg.cholesky_ex(a)
+    if int(info) != 0:  # singular (no shrinkage on rank-deficient features): least-squares solve
+        return torch.linalg.lstsq(a, torch.from_numpy(rhs), driver="gelsd").solution.numpy()
+    return torch.cholesky_solve(torch.from_numpy(rhs), low).numpy()
+
+
+def ledoit_wolf_shrinkage(stats: _GramStats, indices: Tuple[int, ...], cols: np.ndarray,
+                          scatter: np.ndarray) -> float:
+    """Ledoit-Wolf shrinkage of the within-class covariance of the selection, from Gram blocks.
+
+    The same number as ``sklearn.covariance.ledoit_wolf_shrinkage`` on the class-centred,
+    standardised train rows of the selection (``assume_centered=True``), without the rows:
+    sum_i ||x_i||^4 is the sum of the selection's block of ``fourth``.
+    """
+    n, p = stats.n, len(cols)
+    taps = np.asarray(indices) - 1
+    beta_ = float(stats.fourth[np.ix_(taps, taps)].sum())
+    delta_ = float((scatter ** 2).sum()) / n ** 2
+    trace = float(np.trace(scatter)) / n
+    mu = trace / p
+    beta = (beta_ / n - delta_) / (p * n)
+    delta = (delta_ - 2.0 * mu * trace + p * mu ** 2) / p
+    if delta <= 0.0:
+        return 0.0
+    return float(min(max(beta, 0.0), delta) / delta)
+
+
+class FastProxy(_Proxy):
+    """P = val accuracy of a closed-form probe on the selection's standardised features.
+
+    The train-split Gram blocks of all taps are computed once (at construction, and once per
+    worker process); an evaluation then slices the selection's blocks and solves in its d
+    dimensions: O(d^3 + d^2 K) for the fit, plus O(n_val d K) to score the val images; nothing
+    grows with the number of train images.
+
+    ``lda`` (default): shrinkage LDA, with Ledoit-Wolf shrinkage per selection (``"auto"``);
+    ``val_loss`` is the mean cross-entropy of the LDA posteriors (softmax of the discriminant
+    scores). ``ridge``: ridge on one-hot targets, alpha by GCV (an eigendecomposition per
+    evaluation) or fixed; ``val_loss`` is the mean squared error against one-hot targets.
+    """
+
+    name = "fast"
+
+    def __init__(self, source: Any, *, seed: int = 0, settings: FastSettings = FastSettings()):
+        if not isinstance(settings, FastSettings):
+            raise ParameterError(param_message("settings", "a FastSettings", type(settings).__name__))
+        super().__init__(source, seed, settings)
+        self._stats: Optional[_GramStats] = _stats_for(self.source, settings.threads)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_stats"] = None  # rebuilt (once per process) from the source where it lands
+        return state
+
+    def _get_stats(self) -> _GramStats:
+        if self._stats is None:
+            self._stats = _stats_for(self.source, self.settings.threads)
+        return self._stats
+
+    def evaluate(self, selection: Tuple[int, ...]) -> Evaluation:
+        fit = self.fit(selection)
+        return Evaluation(val_accuracy=fit.val_accuracy, val_loss=fit.val_loss, fidelity=self.name)
+
+    def fit(self, selection: Tuple[int, ...]) -> ProbeFit:
+        """The probe of ``selection``: coefficients, regularisation and val scores."""
+        indices, _ = self._normalize(selection)
+        stats = self._get_stats()
+        cols = stats.columns(indices)
+        with torch_threads(self.settings.threads):
+            if self.settings.probe == "lda":
+                coef, intercept, reg = self._lda(stats, indices, cols)
+            else:
+                coef, intercept, reg = self._ridge(stats, cols)
+            coef_raw = coef / stats.scale[cols][:, None]
+            intercept_raw = intercept - _mm(stats.mean[cols][None, :], coef_raw)[0]
+            scores = _mm(stats.val_x[:, cols].astype(np.float64), coef_raw) + intercept_raw
+        y = stats.val_y
+        accuracy = float(np.mean(scores.argmax(axis=1) == y))
+        if self.settings.probe == "lda":
+            # 0.0 + x: a perfect fit would otherwise write "-0.0" to the CSV.
+            loss = 0.0 + cross_entropy(scores, y)
+        else:
+            target = np.zeros_like(scores)
+            target[np.arange(len(y)), y] = 1.0
+            loss = float(((scores - target) ** 2).sum(axis=1).mean())
+        return ProbeFit(coef=coef, intercept=intercept, regularization=reg, val_scores=scores,
+                        val_accuracy=accuracy, val_loss=loss)
+
+    def _lda(self, stats: _GramStats, indices, cols) -> Tuple[np.ndarray, np.ndarray, float]:
+        sums = stats.class_sums[cols]
+        means = sums / np.maximum(stats.counts, 1.0)
+        # within-class scatter: sum_i (z_i - m_yi)(z_i - m_yi)^T = z^T z - sum_k n_k m_k m_k^T
+        scatter = stats.gram[np.ix_(cols, cols)] - _mm(means, sums.T)
+        shrinkage = self.settings.shrinkage
+        if shrinkage == "auto":
+            shrinkage = ledoit_wolf_shrinkage(stats, indices, cols, scatter)
+        cov = scatter * ((1.0 - shrinkage) / stats.n)
+        mu = float(np.trace(scatter)) / stats.n / len(cols)
+        cov[np.diag_indices_from(cov)] += shrinkage * (mu if mu > 0 else 1.0)
+        coef = _solve_spd(cov, means)
+        priors = stats.counts / stats.n
+        with np.errstate(divide="ignore"):
+            intercept = -0.5 * np.einsum("dk,dk->k", means, coef) + np.log(priors)
+        return coef, intercept, float(shrinkage)
+
+    def _ridge(self, stats: _GramStats, cols) -> Tuple[np.ndarray, np.ndarray, float]:
+        n = stats.n
+        gram = stats.gram[np.ix_(cols, cols)]
+        sums = stats.class_sums[cols]  # = z^T (Y - ybar): z is centred
+        ybar = stats.counts / n
+        if self.settings.alpha == "gcv":
+            evals, evecs = torch.linalg.eigh(torch.from_numpy(gram))
+            e = evals.clamp_min(0.0).numpy()[None, :]
+            v = evecs.numpy()
+            q = _mm(v.T, sums)
+            q2 = (q ** 2).sum(axis=1)[None, :]
+            lam = n * np.asarray(self.settings.alphas)[:, None]
+            dof = (e / (e + lam)).sum(axis=1) + 1.0  # +1: the unpenalised intercept
+            rss = float(n - (stats.counts ** 2).sum() / n) - (q2 * (e + 2 * lam) / (e + lam) ** 2).sum(axis=1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gcv = np.where(dof < n, (rss / n) / (1.0 - dof / n) ** 2, np.inf)
+            best = int(np.argmin(gcv))
+            alpha = self.settings.alphas[best]
+            coef = _mm(v, q / (e[0] + lam[best, 0])[:, None])
+        else:
+            alpha = float(self.settings.alpha)
+            shifted = gram.copy()
+            shifted[np.diag_indices_from(shifted)] += alpha * n
+            coef = _solve_spd(shifted, sums)
+        return coef, ybar.copy(), float(alpha)
+
+
+# ---------------------------------------------------------------------------------------------
+# the factory
+
+
+def make_fitness(kind: Any, source: Any = None, *, seed: int = 0, fail_fast: bool = False, **settings: Any):
+    """A fitness for the search: ``"mlp"``, ``"fast"``, or a callable / FitnessFunction.
+
+    ``settings`` are the fields of :class:`MLPSettings` or :class:`FastSettings` (``settings=``
+    also takes a whole settings object). A callable ``fn(ctx)`` or a :class:`FitnessFunction`
+    becomes a :class:`CustomFitness` (``fail_fast`` applies to it only).
+    """
+    from graftsearch.fitness._custom import CustomFitness, FitnessFunction
+
+    if callable(kind) and not isinstance(kind, (str, type)) or isinstance(kind, FitnessFunction):
+        if settings:
+            raise ParameterError(param_message(
+                "settings", "no proxy settings with a custom fitness", sorted(settings)))
+        return CustomFitness(kind, source, seed=seed, fail_fast=fail_fast)
+    if not isinstance(kind, str) or kind not in FITNESS_KINDS:
+        hint = close_matches_hint(kind, FITNESS_KINDS) if isinstance(kind, str) else ""
+        raise ParameterError(param_message(
+            "kind", "'mlp', 'fast', or a callable taking a SelectionContext", kind,
+            hint or "Subclass graftsearch.FitnessFunction for your own fitness."))
+    cls, settings_cls = (MLPProxy, MLPSettings) if kind == "mlp" else (FastProxy, FastSettings)
+    given = settings.pop("settings", None)
+    if given is not None:
+        if settings:
+            raise ParameterError(param_message("settings", "either a settings object or fields, not both",
+                                               sorted(settings)))
+        return cls(source, seed=seed, settings=given)
+    fields = sorted(settings_cls.__dataclass_fields__)
+    unknown = sorted(set(settings) - set(fields))
+    if unknown:
+        raise ParameterError(param_message(
+            "settings", f"fields of {settings_cls.__name__} for the '{kind}' fitness "
+            f"({', '.join(fields)})", Described(", ".join(f"'{u}'" for u in unknown)),
+            close_matches_hint(unknown[0], fields) or None))
+    return cls(source, seed=seed, settings=settings_cls(**settings))

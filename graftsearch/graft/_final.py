@@ -1,0 +1,556 @@
+"""Final training of the chosen graft, its test metrics, its cost beside the donor's, and export.
+
+The head of G_s is trained on the cached features of the selection with the paper's schedule
+(Adam, batch 16, 18 epochs, keeping the best validation epoch) and grafted onto the kept trunk;
+optionally the whole graft is then fine-tuned end to end on images. The test split is used here
+for the first time. The result is written to ``best/`` of the run directory: ``model.pt``,
+``model.torchscript.pt`` (and ``model.onnx``), ``metrics.json`` and ``confusion.csv``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import shutil
+import tempfile
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from graftsearch._utils.device import check_device, resolve_device
+from graftsearch._utils.atomic import write_json, write_text
+from graftsearch._utils.checks import is_int
+from graftsearch._utils.errors import ParameterError, SearchError, param_message
+from graftsearch.graft._export import DeployableModel, ExportResult, export_model
+from graftsearch.features._source import selection_features
+from graftsearch.graft._model import GraftedModel
+from graftsearch.training._imagetrain import logits_on_images, loss_and_accuracy, train_epoch
+from graftsearch.taps._head import HeadSpec
+from graftsearch.training._metrics import ClassificationMetrics, compute_metrics
+from graftsearch.donors._preprocessing import Normalize, Preprocessing
+from graftsearch._utils.progress import ProgressCallback, report
+from graftsearch._utils.seeding import derive_seed
+from graftsearch.taps._records import params_mib
+from graftsearch.taps._trace import count_macs, count_params
+from graftsearch._version import __version__
+
+logger = logging.getLogger("graftsearch")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinalSettings:
+    """How the chosen graft is trained, measured and exported.
+
+    ``schedule`` trains the head on cached features (None: the paper's, ``PAPER_SCHEDULE``).
+    ``fine_tune`` then trains the kept trunk and the head end to end on the training images for
+    ``fine_tune_epochs`` (Adam at ``fine_tune_lr``, batch ``fine_tune_batch_size``, batch-norm
+    statistics frozen, best validation epoch kept); slow on a CPU. ``donor_metrics`` also tests
+    the donor when its classifier has exactly the dataset's classes (a cultivated donor).
+    ``latency_runs`` timed CPU passes at batch 1 after ``latency_warmup`` (0 runs: no latency),
+    with ``threads`` torch threads (None: as set); ``memory`` measures peak memory in a child
+    process; ``quantize`` adds an int8 copy calibrated on ``calibration_images`` training images.
+    ``device`` (``auto``, ``cpu``, ``cuda``) runs image passes; ``batch_size`` and
+    ``num_workers`` are those of the image loaders; ``onnx`` as :func:`export_model`.
+    """
+
+    schedule: Any = None
+    seed: int = 0
+    fine_tune: bool = False
+    fine_tune_epochs: int = 3
+    fine_tune_lr: float = 1e-4
+    fine_tune_batch_size: int = 16
+    donor_metrics: bool = True
+    latency_runs: int = 50
+    latency_warmup: int = 5
+    threads: Optional[int] = None
+    memory: bool = True
+    quantize: bool = False
+    calibration_images: int = 256
+    device: str = "auto"
+    batch_size: int = 64
+    num_workers: int = 0
+    onnx: Optional[bool] = None
+
+    def __post_init__(self) -> None:
+        from graftsearch.training._headtrain import PAPER_SCHEDULE, TrainSchedule
+
+        if self.schedule is None:
+            object.__setattr__(self, "schedule", PAPER_SCHEDULE)
+        if not isinstance(self.schedule, TrainSchedule):
+            raise ParameterError(param_message("schedule", "a TrainSchedule or None (the paper's)",
+                                               self.schedule))
+        for name, low in (("seed", 0), ("fine_tune_epochs", 1), ("fine_tune_batch_size", 1),
+                          ("latency_runs", 0), ("latency_warmup", 0), ("calibration_images", 1),
+                          ("batch_size", 1), ("num_workers", 0)):
+            value = getattr(self, name)
+            if not is_int(value) or value < low:
+                raise ParameterError(param_message(name, f"an integer >= {low}", value))
+        if not isinstance(self.fine_tune_lr, (int, float)) or isinstance(self.fine_tune_lr, bool) \
+                or not math.isfinite(self.fine_tune_lr) or self.fine_tune_lr <= 0:
+            raise ParameterError(param_message("fine_tune_lr", "a float > 0", self.fine_tune_lr))
+        if self.threads is not None and (not is_int(self.threads) or self.threads < 1):
+            raise ParameterError(param_message("threads", "a positive integer or None", self.threads))
+        for name in ("fine_tune", "donor_metrics", "memory", "quantize"):
+            if not isinstance(getattr(self, name), bool):
+                raise ParameterError(param_message(name, "a bool", getattr(self, name)))
+        if self.onnx is not None and not isinstance(self.onnx, bool):
+            raise ParameterError(param_message("onnx", "True, False or None (when installed)", self.onnx))
+        check_device(self.device)
+
+    def as_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["schedule"] = self.schedule.as_dict()
+        return d
+
+
+@dataclass
+class FinalModel:
+    """The trained graft, its deployable form and every measurement of it.
+
+    ``metrics`` is what ``best/metrics.json`` holds (JSON-ready); ``val`` and ``test`` are the
+    graft's metrics, ``donor_val`` and ``donor_test`` the donor's (None when it has no classifier
+    for these classes or no images were given).
+    """
+
+    graft: GraftedModel
+    model: DeployableModel
+    fit: Any
+    val: ClassificationMetrics
+    test: ClassificationMetrics
+    donor_val: Optional[ClassificationMetrics] = None
+    donor_test: Optional[ClassificationMetrics] = None
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    export: Optional[ExportResult] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _preprocessing_of(features, donor) -> Preprocessing:
+    pre = getattr(features, "preprocessing", None)
+    if isinstance(pre, Preprocessing):
+        return pre
+    return dataclasses.replace(donor.preprocessing, image_size=features.taps.image_size)
+
+
+def _logits_on_features(head: nn.Module, x: np.ndarray) -> np.ndarray:
+    head = head.eval()
+    with torch.no_grad():
+        return head(torch.from_numpy(np.asarray(x, dtype=np.float32))).numpy()
+
+
+def _loader(dataset, split: str, pre: Preprocessing, settings: FinalSettings, *, shuffle=False,
+            batch_size: Optional[int] = None, seed: int = 0, skip_bad: bool = False):
+    from graftsearch.data._sources import make_loader
+
+    return make_loader(dataset, split, pre, batch_size=batch_size or settings.batch_size,
+                       num_workers=settings.num_workers, shuffle=shuffle, seed=seed,
+                       skip_bad_images=skip_bad)
+
+
+def donor_has_classifier_for(donor, classes: Sequence[str]) -> bool:
+    """True when the donor's outputs are exactly ``classes`` in order (e.g. a cultivated donor)."""
+    return donor.class_names is not None and list(donor.class_names) == list(classes)
+
+
+def _freeze_batchnorm(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def fine_tune(graft: GraftedModel, dataset, pre: Preprocessing, settings: FinalSettings, *,
+              progress: Optional[ProgressCallback] = None) -> List[Dict[str, float]]:
+    """Train the graft's trunk and head end to end on the training images; keep the best
+    validation epoch (lowest loss). Batch-norm statistics stay frozen (small batches)."""
+    device = resolve_device(settings.device)
+    history: List[Dict[str, float]] = []
+    train = _loader(dataset, "train", pre, settings, shuffle=True,
+                    batch_size=settings.fine_tune_batch_size,
+                    seed=derive_seed(settings.seed, "fine-tune"))
+    val = _loader(dataset, "val", pre, settings)
+    graft.to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(settings.seed, "fine-tune", "dropout"))
+        opt = torch.optim.Adam([p for p in graft.parameters() if p.requires_grad],
+                               lr=float(settings.fine_tune_lr))
+        best = (math.inf, copy.deepcopy(graft.state_dict()), 0)
+        for epoch in range(1, settings.fine_tune_epochs + 1):
+            entry = train_epoch(graft, train, opt, device, before=_freeze_batchnorm)
+            z, yv = logits_on_images(graft, val, device)
+            val_loss, val_acc = loss_and_accuracy(z, yv)
+            history.append({"epoch": epoch, **entry, "val_loss": val_loss, "val_accuracy": val_acc})
+            if val_loss < best[0]:
+                best = (val_loss, copy.deepcopy(graft.state_dict()), epoch)
+            report(progress, "fine-tune", epoch, settings.fine_tune_epochs, val_loss=val_loss,
+                   val_accuracy=val_acc)
+    graft.load_state_dict(best[1])
+    graft.cpu().eval()
+    return history
+
+
+def _donor_module_with_normalize(donor) -> nn.Module:
+    return nn.Sequential(Normalize(donor.preprocessing.mean, donor.preprocessing.std),
+                         donor.module).eval()
+
+
+def _check_same_inputs(donor, features, dataset) -> None:
+    """A head trained on one donor's features must not be grafted onto another donor's trunk."""
+    manifest = getattr(features, "manifest", None)
+    cached = ((manifest or {}).get("inputs") or {}).get("donor") or {}
+    if cached.get("weights_sha256"):
+        if donor.fingerprint() != cached["weights_sha256"]:
+            raise ParameterError(param_message(
+                "donor", f"the donor the feature cache was built from ('{cached.get('name')}', "
+                f"weights {cached['weights_sha256'][:12]})",
+                f"'{donor.name}' with other weights ({donor.fingerprint()[:12]})",
+                "Pass the same donor (or checkpoint) as for the cache, or build the cache from "
+                "this donor."))
+    if dataset is not None and list(dataset.classes) != list(features.classes):
+        raise ParameterError(param_message("dataset", f"the dataset of the features (classes "
+                                           f"{list(features.classes)})", list(dataset.classes)))
+
+
+# ---------------------------------------------------------------------------------------------
+# the final model
+
+
+def train_final(donor, features, selection, *, head: Optional[HeadSpec] = None, dataset=None,
+                settings: Optional[FinalSettings] = None, out_dir=None,
+                progress: Optional[ProgressCallback] = None) -> FinalModel:
+    """Train, test, measure and (with ``out_dir``) export the graft of ``selection``.
+
+    ``features`` is the run's feature source (a :class:`~graftsearch.FeatureCache` or
+    :class:`~graftsearch.ArrayFeatures`) with train, val and test splits; ``dataset`` (the
+    :class:`ImageDataset` the cache was built from) is needed for fine-tuning, donor metrics and
+    int8 accuracy, which run on images. ``head`` defaults to the paper's head for the dataset's
+    classes. ``out_dir`` (a run's ``best/``) receives model.pt, model.torchscript.pt, model.onnx
+    (when available), metrics.json and confusion.csv.
+    """
+    from graftsearch.training._headtrain import train_head
+
+    settings = settings if settings is not None else FinalSettings()
+    if not isinstance(settings, FinalSettings):
+        raise ParameterError(param_message("settings", "a FinalSettings", type(settings).__name__))
+    classes = list(features.classes)
+    head = head if head is not None else HeadSpec(num_classes=len(classes))
+    if not isinstance(head, HeadSpec):
+        raise ParameterError(param_message("head", "a HeadSpec", type(head).__name__))
+    if head.num_classes != len(classes):
+        raise ParameterError(param_message("head", f"a HeadSpec with num_classes={len(classes)} "
+                                           "(the dataset's classes)", head))
+    missing = [s for s in ("train", "val", "test") if s not in tuple(features.splits)]
+    if missing:
+        raise ParameterError(param_message("features", "a feature source with train, val and test "
+                                           "splits", f"one without {missing}"))
+    needs_images = settings.fine_tune or settings.quantize
+    if needs_images and dataset is None:
+        raise ParameterError(param_message(
+            "dataset", "the ImageDataset of the cache when fine_tune or quantize is set", None,
+            "Pass dataset=load_dataset(...) (the CLI does this for you)."))
+    _check_same_inputs(donor, features, dataset)
+    taps = features.taps
+    indices = taps.normalize(selection)
+    bits = taps.bits(indices)
+    pre = _preprocessing_of(features, donor)
+    total_steps = 4 + int(settings.fine_tune) + int(settings.quantize)
+    step = 0
+
+    def stage(message: str) -> None:
+        nonlocal step
+        step += 1
+        report(progress, "final", step, total_steps, message=message)
+
+    # 1. the head, on cached features, with the paper's schedule
+    stage("training the head on cached features")
+    x = {s: selection_features(features, s, indices) for s in ("train", "val", "test")}
+    y = {s: np.asarray(features.labels(s), dtype=np.int64) for s in ("train", "val", "test")}
+    fit = train_head(x["train"], y["train"], x["val"], y["val"], head=head,
+                     schedule=settings.schedule, seed=derive_seed(settings.seed, "final", bits),
+                     progress=progress)
+    graft = GraftedModel(donor, list(indices), head, taps=taps)
+    graft.head.load_state_dict(fit.head.state_dict())
+    graft.eval()
+    for p in graft.parameters():
+        p.requires_grad_(True)
+
+    # 2. optional end-to-end fine-tuning on images
+    fine_tune_history: List[Dict[str, float]] = []
+    if settings.fine_tune:
+        stage("fine-tuning the graft end to end on images")
+        fine_tune_history = fine_tune(graft, dataset, pre, settings, progress=progress)
+
+    # 3. val and test metrics: on cached features, or on images once the trunk has changed
+    stage("testing the graft")
+    # images the cache left out as undecodable are left out of image passes too
+    skipped = getattr(features, "skipped", None)
+    skip_bad = bool(skipped()) if callable(skipped) else False
+    device = resolve_device(settings.device) if (dataset is not None) else torch.device("cpu")
+    if settings.fine_tune:
+        zv, yv = logits_on_images(graft.to(device), _loader(dataset, "val", pre, settings,
+                                                             skip_bad=skip_bad), device)
+        zt, yt = logits_on_images(graft, _loader(dataset, "test", pre, settings,
+                                                  skip_bad=skip_bad), device)
+        graft.cpu()
+    else:
+        zv, yv = _logits_on_features(graft.head, x["val"]), y["val"]
+        zt, yt = _logits_on_features(graft.head, x["test"]), y["test"]
+    val = compute_metrics(yv, zv, classes=classes)
+    test = compute_metrics(yt, zt, classes=classes)
+
+    donor_val = donor_test = None
+    donor_note = ""
+    if not settings.donor_metrics:
+        donor_note = "not measured (donor_metrics=False)."
+    elif not donor_has_classifier_for(donor, classes):
+        donor_note = ("not measured: the donor's classifier is not one for these classes; "
+                      "cultivate it with `graftsearch donor train` to compare.")
+    elif dataset is None:
+        donor_note = "not measured: no images were given (dataset=None)."
+    else:
+        donor_module = donor.module.to(device)
+        try:
+            zdv, ydv = logits_on_images(donor_module, _loader(dataset, "val", pre, settings,
+                                                               skip_bad=skip_bad), device)
+            zdt, ydt = logits_on_images(donor_module, _loader(dataset, "test", pre, settings,
+                                                               skip_bad=skip_bad), device)
+        finally:
+            donor.module.cpu()
+        donor_val = compute_metrics(ydv, zdv, classes=classes)
+        donor_test = compute_metrics(ydt, zdt, classes=classes)
+
+    model = DeployableModel(graft, mean=pre.mean, std=pre.std, image_size=pre.image_size,
+                            class_names=classes).eval()
+
+    # 4. cost beside the donor's
+    stage("measuring latency and memory beside the donor")
+    example = torch.zeros(1, 3, pre.image_size, pre.image_size)
+    g_params = graft.num_params()
+    d_params = count_params(donor.module)
+    try:
+        d_macs: Optional[int] = count_macs(donor.module, example)
+    except Exception:  # a donor whose classifier does not fit this image size
+        d_macs = None
+    latency = memory = None
+    donor_runner = _donor_module_with_normalize(donor)
+    if settings.latency_runs:
+        from graftsearch.graft._measure import compare_latency
+
+        try:
+            lat = compare_latency({"graft": model, "donor": donor_runner}, pre.image_size,
+                                  runs=settings.latency_runs, warmup=settings.latency_warmup,
+                                  threads=settings.threads)
+            latency = {k: v.as_dict() for k, v in lat.items()}
+            latency["ratio"] = lat["donor"].median_ms / lat["graft"].median_ms
+        except Exception as exc:  # the donor's own head may not run at this size
+            latency = {"graft": None, "donor": None, "error": f"{type(exc).__name__}: {exc}"}
+    if settings.memory:
+        from graftsearch.graft._measure import measure_peak_memory
+
+        threads = settings.threads or 1
+        memory = {"graft": measure_peak_memory(model, pre.image_size, threads=threads).as_dict(),
+                  "donor": measure_peak_memory(donor_runner, pre.image_size,
+                                               threads=threads).as_dict()}
+
+    # 5. optional int8 copy
+    int8 = None
+    if settings.quantize:
+        stage("quantising to int8")
+        int8 = _int8(graft, dataset, pre, settings, classes, skip_bad)
+
+    cost = graft.measured_cost()
+    metrics: Dict[str, Any] = {
+        "graftsearch_version": __version__,
+        "bits": bits, "taps": ";".join(str(i) for i in indices), "selection": list(indices),
+        "tap_names": list(graft.tap_names), "image_size": pre.image_size,
+        "mean": list(pre.mean), "std": list(pre.std), "class_names": classes,
+        "head": head.as_dict(),
+        "graft": {"params": g_params, "size_mib": params_mib(g_params), "macs": cost.macs,
+                  "val": val.summary(), "test": test.summary(), "per_class": test.as_dict()["per_class"],
+                  "confusion": test.confusion.tolist(), "best_epoch": fit.best_epoch,
+                  "history": fit.history, "fine_tuned": settings.fine_tune,
+                  "fine_tune_history": fine_tune_history},
+        "donor": {"name": donor.name, "params": d_params, "size_mib": params_mib(d_params),
+                  "macs": d_macs, "val": donor_val.summary() if donor_val else None,
+                  "test": donor_test.summary() if donor_test else None, "note": donor_note},
+        "size_reduction": {"params": d_params - g_params, "factor": d_params / g_params,
+                           "percent": 100.0 * (1 - g_params / d_params)},
+        "latency": latency, "memory": memory, "int8": int8,
+        "settings": settings.as_dict(),
+    }
+    result = FinalModel(graft=graft, model=model, fit=fit, val=val, test=test, donor_val=donor_val,
+                        donor_test=donor_test, metrics=metrics)
+    if out_dir is not None:
+        stage("exporting")
+        write_best(result, donor, out_dir, onnx=settings.onnx)
+    return result
+
+
+def _int8(graft: GraftedModel, dataset, pre: Preprocessing, settings: FinalSettings,
+          classes: Sequence[str], skip_bad: bool) -> Dict[str, Any]:
+    """An int8 copy of the graft: every available engine is calibrated on training images and
+    the one with the best validation accuracy is tested (the test split decides nothing)."""
+    from graftsearch.graft._measure import compare_latency
+    from graftsearch.graft._quantize import quantization_engines, quantize_int8, serialized_mib
+
+    previous = torch.backends.quantized.engine
+    cpu = torch.device("cpu")
+    try:
+        calibration, seen = [], 0
+        for images, _, _ in _loader(dataset, "train", pre, settings, shuffle=True,
+                                    seed=derive_seed(settings.seed, "calibration"), skip_bad=skip_bad):
+            calibration.append(images[: settings.calibration_images - seen])
+            seen += len(calibration[-1])
+            if seen >= settings.calibration_images:
+                break
+        val_loader = _loader(dataset, "val", pre, settings, skip_bad=skip_bad)
+        test_loader = _loader(dataset, "test", pre, settings, skip_bad=skip_bad)
+        zf, yf = logits_on_images(graft, val_loader, cpu)
+        by_engine: Dict[str, float] = {}
+        best = None
+        for engine in quantization_engines():
+            quantized = quantize_int8(graft, calibration, engine=engine)
+            zq, yq = logits_on_images(quantized, val_loader, cpu)
+            by_engine[engine] = float((zq.argmax(1) == yq).mean())
+            if best is None or by_engine[engine] > by_engine[best[0]]:
+                best = (engine, quantized)
+        if best is None:
+            return {"error": "no int8 engine in this torch build"}
+        engine, quantized = best
+        torch.backends.quantized.engine = engine
+        zq, yq = logits_on_images(quantized, test_loader, cpu)
+        zft, yft = logits_on_images(graft, test_loader, cpu)
+        out = {"engine": engine, "calibration_images": seen,
+               "float32_mib": serialized_mib(graft), "int8_mib": serialized_mib(quantized),
+               "float32_val_accuracy": float((zf.argmax(1) == yf).mean()),
+               "int8_val_accuracy_by_engine": by_engine,
+               "float32_test_accuracy": float((zft.argmax(1) == yft).mean()),
+               "int8_test_accuracy": float((zq.argmax(1) == yq).mean()),
+               "test_agreement": float((zft.argmax(1) == zq.argmax(1)).mean())}
+        if settings.latency_runs:
+            lat = compare_latency({"float32": graft, "int8": quantized}, pre.image_size,
+                                  runs=settings.latency_runs, warmup=settings.latency_warmup,
+                                  threads=settings.threads)
+            out["float32_latency_ms"] = lat["float32"].median_ms
+            out["int8_latency_ms"] = lat["int8"].median_ms
+        return out
+    except Exception as exc:  # quantisation is an extra: report why it failed, keep the run
+        logger.warning("int8 quantisation failed: %s", exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+def write_best(final: FinalModel, donor, out_dir, *, onnx: Optional[bool] = None) -> ExportResult:
+    """Export ``final.model`` and write metrics.json and confusion.csv into ``out_dir``.
+
+    Everything is written into a temporary directory beside ``out_dir`` that replaces it only
+    when complete, so an interrupted or failed export never leaves a half-written ``best/``.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    old = out.with_name(f".{out.name}-old-{os.getpid()}")
+    try:
+        export = export_model(final.model, tmp, donor=donor, metrics=final.metrics, onnx=onnx)
+        final.metrics["export"] = {"files": [p.name for p in (export.model_pt, export.torchscript,
+                                                               export.onnx) if p is not None],
+                                   "onnx_note": export.onnx_note,
+                                   "max_abs_diff": export.max_abs_diff}
+        write_json(tmp / "metrics.json", final.metrics)
+        write_text(tmp / "confusion.csv", final.test.confusion_csv())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    export.model_pt = out / export.model_pt.name
+    export.torchscript = out / export.torchscript.name
+    export.onnx = out / export.onnx.name if export.onnx is not None else None
+    final.export = export
+    return export
+
+
+# ---------------------------------------------------------------------------------------------
+# from a run directory
+
+
+def front_picks(run_dir, *, top_k: int = 1) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """The ``top_k`` best selections of a run's front, best first, and the run's settings."""
+    from graftsearch.report._report import load_run, order_front
+
+    run = load_run(run_dir)
+    order = order_front(run.pareto, run.objective, run.size_metric)
+    if not len(order):
+        raise SearchError(f"The run '{run.root}' has no feasible selection to train. Relax the "
+                          "constraint (p_min or size_max) in a new run (the feature cache is "
+                          "reused), or search longer with `graftsearch resume RUN_DIR "
+                          "--generations N`.")
+    picks = [dict(r) for _, r in order.head(top_k).iterrows()]
+    settings = {"objective": run.objective, "size_metric": run.size_metric,
+                "p_min": run.setting("p_min"), "size_max": run.setting("size_max")}
+    return picks, settings
+
+
+def train_final_from_run(run_dir, donor, features, *, dataset=None, head: Optional[HeadSpec] = None,
+                         settings: Optional[FinalSettings] = None, top_k: int = 1,
+                         progress: Optional[ProgressCallback] = None) -> FinalModel:
+    """Train the run's best pick (or the best of its ``top_k`` picks after final training) and
+    write ``best/`` in ``run_dir``.
+
+    With ``top_k > 1`` every pick's head is trained with the final schedule and the choice is
+    made again on those validation accuracies: min-size takes the smallest pick that still
+    reaches p_min (else the most accurate), max-accuracy the most accurate. Only validation
+    data decides; the test split is used once, for the chosen model.
+    """
+    from graftsearch.training._headtrain import train_head
+
+    if not is_int(top_k) or top_k < 1:
+        raise ParameterError(param_message("top_k", "an integer >= 1", top_k))
+    settings = settings if settings is not None else FinalSettings()
+    _check_same_inputs(donor, features, dataset)
+    picks, run_settings = front_picks(run_dir, top_k=top_k)
+    chosen = picks[0]
+    candidates = []
+    if len(picks) > 1:
+        head_spec = head if head is not None else HeadSpec(num_classes=len(features.classes))
+        y_train = np.asarray(features.labels("train"), dtype=np.int64)
+        y_val = np.asarray(features.labels("val"), dtype=np.int64)
+        for pick in picks:
+            sel = features.taps.normalize(str(pick["bits"]))
+            fit = train_head(selection_features(features, "train", sel), y_train,
+                             selection_features(features, "val", sel), y_val, head=head_spec,
+                             schedule=settings.schedule,
+                             seed=derive_seed(settings.seed, "final", features.taps.bits(sel)))
+            candidates.append({"bits": pick["bits"], "taps": pick["taps"],
+                               "params": int(pick["params"]), "size_mib": float(pick["size_mib"]),
+                               "proxy_val_accuracy": float(pick["val_accuracy"]),
+                               "final_val_accuracy": fit.val_accuracy,
+                               "final_val_loss": fit.val_loss})
+        metric = run_settings["size_metric"]
+        if run_settings["objective"] == "max-accuracy" or run_settings["p_min"] is None:
+            best = max(candidates, key=lambda c: (c["final_val_accuracy"], -float(
+                next(p for p in picks if p["bits"] == c["bits"])[metric])))
+        else:
+            reaching = [c for c in candidates if c["final_val_accuracy"] >= float(run_settings["p_min"])]
+            best = reaching[0] if reaching else max(candidates, key=lambda c: c["final_val_accuracy"])
+        chosen = next(p for p in picks if p["bits"] == best["bits"])
+    final = train_final(donor, features, str(chosen["bits"]), head=head, dataset=dataset,
+                        settings=settings, out_dir=None, progress=progress)
+    final.metrics["search_pick"] = {"proxy_val_accuracy": float(chosen["val_accuracy"]),
+                                    "objective": run_settings["objective"],
+                                    "candidates": candidates}
+    write_best(final, donor, Path(run_dir) / "best", onnx=settings.onnx)
+    return final

@@ -1,0 +1,389 @@
+"""The NSGA-II loop: evaluate, select, breed, record, checkpoint, and stop.
+
+Generation 0 is the initial population; each later generation breeds as many offspring as the
+population holds (fewer when the search space is nearly used up), evaluates those not yet in the
+archive, and keeps the best ``population`` of parents and offspring by constrained rank and
+crowding distance (NSGA-II's elitist selection). After every generation the run directory gets
+the new rows of ``evaluations.csv``, a fresh ``pareto.csv`` and ``convergence.csv``, and (every
+``checkpoint_every`` generations) ``checkpoint.pkl``, which holds everything the loop needs to
+go on: a run killed at any point and resumed gives the same files as one never interrupted.
+
+Randomness: the only random choices are the search's own (initial population, tournaments,
+crossover, mutation, repairs), drawn from Python's ``random`` seeded with
+``derive_seed(seed, "nsga2")`` (see :mod:`graftsearch._variation`). The fitness derives its own
+generators per selection, so evaluation order and process do not matter.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from graftsearch.optimize._archive import Archive, Record
+from graftsearch.optimize._domination import bits_of, make_individual, select_survivors
+from graftsearch._utils.errors import Described, ParameterError, SearchError, param_message
+from graftsearch.taps._head import HeadSpec
+from graftsearch.optimize._hypervolume import front_hypervolume
+from graftsearch.optimize._parallel import Evaluator
+from graftsearch._utils.progress import ProgressCallback, report
+from graftsearch.optimize._result import (Pick, SearchResult, feasible_front, front_or_closest, least_violating,
+                      summary_message)
+from graftsearch.optimize._runfiles import RunFiles
+from graftsearch._utils.seeding import derive_seed
+from graftsearch.optimize._settings import SearchSettings
+from graftsearch.taps._records import TapList
+from graftsearch.optimize._variation import SearchRandom, initial_population, make_offspring, space_size
+
+logger = logging.getLogger("graftsearch")
+
+_GAIN = 1e-12  # smaller changes of hypervolume or violation are rounding, not progress
+
+
+def fitness_key(fitness) -> str:
+    """What identifies a fitness in a checkpoint: its ``key()``, else its class and name."""
+    key = getattr(fitness, "key", None)
+    if callable(key):
+        return str(key())
+    return f"{type(fitness).__module__}.{type(fitness).__qualname__}:{getattr(fitness, 'name', '')}"
+
+
+def _check_inputs(taps, head, fitness, settings, refine_fitness) -> None:
+    if not isinstance(taps, TapList):
+        raise ParameterError(param_message("taps", "a TapList (e.g. donor.taps())", type(taps).__name__))
+    if not isinstance(head, HeadSpec):
+        raise ParameterError(param_message("head", "a HeadSpec", type(head).__name__))
+    if not isinstance(settings, SearchSettings):
+        raise ParameterError(param_message("settings", "a SearchSettings", type(settings).__name__))
+    for name, fit in (("fitness", fitness), ("refine_fitness", refine_fitness)):
+        if fit is not None and not callable(getattr(fit, "evaluate", None)):
+            raise ParameterError(param_message(
+                name, "an object with evaluate(selection) -> Evaluation", type(fit).__name__,
+                "Use graftsearch's proxies or subclass its fitness base class."))
+    if fitness is None:
+        raise ParameterError(param_message("fitness", "an object with evaluate(selection) -> Evaluation", None))
+    if settings.refine != "none" and refine_fitness is None:
+        raise ParameterError(param_message(
+            "refine_fitness", f"a fitness when settings.refine={settings.refine!r}", None,
+            "Pass the fitness to re-evaluate the front with, or use refine='none'."))
+    if settings.refine == "none" and refine_fitness is not None:
+        raise ParameterError(param_message(
+            "refine", "'front' or 'front+neighbours' when a refine_fitness is given", "none",
+            "Set refine='front' to use the refining fitness, or leave refine_fitness out."))
+    if settings.objective == "max-accuracy":
+        singles = [(taps.cost((t.index,), head).metric(settings.size_metric), t.index) for t in taps]
+        smallest, index = min(singles)
+        if smallest > settings.size_max:
+            raise ParameterError(param_message(
+                "size_max", f"at least {settings.format_size(smallest)}, the size of the smallest "
+                f"possible graft (tap {index} alone with this head)",
+                Described(settings.format_size(settings.size_max)),
+                "Raise size_max, use a smaller head (fewer hidden units), or another donor."))
+
+
+class _Run:
+    """One search in progress (state that a checkpoint saves and restores)."""
+
+    def __init__(self, taps: TapList, head: HeadSpec, fitness, settings: SearchSettings,
+                 refine_fitness, files: Optional[RunFiles], progress: Optional[ProgressCallback]):
+        self.taps, self.head, self.fitness, self.settings = taps, head, fitness, settings
+        self.refine_fitness = refine_fitness
+        self.files = files
+        self.progress = progress
+        n = len(taps)
+        self.space = space_size(n)
+        self.pop_size = min(settings.population, self.space)
+        self.indpb = settings.indpb if settings.indpb is not None else 1.0 / n
+        self.size_ref = float(taps.cost(tuple(range(1, n + 1)), head).metric(settings.size_metric))
+        self.identity = {"donor": taps.donor_name, "image_size": taps.image_size,
+                         "taps": taps.to_records(), "head": head.as_dict(),
+                         "fitness_key": fitness_key(fitness),
+                         "refine_key": None if refine_fitness is None else fitness_key(refine_fitness)}
+        self.archive = Archive(taps, head, settings)
+        self.rng = SearchRandom(derive_seed(settings.seed, "nsga2"))
+        self.generation = -1
+        self.population: List[Tuple[str, int, float]] = []  # bits, rank, crowding distance
+        self.history: List[Dict[str, Any]] = []
+        self.elapsed_before = 0.0
+        self.best_hv = 0.0
+        self.best_violation = math.inf
+        self.stale = 0
+        self.stopped_by: Optional[str] = None
+        self.refined: Optional[List[Record]] = None
+        # The feasible front so far and running summaries of the archive, so that a generation
+        # costs what its new records cost, not the whole archive (rebuilt after a restore).
+        self._front: Optional[List[Record]] = None
+        self._survivors: Dict[str, Any] = {}
+        self._n_feasible = 0
+        self._min_violation = math.inf
+        self._t0 = time.monotonic()
+
+    # -- time ------------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self._t0
+
+    # -- checkpoint ------------------------------------------------------------------------------
+    def state(self) -> Dict[str, Any]:
+        import numpy as np
+        import torch
+
+        return {"settings": self.settings.as_dict(), "identity": self.identity,
+                "generation": self.generation, "population": list(self.population),
+                "archive": self.archive.records(), "archive_hits": self.archive.hits,
+                "history": list(self.history), "python_random": self.rng.state,
+                "numpy_random": np.random.get_state(), "torch_random": torch.get_rng_state(),
+                "elapsed_s": self.elapsed(), "best_hv": self.best_hv,
+                "best_violation": self.best_violation, "stale": self.stale,
+                "stopped_by": self.stopped_by, "refined": self.refined}
+
+    def restore(self, state: Dict[str, Any]) -> None:
+        import numpy as np
+        import torch
+
+        saved = SearchSettings.from_dict(state["settings"])
+        diff = self.settings.differences(saved)
+        if diff:
+            listed = "; ".join(f"{k}: {old!r} in the checkpoint, {new!r} now" for k, (old, new) in diff.items())
+            raise SearchError(
+                f"The run directory {str(self.files.root)!r} holds a search with other settings "
+                f"({listed}). Use the same settings to resume it, or choose a new run directory.")
+        for key, what in (("fitness_key", "fitness"), ("refine_key", "refining fitness"),
+                          ("taps", "taps"), ("image_size", "image size"), ("head", "head"),
+                          ("donor", "donor")):
+            if state["identity"].get(key) != self.identity.get(key):
+                raise SearchError(
+                    f"The run directory {str(self.files.root)!r} holds a search with another "
+                    f"{what} ({state['identity'].get(key)!r} in the checkpoint, "
+                    f"{self.identity.get(key)!r} now). Resume with the same donor, features, "
+                    "fitness settings and seed, or choose a new run directory.")
+        self.generation = state["generation"]
+        self.population = list(state["population"])
+        self.archive.restore(state["archive"], state["archive_hits"])
+        self.history = list(state["history"])
+        self.rng = SearchRandom(state=state["python_random"])
+        np.random.set_state(state["numpy_random"])
+        torch.set_rng_state(state["torch_random"])
+        self.elapsed_before = float(state["elapsed_s"])
+        self._t0 = time.monotonic()
+        self.best_hv = state["best_hv"]
+        self.best_violation = state["best_violation"]
+        self.stale = state["stale"]
+        self.stopped_by = state["stopped_by"]
+        self.refined = state["refined"]
+
+    def checkpoint(self) -> None:
+        if self.files is not None:
+            self.files.save_checkpoint(self.state())
+
+    # -- population ------------------------------------------------------------------------------
+    def _individual(self, bits: str):
+        # Survivors are reused from the last generation: building DEAP individuals is a large
+        # part of the search's own cost. Their fitness values never change; rank and crowding
+        # are reassigned wherever they are read.
+        ind = self._survivors.get(bits)
+        if ind is None:
+            r = self.archive[bits]
+            ind = make_individual(bits, r.val_accuracy, r.size(self.settings.size_metric), r.violation)
+        return ind
+
+    def _select(self, candidates: Sequence[str]) -> None:
+        individuals = [self._individual(b) for b in candidates]
+        chosen = select_survivors(individuals, self.pop_size)
+        self.population = [(bits_of(ind), ind.fitness.rank, ind.fitness.crowding_dist)
+                           for ind in chosen]
+        self._survivors = {bits: ind for (bits, _, _), ind in zip(self.population, chosen)}
+
+    def _parents(self) -> list:
+        parents = []
+        for bits, rank, crowding in self.population:
+            ind = self._individual(bits)
+            ind.fitness.rank, ind.fitness.crowding_dist = rank, crowding
+            parents.append(ind)
+        return parents
+
+    def _budget(self) -> Optional[int]:
+        if self.settings.max_evaluations is None:
+            return None
+        return max(0, self.settings.max_evaluations - self.archive.trained)
+
+    # -- termination -----------------------------------------------------------------------------
+    def stop_reason(self) -> Optional[str]:
+        s = self.settings
+        if len(self.archive) >= self.space or len(self.population) >= self.space:
+            return "exhausted"
+        if self.generation >= s.generations:
+            return "generations"
+        if s.max_evaluations is not None and self.archive.trained >= s.max_evaluations:
+            return "max_evaluations"
+        if s.stagnation is not None and self.stale >= s.stagnation:
+            return "stagnation"
+        if s.max_seconds is not None and self.elapsed() >= s.max_seconds:
+            return "max_seconds"
+        return None
+
+    # -- one generation --------------------------------------------------------------------------
+    def run(self, evaluator: Evaluator) -> None:
+        if self.generation < 0:
+            with self.rng.active() as rng:
+                start = initial_population(len(self.taps), self.pop_size, rng)
+            new = self.archive.evaluate(start, evaluator, generation=0, budget=self._budget())
+            self._select([b for b in start if b in self.archive])
+            self._finish_generation(0, new)
+        while True:
+            reason = self.stop_reason()
+            if reason is not None:
+                self.stopped_by = reason
+                return
+            g = self.generation + 1
+            k = min(self.pop_size, self.space - len(self.population))
+            with self.rng.active() as rng:
+                children = make_offspring(self._parents(), k, crossover=self.settings.crossover,
+                                          cx_prob=self.settings.cx_prob, mut_prob=self.settings.mut_prob,
+                                          indpb=self.indpb, rng=rng, evaluated=self.archive.keys())
+            new = self.archive.evaluate(children, evaluator, generation=g, budget=self._budget())
+            members = [b for b, _, _ in self.population] + [b for b in children if b in self.archive]
+            self._select(members)
+            self._finish_generation(g, new)
+
+    def _finish_generation(self, g: int, new: List[Record]) -> None:
+        s = self.settings
+        self.generation = g
+        # The archive only grows and its records never change: the new front is the non-dominated
+        # part of the old front and the records added since. A fresh or restored run starts
+        # from the whole archive.
+        added = list(new)
+        if self._front is None:
+            self._front, self._n_feasible, self._min_violation = [], 0, math.inf
+            added = self.archive.records()
+        self._n_feasible += sum(1 for r in added if r.feasible)
+        self._min_violation = min([self._min_violation] + [r.violation for r in added])
+        front = self._front = feasible_front(self._front + added, s)
+        hv = front_hypervolume([r.size(s.size_metric) for r in front], [r.val_accuracy for r in front],
+                               self.size_ref)
+        best = front[0] if front else None  # the most preferred feasible record is never dominated
+        min_violation = self._min_violation
+        if g > 0:
+            gained = hv > self.best_hv + _GAIN or (best is None and min_violation < self.best_violation - _GAIN)
+            self.stale = 0 if gained else self.stale + 1
+        self.best_hv = max(self.best_hv, hv)
+        self.best_violation = min(self.best_violation, min_violation)
+        entry = {"generation": g, "evaluations": self.archive.trained, "hypervolume": hv,
+                 "best_bits": best.bits if best else None,
+                 "best_size": best.size(s.size_metric) if best else None,
+                 "best_val_accuracy": best.val_accuracy if best else None,
+                 "n_feasible": self._n_feasible,
+                 "elapsed_s": round(self.elapsed(), 3)}
+        self.history.append(entry)
+        if self.files is not None:
+            records = self.archive.records()
+            self.files.append_evaluations(new, records)
+            shown = front if front else least_violating(records, s)
+            self.files.write_pareto(shown, list(range(1, len(shown) + 1)))
+            self.files.write_convergence(self.history)
+            if g % s.checkpoint_every == 0:
+                self.checkpoint()
+        if best is not None:
+            best_text = (f"best taps {best.taps_text} ({s.format_size(best.size(s.size_metric))}, "
+                         f"P {best.val_accuracy:.4f})")
+        else:
+            best_text = f"nothing feasible yet (smallest violation {min_violation:.4g})"
+        logger.info("generation %d: %d evaluations (%d new), %d archive hits, hypervolume %.5f, %s",
+                    g, self.archive.trained, len(new), self.archive.hits, hv, best_text)
+        report(self.progress, "search", g, s.generations, message=f"generation {g}: {best_text}",
+               generation=g, evaluations=self.archive.trained, new=len(new),
+               archive_hits=self.archive.hits, hypervolume=hv,
+               best=Pick.from_record(best) if best else None, n_feasible=entry["n_feasible"],
+               elapsed_s=entry["elapsed_s"])
+
+    # -- refinement ------------------------------------------------------------------------------
+    def refine(self) -> None:
+        s = self.settings
+        if s.refine == "none" or self.refined is not None:
+            return
+        shown, _ = front_or_closest(self.archive.records(), s)
+        targets = [r.bits for r in shown]
+        if s.refine == "front+neighbours":
+            seen = set(targets)
+            for bits in list(targets):
+                for i in range(len(bits)):
+                    flipped = bits[:i] + ("0" if bits[i] == "1" else "1") + bits[i + 1:]
+                    if "1" in flipped and flipped not in seen:
+                        seen.add(flipped)
+                        targets.append(flipped)
+        report(self.progress, "refine", 0, len(targets), message=f"re-evaluating {len(targets)} selections")
+        logger.info("refining: re-evaluating %d selections with %s", len(targets),
+                    getattr(self.refine_fitness, "name", type(self.refine_fitness).__name__))
+        archive = Archive(self.taps, self.head, s)
+        with Evaluator(self.refine_fitness, n_jobs=s.n_jobs, dask_scheduler=s.dask_scheduler) as ev:
+            self.refined = archive.evaluate(targets, ev, generation=self.generation + 1)
+        report(self.progress, "refine", len(targets), len(targets), message="refined")
+
+    # -- result ----------------------------------------------------------------------------------
+    def result(self) -> SearchResult:
+        s = self.settings
+        pool = self.refined if self.refined is not None else self.archive.records()
+        front, feasible = front_or_closest(pool, s)
+        message = summary_message(s, front, feasible, evaluations=self.archive.trained,
+                                  generations=self.generation, stopped_by=self.stopped_by or "",
+                                  refined=self.refined is not None)
+        return SearchResult(settings=s, records=self.archive.records(), front=front,
+                            feasible=feasible, message=message, stopped_by=self.stopped_by or "",
+                            generations=self.generation, evaluations=self.archive.trained,
+                            archive_hits=self.archive.hits, history_records=list(self.history),
+                            run_dir=None if self.files is None else self.files.root,
+                            refined_records=self.refined)
+
+    def write_final(self, front: Sequence[Record]) -> None:
+        if self.files is None:
+            return
+        if self.refined is not None:
+            self.files.write_refined(self.refined)
+        self.files.write_pareto(front, list(range(1, len(front) + 1)))
+        self.checkpoint()
+
+
+def run_search(taps: TapList, head: HeadSpec, fitness, settings: SearchSettings, *,
+               run_dir=None, refine_fitness=None, progress: Optional[ProgressCallback] = None,
+               resume: bool = True) -> SearchResult:
+    """Search the selection of taps with a constraint-handling NSGA-II.
+
+    ``taps`` and ``head`` give every selection's exact size; ``fitness`` is an object with
+    ``evaluate(selection) -> Evaluation`` (``selection``: sorted 1-based tap indices) and
+    ideally ``key()`` naming its settings, features and seed, e.g. a graftsearch proxy.
+    ``run_dir`` (optional) receives ``evaluations.csv``, ``pareto.csv``, ``convergence.csv``,
+    ``taps.csv`` and ``checkpoint.pkl``; when it already holds a checkpoint the search resumes
+    from it (``resume=False`` refuses to touch it instead). ``refine_fitness`` re-evaluates the
+    final front when ``settings.refine`` asks for it. ``progress`` receives one
+    :class:`~graftsearch.Progress` per generation (stage "search").
+    """
+    _check_inputs(taps, head, fitness, settings, refine_fitness)
+    files = RunFiles(run_dir) if run_dir is not None else None
+    run = _Run(taps, head, fitness, settings, refine_fitness, files, progress)
+    if files is not None:
+        files.prepare()
+        if files.checkpoint.exists():
+            if not resume:
+                raise SearchError(
+                    f"The run directory {str(files.root)!r} already holds a search "
+                    "(checkpoint.pkl). Resume it (resume=True, `--resume`), or choose a new run "
+                    "directory.")
+            run.restore(files.load_checkpoint())
+            files.rewrite_evaluations(run.archive.records())
+            files.write_convergence(run.history)
+            logger.info("resuming the search in %s after generation %d", files.root, run.generation)
+            if run.stopped_by is not None and run.stop_reason() is None:
+                run.stopped_by = None  # the limits were raised: go on
+                run.refined = None  # and refine the front the longer search finds
+        files.write_taps(taps)
+        files.write_search_config(settings)
+    logger.info("search: %s, %d taps (%d selections), population %d, seed %d",
+                settings.objective, len(taps), run.space, run.pop_size, settings.seed)
+    if run.stopped_by is None:
+        with Evaluator(fitness, n_jobs=settings.n_jobs, dask_scheduler=settings.dask_scheduler) as ev:
+            run.run(ev)
+    run.refine()
+    result = run.result()
+    run.write_final(result.front)
+    logger.info("%s", result.message)
+    return result

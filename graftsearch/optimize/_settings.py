@@ -1,0 +1,242 @@
+"""Settings of one search, validated once; the CLI builds the same dataclass.
+
+Sizes given as text (``size_max="7.5MiB"``) are converted here into the unit of the chosen size
+metric, so the search only ever compares numbers of one unit:
+
+- a plain number (``1934665``, ``"1934665"``, ``7.4``) is already in the metric's unit
+  (parameters, MiB or MACs);
+- a count with ``k``, ``M`` or ``G`` (``"500k"``, ``"2M"``; 10^3, 10^6, 10^9) counts parameters
+  for ``params`` and ``size_mib`` (converted at 4 bytes per parameter for ``size_mib``) and MACs
+  for ``macs``;
+- a byte size ``B``, ``KiB``, ``MiB``, ``GiB`` (``KB``, ``MB``, ``GB`` are read as the same
+  binary units, the paper's "MB") is converted at 4 bytes per parameter for ``params``
+  (``"7.5MiB"`` = 7.5 * 2^20 / 4 = 1,966,080 parameters) and has no meaning for ``macs``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, Optional, Union
+
+from graftsearch._utils.checks import is_int, is_real
+from graftsearch._utils.errors import ParameterError, param_message
+
+OBJECTIVES = ("min-size", "max-accuracy")
+SIZE_METRICS = ("params", "size_mib", "macs")
+CROSSOVERS = ("uniform", "two-point")
+REFINES = ("none", "front", "front+neighbours")
+
+BYTES_PER_PARAM = 4
+MIB = 2**20
+_COUNT_SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
+_BYTE_SUFFIX = {"b": 1, "kib": 2**10, "kb": 2**10, "mib": 2**20, "mb": 2**20, "gib": 2**30, "gb": 2**30}
+_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+_SIZE_HINT = "Use a number in the size metric's unit, a count like '2M' or '500k', or a byte size like '7.5MiB'."
+
+# Settings that only say how or for how long to run: a resumed run may change them.
+RESUMABLE_CHANGES = ("generations", "max_evaluations", "max_seconds", "stagnation", "n_jobs",
+                     "dask_scheduler", "checkpoint_every")
+
+SizeLike = Union[int, float, str]
+
+
+def parse_size(value: SizeLike, metric: str, *, name: str = "size_max") -> float:
+    """``value`` in the unit of ``metric`` (see the module docstring for the accepted forms)."""
+    expected = ("a positive size: a number, a count like '2M' or '500k', or a byte size like "
+                "'7.5MiB'")
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise ParameterError(param_message(name, expected, value, _SIZE_HINT))
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        if not math.isfinite(number) or number <= 0:
+            raise ParameterError(param_message(name, expected, value, _SIZE_HINT))
+        return number
+    match = _SIZE_RE.match(value)
+    if not match:
+        raise ParameterError(param_message(name, expected, value, _SIZE_HINT))
+    number, unit = float(match.group(1)), match.group(2).lower()
+    if number <= 0:
+        raise ParameterError(param_message(name, expected, value, _SIZE_HINT))
+    if unit == "":
+        return number
+    if unit in _COUNT_SUFFIX:
+        count = number * _COUNT_SUFFIX[unit]
+        if metric == "size_mib":  # a count of parameters
+            return count * BYTES_PER_PARAM / MIB
+        return count
+    if unit in _BYTE_SUFFIX:
+        size_bytes = number * _BYTE_SUFFIX[unit]
+        if metric == "params":
+            return size_bytes / BYTES_PER_PARAM
+        if metric == "size_mib":
+            return size_bytes / MIB
+        raise ParameterError(param_message(
+            name, "a number of MACs (like '150M') when size_metric='macs'", value,
+            "Byte sizes apply to size_metric='params' or 'size_mib'."))
+    raise ParameterError(param_message(name, expected, value, _SIZE_HINT))
+
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchSettings:
+    """How the NSGA-II search runs.
+
+    Objectives (the paper's two problems; both run as NSGA-II on (P maximised, size minimised)
+    with Deb's constrained domination):
+
+    - ``objective="min-size"``: smallest model with validation accuracy P >= ``p_min``;
+      violation = max(0, p_min - P).
+    - ``objective="max-accuracy"``: most accurate model with size <= ``size_max``; violation =
+      max(0, size - size_max) / size_max. A selection over ``size_max`` is infeasible without
+      training (its P is left NaN).
+
+    ``size_metric`` is ``params`` (default), ``size_mib`` (params x 4 bytes / 2^20) or ``macs``;
+    ``size_max`` accepts numbers or text, converted into that metric's unit (see
+    :func:`parse_size`) and stored converted.
+
+    Evolution: ``population`` selections per generation, offspring by binary tournament
+    (constrained rank, then crowding distance), ``crossover`` ("uniform": each bit swapped with
+    probability 0.5, or "two-point") with probability ``cx_prob``, then bit-flip mutation with
+    probability ``mut_prob`` flipping each bit with probability ``indpb`` (None: 1 / number of
+    taps).
+
+    Termination, whichever comes first: ``generations`` after the initial population,
+    ``max_evaluations`` fitness calls (selections rejected on size alone are free),
+    ``max_seconds`` of wall-clock (summed over resumes), or ``stagnation`` generations in a row
+    without hypervolume gain (while nothing is feasible: without a smaller violation).
+
+    ``seed`` is the run's one seed. ``n_jobs`` evaluates each generation's new selections in
+    that many processes (joblib, loky; -1: all cores); ``dask_scheduler`` (``tcp://HOST:PORT``)
+    evaluates them on a dask.distributed cluster instead. ``refine`` re-evaluates the final
+    front ("front") or the front and every selection one bit away from it
+    ("front+neighbours") with a second, more faithful fitness. ``checkpoint_every`` writes
+    ``checkpoint.pkl`` every that many generations (and always at the end).
+    """
+
+    objective: str = "min-size"
+    p_min: Optional[float] = None
+    size_max: Optional[SizeLike] = None
+    size_metric: str = "params"
+    population: int = 32
+    generations: int = 40
+    max_evaluations: Optional[int] = None
+    max_seconds: Optional[float] = None
+    stagnation: Optional[int] = None
+    crossover: str = "uniform"
+    cx_prob: float = 0.9
+    mut_prob: float = 1.0
+    indpb: Optional[float] = None
+    seed: int = 0
+    n_jobs: int = 1
+    dask_scheduler: Optional[str] = None
+    refine: str = "none"
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        self._choice("objective", OBJECTIVES)
+        self._choice("size_metric", SIZE_METRICS)
+        self._choice("crossover", CROSSOVERS)
+        self._choice("refine", REFINES)
+        if self.objective == "min-size":
+            if self.p_min is None:
+                raise ParameterError(param_message(
+                    "p_min", "a float in (0, 1] when objective='min-size'", None,
+                    "Pass the accuracy the model must reach, e.g. p_min=0.9 (`--p-min 0.9`)."))
+            if not is_real(self.p_min) or not 0.0 < float(self.p_min) <= 1.0:
+                raise ParameterError(param_message("p_min", "a float in (0, 1]", self.p_min))
+            object.__setattr__(self, "p_min", float(self.p_min))
+            if self.size_max is not None:
+                raise ParameterError(param_message(
+                    "size_max", "None when objective='min-size'", self.size_max,
+                    "Use objective='max-accuracy' (`--objective max-accuracy`) to bound the size."))
+        else:
+            if self.size_max is None:
+                raise ParameterError(param_message(
+                    "size_max", "a size when objective='max-accuracy'", None,
+                    "Pass the largest model allowed, e.g. size_max='2M' (`--size-max 2M`)."))
+            object.__setattr__(self, "size_max", parse_size(self.size_max, self.size_metric))
+            if self.p_min is not None:
+                raise ParameterError(param_message(
+                    "p_min", "None when objective='max-accuracy'", self.p_min,
+                    "Use objective='min-size' (`--objective min-size`) to require an accuracy."))
+        self._int("population", 4)
+        self._int("generations", 0)
+        self._int("max_evaluations", 1, optional=True)
+        self._int("stagnation", 1, optional=True)
+        self._int("checkpoint_every", 1)
+        if self.max_seconds is not None:
+            if not is_real(self.max_seconds) or self.max_seconds <= 0:
+                raise ParameterError(param_message("max_seconds", "a positive number of seconds or None",
+                                                   self.max_seconds))
+            object.__setattr__(self, "max_seconds", float(self.max_seconds))
+        for name in ("cx_prob", "mut_prob"):
+            value = getattr(self, name)
+            if not is_real(value) or not 0.0 <= value <= 1.0:
+                raise ParameterError(param_message(name, "a float in [0, 1]", value))
+            object.__setattr__(self, name, float(value))
+        if self.indpb is not None:
+            if not is_real(self.indpb) or not 0.0 < self.indpb <= 1.0:
+                raise ParameterError(param_message("indpb", "a float in (0, 1] or None (1 / number of taps)",
+                                                   self.indpb))
+            object.__setattr__(self, "indpb", float(self.indpb))
+        if not is_int(self.seed):
+            raise ParameterError(param_message("seed", "an integer", self.seed))
+        object.__setattr__(self, "seed", int(self.seed))
+        if not is_int(self.n_jobs) or not (self.n_jobs >= 1 or self.n_jobs == -1):
+            raise ParameterError(param_message("n_jobs", "a positive integer or -1 (all cores)", self.n_jobs))
+        object.__setattr__(self, "n_jobs", int(self.n_jobs))
+        if self.dask_scheduler is not None and (not isinstance(self.dask_scheduler, str)
+                                                or not self.dask_scheduler.strip()):
+            raise ParameterError(param_message("dask_scheduler", "a scheduler address like 'tcp://HOST:8786'",
+                                               self.dask_scheduler))
+
+    def _choice(self, name: str, choices) -> None:
+        value = getattr(self, name)
+        if value not in choices:
+            from graftsearch._utils.errors import close_matches_hint
+
+            hint = close_matches_hint(value, choices) if isinstance(value, str) else ""
+            raise ParameterError(param_message(name, "one of " + ", ".join(repr(c) for c in choices),
+                                               value, hint or None))
+
+    def _int(self, name: str, low: int, *, optional: bool = False) -> None:
+        value = getattr(self, name)
+        if value is None and optional:
+            return
+        if not is_int(value) or value < low:
+            expected = f"an integer >= {low}" + (" or None" if optional else "")
+            raise ParameterError(param_message(name, expected, value))
+        object.__setattr__(self, name, int(value))
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def size_unit(self) -> str:
+        return {"params": "params", "size_mib": "MiB", "macs": "MACs"}[self.size_metric]
+
+    def format_size(self, value: float) -> str:
+        """``value`` of the size metric as text with its unit ("1,934,665 params", "7.380 MiB")."""
+        if self.size_metric == "size_mib":
+            return f"{value:.3f} MiB"
+        return f"{value:,.0f} {self.size_unit}"
+
+    def violation(self, val_accuracy: float, size: float) -> float:
+        """How far a selection is from the constraint (0 when it is met); NaN P means untrained."""
+        if self.objective == "min-size":
+            return max(0.0, self.p_min - val_accuracy)  # type: ignore[operator]
+        return max(0.0, size - self.size_max) / self.size_max  # type: ignore[operator]
+
+    def as_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "SearchSettings":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def differences(self, other: "SearchSettings", *, ignore=RESUMABLE_CHANGES) -> Dict[str, tuple]:
+        """Settings that differ from ``other`` (except those a resumed run may change)."""
+        mine, theirs = self.as_dict(), other.as_dict()
+        return {k: (theirs[k], mine[k]) for k in mine if k not in ignore and mine[k] != theirs[k]}

@@ -1,0 +1,78 @@
+"""``graftsearch.search``: donor + data (or features) + fitness + objective -> SearchResult.
+
+A thin entry point over parts that are each usable alone: :func:`load_donor`,
+:func:`load_dataset`, :func:`build_cache`, :func:`make_fitness` and :func:`run_search`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+from graftsearch._utils.errors import ParameterError, param_message
+from graftsearch._utils.progress import ProgressCallback
+
+
+def search(*, donor: Any = None, weights: Optional[str] = "DEFAULT", data: Any = None,
+           features: Any = None, fitness: Any = "fast",
+           objective: str = "min-size", p_min: Optional[float] = None,
+           size_max: Union[str, float, None] = None, head: Any = None,
+           image_size: Optional[int] = None, cache_dir: Optional[str] = None,
+           run_dir: Optional[str] = None, refine: str = "none", refine_fitness: Any = "mlp",
+           seed: int = 0, progress: Optional[ProgressCallback] = None, **settings: Any):
+    """Search the taps of ``donor`` on ``data`` for the paper's ``objective``.
+
+    ``donor``: a name (loaded with ``weights``, by default its pretrained ones; None for random
+    weights), :class:`DonorSpec` or :class:`Donor`; ``data``: a ``--data`` string,
+    :class:`DataSpec` or :class:`ImageDataset`. Instead of both, ``features`` takes any
+    :class:`FeatureSource` (a :class:`FeatureCache` or :class:`ArrayFeatures`). ``fitness`` is
+    ``"fast"``, ``"mlp"``, a callable ``fn(ctx)`` / :class:`FitnessFunction`, or a fitness object
+    (``evaluate(selection) -> Evaluation``). ``head`` is a :class:`HeadSpec` (default: the
+    paper's head for the data's classes). ``refine="front"`` re-ranks the final front with
+    ``refine_fitness``. Other keyword arguments are :class:`SearchSettings` fields
+    (``population``, ``generations``, ``n_jobs``, ...). Returns a :class:`SearchResult`.
+    """
+    from graftsearch.features._cache import build_cache
+    from graftsearch.data._sources import DataSpec, ImageDataset, load_dataset
+    from graftsearch.donors._zoo import Donor, DonorSpec, load_donor
+    from graftsearch.taps._head import HeadSpec
+    from graftsearch.optimize._search import run_search
+    from graftsearch.optimize._settings import SearchSettings
+
+    search_settings = SearchSettings(objective=objective, p_min=p_min, size_max=size_max,
+                                     seed=seed, refine=refine, **settings)
+    if features is None:
+        if donor is None or data is None:
+            raise ParameterError(param_message(
+                "features", "a FeatureSource, or both 'donor' and 'data' to build one", None,
+                "Pass donor='efficientnet_lite0', data='path/to/images' (or features=cache)."))
+        if isinstance(donor, str):
+            donor = load_donor(donor, weights=weights)
+        elif isinstance(donor, DonorSpec):
+            donor = load_donor(donor)
+        elif not isinstance(donor, Donor):
+            raise ParameterError(param_message("donor", "a donor name, DonorSpec or Donor",
+                                               type(donor).__name__))
+        if not isinstance(data, ImageDataset):
+            data = load_dataset(data if isinstance(data, DataSpec) else DataSpec(source=str(data), seed=seed))
+        features = build_cache(donor, data, image_size=image_size or 128, cache_dir=cache_dir,
+                               progress=progress)
+    elif donor is not None or data is not None:
+        raise ParameterError(param_message("features", "given alone (not with donor or data)",
+                                           "features and donor/data"))
+    head = head if head is not None else HeadSpec(num_classes=len(features.classes))
+    fit = _fitness(fitness, features, head, seed)
+    refiner = _fitness(refine_fitness, features, head, seed) if search_settings.refine != "none" else None
+    return run_search(features.taps, head, fit, search_settings, run_dir=run_dir,
+                      refine_fitness=refiner, progress=progress)
+
+
+def _fitness(fitness: Any, features, head, seed: int):
+    """A fitness object; the ``mlp`` proxy trains the same head the search costs."""
+    from graftsearch.fitness._proxies import MLPSettings, make_fitness
+
+    if hasattr(fitness, "evaluate"):
+        return fitness
+    if fitness == "mlp":
+        return make_fitness("mlp", features, seed=seed,
+                            settings=MLPSettings(hidden=head.hidden, dropout=head.dropout))
+    return make_fitness(fitness, features, seed=seed)

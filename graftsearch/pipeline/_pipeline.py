@@ -1,0 +1,222 @@
+"""``graftsearch run``: taps -> cache -> search -> final training -> test -> export -> report.
+
+Each stage saves what it makes, so a stopped run resumes where it stopped: the cultivated donor
+(``donor.pt``), the feature cache (chunks), the search (``checkpoint.pkl``); the final training
+and the report are deterministic and are simply redone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from graftsearch._utils.atomic import write_json
+from graftsearch._utils.errors import DataError, DonorError, ParameterError, SearchError, param_message
+from graftsearch._utils.progress import ProgressCallback, report
+from graftsearch.pipeline._settings import DEMO_DATA, RunSettings
+from graftsearch.optimize._runfiles import CHECKPOINT, EVALUATIONS, versions
+from graftsearch.optimize._settings import RESUMABLE_CHANGES
+
+logger = logging.getLogger("graftsearch")
+
+CONFIG = "config.json"
+DONOR_CHECKPOINT = "donor.pt"
+CULTIVATION = "cultivation.json"
+LOG = "log.txt"
+
+# Settings a resumed run may change without becoming another run.
+RESUMABLE = set(RESUMABLE_CHANGES) | {"workers", "device", "cache_dir", "latency_runs", "run_dir",
+                                      "preset"}
+
+OFFLINE_HINT = ("Two ways forward: give local files (`--data PATH` with your images, "
+                "`--donor-checkpoint FILE` or the offline donor `--donor efficientnet_lite0 "
+                "--weights IMAGENET`), or try the offline demo: "
+                "`graftsearch run --preset demo --objective min-size --p-min 0.9`.")
+
+
+@dataclass
+class RunOutcome:
+    """What a run produced: its directory, the search result, the final model and the report."""
+
+    run_dir: Path
+    settings: RunSettings
+    result: Any = None
+    final: Any = None
+    report: Optional[Path] = None
+    cultivation: Optional[Dict[str, Any]] = None
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def feasible(self) -> bool:
+        return bool(self.result is not None and self.result.feasible)
+
+
+# What a run has made that other settings would not reproduce; until one exists (e.g. the first
+# attempt stopped on bad input), the directory is free to take corrected settings.
+WORK_FILES = (CHECKPOINT, EVALUATIONS, DONOR_CHECKPOINT)
+
+
+def _check_run_dir(run_dir: Path, settings: RunSettings) -> None:
+    path = run_dir / CONFIG
+    if not path.is_file() or not any((run_dir / name).exists() for name in WORK_FILES):
+        return
+    import json
+
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # a damaged config.json is rewritten below
+    if not isinstance(stored, dict) or not isinstance(stored.get("settings"), dict):
+        raise SearchError(f"The run directory '{run_dir}' holds files of a search that "
+                          "`graftsearch run` did not start (its config.json has no 'settings'). "
+                          "Pass another --run-dir, or resume that search from Python with the "
+                          "same run_dir.")
+    old = stored["settings"]
+    new = settings.as_dict()
+    differ = sorted(k for k in new if k not in RESUMABLE and old.get(k) != new[k])
+    if differ:
+        shown = ", ".join(f"{k} ({old.get(k)!r} -> {new[k]!r})" for k in differ[:4])
+        raise SearchError(f"The run directory '{run_dir}' holds another run; its settings differ: "
+                          f"{shown}. Use `graftsearch resume {run_dir}` to continue it, or pass "
+                          "another --run-dir.")
+
+
+def write_config(run_dir: Path, settings: RunSettings) -> None:
+    write_json(run_dir / CONFIG, {"settings": settings.as_dict(),
+                                  "search": settings.search_settings().as_dict(),
+                                  "versions": versions()})
+
+
+def _stage(progress: Optional[ProgressCallback], name: str, message: str) -> None:
+    logger.info("%s: %s", name, message)
+    report(progress, "stage", 0, None, message=message, name=name)
+
+
+def run(settings: RunSettings, *, progress: Optional[ProgressCallback] = None) -> RunOutcome:
+    """Run (or resume) the whole path for ``settings``; see the module docstring."""
+    from graftsearch.features._cache import build_cache
+    from graftsearch.data._sources import load_dataset
+    from graftsearch.donors._zoo import load_donor
+    from graftsearch.graft._final import train_final_from_run
+    from graftsearch.report._report import write_report
+    from graftsearch.optimize._search import run_search
+
+    settings = settings.resolved()
+    run_dir = Path(settings.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ParameterError(param_message("run_dir", "a directory (created when missing)",
+                                           str(run_dir), "Choose another --run-dir."))
+    _check_run_dir(run_dir, settings)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ParameterError(param_message("run_dir", "a directory that can be created",
+                                           str(run_dir), f"({exc.strerror}) Choose a writable "
+                                           "location with --run-dir.")) from None
+    write_config(run_dir, settings)
+    outcome = RunOutcome(run_dir=run_dir, settings=settings)
+    handler = logging.FileHandler(run_dir / LOG, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    previous_level = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        t0 = time.perf_counter()
+        # data first: without it nothing else is worth loading
+        _stage(progress, "data", f"reading the data ({settings.data})")
+        if settings.data == DEMO_DATA:
+            from graftsearch.data._demo import prepare_demo_data
+
+            prepare_demo_data()
+        try:
+            dataset = load_dataset(settings.data_spec(), progress=progress)
+        except DataError as exc:
+            if settings.data == "deepweeds":
+                raise DataError(f"{exc} {OFFLINE_HINT}") from exc
+            raise
+        head = settings.head_spec(num_classes=len(dataset.classes))
+
+        _stage(progress, "donor", f"loading the donor ({settings.donor or settings.donor_checkpoint})")
+        try:
+            donor = load_donor(settings.donor_spec())
+        except DonorError as exc:
+            if "download" in str(exc).lower():
+                raise DonorError(f"{exc} {OFFLINE_HINT}") from exc
+            raise
+        if settings.cultivate:
+            donor = _cultivate(donor, dataset, settings, run_dir, outcome, progress)
+        outcome.timings["prepare_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        _stage(progress, "cache", "caching the pooled features of every tap (one pass per image)")
+        cache = build_cache(donor, dataset, image_size=settings.image_size,
+                            cache_dir=settings.cache_dir, dtype=settings.dtype,
+                            device=settings.device, batch_size=settings.batch_size,
+                            num_workers=settings.workers, skip_bad_images=settings.skip_bad_images,
+                            progress=progress)
+        outcome.timings["cache_s"] = time.perf_counter() - t0
+        logger.info("cache: %s", cache.path)
+
+        t0 = time.perf_counter()
+        _stage(progress, "search", f"searching ({settings.objective}, {settings.proxy} proxy)")
+        fitness, refine_fitness = _fitnesses(cache, settings)
+        result = run_search(cache.taps, head, fitness, settings.search_settings(), run_dir=run_dir,
+                            refine_fitness=refine_fitness, progress=progress, resume=True)
+        outcome.result = result
+        outcome.timings["search_s"] = time.perf_counter() - t0
+        logger.info("search: %s", result.message)
+
+        if result.feasible:
+            t0 = time.perf_counter()
+            _stage(progress, "final", "training, testing and exporting the chosen graft")
+            outcome.final = train_final_from_run(run_dir, donor, cache, dataset=dataset, head=head,
+                                                 settings=settings.final_settings(),
+                                                 top_k=settings.top_k, progress=progress)
+            outcome.timings["final_s"] = time.perf_counter() - t0
+        else:
+            # No model meets the constraint: the closest selections are in pareto.csv and the
+            # report; nothing is exported that would pass for a model meeting it.
+            logger.warning("nothing feasible: %s", result.message)
+
+        _stage(progress, "report", "writing report.md, pareto.png and convergence.png")
+        outcome.report = write_report(run_dir)
+        return outcome
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(previous_level)
+
+
+def _fitnesses(cache, settings: RunSettings):
+    from graftsearch.fitness._proxies import FastProxy, MLPProxy
+
+    mlp = MLPProxy(cache, seed=settings.seed, settings=settings.mlp_settings())
+    if settings.proxy == "mlp":
+        return mlp, None
+    fast = FastProxy(cache, seed=settings.seed)
+    return fast, (mlp if settings.refine != "none" else None)
+
+
+def _cultivate(donor, dataset, settings: RunSettings, run_dir: Path, outcome: RunOutcome,
+               progress: Optional[ProgressCallback]):
+    """Fine-tune the donor once per run; a finished cultivation is reused on resume."""
+    import json
+
+    from graftsearch.cultivate._cultivate import cultivate_donor
+    from graftsearch.donors._zoo import load_donor
+
+    checkpoint = run_dir / DONOR_CHECKPOINT
+    marker = run_dir / CULTIVATION
+    if not (checkpoint.is_file() and marker.is_file()):
+        _stage(progress, "cultivate", f"fine-tuning the donor for up to {settings.cultivate} epochs")
+        cultivation = cultivate_donor(donor, dataset, settings=settings.cultivate_settings(),
+                                      progress=progress)
+        cultivation.save(checkpoint)
+        write_json(marker, cultivation.table_row())
+    outcome.cultivation = json.loads(marker.read_text())
+    spec = settings.donor_spec()
+    return load_donor(checkpoint=str(checkpoint), taps=spec.taps, image_size=spec.image_size)

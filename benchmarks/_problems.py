@@ -123,7 +123,7 @@ def make_probe(taps: gs.TapList, classes: Sequence[str], train: List[np.ndarray]
     return gs.make_fitness("fast", source, seed=0)
 
 
-class TableFitness:
+class TableFitness(gs.Fitness):
     """Looks P up in an exhaustive table (so every method sees the same numbers)."""
 
     name = "table"

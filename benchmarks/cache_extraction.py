@@ -60,7 +60,8 @@ def _baseline(donor, dataset, workers: int) -> float:
     import torch
 
     from graftsearch.features._cache import DEFAULT_CHUNK
-    from graftsearch.data._sources import SPLITS, SplitImages
+    from graftsearch.data._spec import SPLITS
+    from graftsearch.data._loading import SplitImages
     from graftsearch.features._extract import chunk_loader, plan_chunks
     from graftsearch.donors._preprocessing import Preprocessing
     from graftsearch.taps._trace import build_trunk
@@ -88,7 +89,8 @@ def _interleaved(donor, dataset, workers: int) -> tuple[float, float]:
     machine's load hits both alike; decoding is left out of both."""
     import torch
 
-    from graftsearch.data._sources import SPLITS, SplitImages
+    from graftsearch.data._spec import SPLITS
+    from graftsearch.data._loading import SplitImages
     from graftsearch.features._extract import forward_gap, prepare_trunk
     from graftsearch.donors._preprocessing import Preprocessing
     from graftsearch.taps._trace import build_trunk

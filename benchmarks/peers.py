@@ -95,7 +95,7 @@ class BudgetSpent(Exception):
     """Raised when a tool asks for one fitness call more than its budget."""
 
 
-class Meter:
+class Meter(gs.Fitness):
     """The fitness every tool calls: a table lookup that logs and times each call.
 
     The log is preallocated, so that it allocates nothing while a tool runs (``tracemalloc``

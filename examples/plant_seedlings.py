@@ -42,7 +42,7 @@ from graftsearch._utils.seeding import derive_seed  # noqa: E402
 DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
 
 
-class HeadFitness:
+class HeadFitness(gs.Fitness):
     """P(G_s): validation accuracy of the paper's head trained briefly on the cached features."""
 
     def __init__(self, cache, *, seed: int, schedule: TrainSchedule):

@@ -32,7 +32,7 @@ def _jitter(key: str) -> float:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") / 2**32
 
 
-class InfoFitness:
+class InfoFitness(gs.Fitness):
     """P = 1 - prod(1 - q_t) over the selected taps, times a small deterministic jitter.
 
     Deeper taps carry more information (q grows with depth), so the front trades size for P.
@@ -97,7 +97,7 @@ class FlakyFitness(InfoFitness):
         return super().evaluate(selection)
 
 
-class CentroidFitness:
+class CentroidFitness(gs.Fitness):
     """Validation accuracy of a nearest-centroid classifier on the selected taps' features."""
 
     name = "centroid"

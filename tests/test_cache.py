@@ -291,7 +291,7 @@ def test_options_are_checked(data, tmp_path):
 def test_cli_builds_and_describes_a_cache(data, tmp_path, capsys):
     from graftsearch._cli import main
 
-    args = ["cache", "--donor", "mobilenet_v3_small", "--taps", "features.1,features.3",
+    args = ["cache", "--donor", "mobilenet_v3_small", "--weights", "none", "--taps", "features.1,features.3",
             "--data", str(data.root), "--image-size", "32", "--cache-dir", str(tmp_path / "c"), "--workers", "0", "--dtype", "float16"]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -304,8 +304,8 @@ def test_cli_builds_and_describes_a_cache(data, tmp_path, capsys):
     assert info["images"] == {"train": 18, "val": 6, "test": 6}
     assert main(["cache", "--info", str(tmp_path / "c")]) == 0  # a root lists its caches
     assert path in capsys.readouterr().out
-    assert main(["cache", "--donor", "mobilenet_v3_small"]) == 2
-    assert "'data' parameter must be a data source" in capsys.readouterr().err
+    assert main(args + ["--split-column", "x"]) == 2  # a data error, before any forward pass
+    assert "'split_column' parameter must be unset unless split='column'" in capsys.readouterr().err
     assert main(args[:-2] + ["--shard", "2/2"]) == 2
     assert "'shard' parameter must be 'i/n'" in capsys.readouterr().err
     assert main(["cache", "--info", str(tmp_path)]) == 2

@@ -87,7 +87,8 @@ def test_paper_head_and_freezing_on_vgg16():
 @pytest.mark.slow
 def test_cli_trains_checkpoint_that_load_donor_reads(dataset, tmp_path, capsys):
     out = tmp_path / "donor.pt"
-    code = main(["donor", "train", "--donor", "mobilenet_v3_small", "--data", str(dataset.root),
+    code = main(["donor", "train", "--donor", "mobilenet_v3_small", "--weights", "none",
+                 "--data", str(dataset.root),
                  "--image-size", "32", "--trainable-taps", "2", "--epochs", "1",
                  "--batch-size", "8", "--lr", "1e-3", "--device", "cpu", "--out", str(out)])
     assert code == 0

@@ -11,7 +11,9 @@ import torch
 from PIL import Image
 
 import graftsearch as gs
-from graftsearch.data._sources import DEEPWEEDS_CLASSES, DataSpec, load_dataset, make_loader
+from graftsearch.data._spec import DEEPWEEDS_CLASSES, DataSpec
+from graftsearch.data._sources import load_dataset
+from graftsearch.data._loading import make_loader
 from graftsearch._utils.errors import DataError, ParameterError
 from graftsearch.data._images import load_image, open_rgb, to_tensor01
 from datagen import (make_deepweeds_subset, make_folder, read_csv, save_image, truncate,
@@ -81,7 +83,7 @@ def test_data_spec_parses_sources_and_checks_split(tmp_path, monkeypatch):
     assert DataSpec(source="x").split == "paper"
     assert DataSpec(source="x", split="column").split_column == "split"
     assert DataSpec(source="x", split="official:4").fold == 4
-    from graftsearch.data._sources import default_deepweeds_dir, parse_source
+    from graftsearch.data._spec import default_deepweeds_dir, parse_source
 
     assert parse_source("deepweeds") == ("deepweeds", None)
     assert default_deepweeds_dir() == tmp_path / "data" / "deepweeds"

@@ -34,7 +34,7 @@ def test_weights_download_failure_is_explained(monkeypatch):
 
 def test_checkpoint_with_wrong_shapes_names_the_tensor(tmp_path):
     state = torch.nn.Linear(2, 2).state_dict()
-    model = gs.load_donor("resnet18", num_classes=9).module
+    model = gs.load_donor("resnet18", weights="none", num_classes=9).module
     sd = model.state_dict()
     sd["fc.weight"] = torch.zeros(7, 512)
     sd["fc.bias"] = torch.zeros(7)
@@ -48,7 +48,7 @@ def test_checkpoint_with_wrong_shapes_names_the_tensor(tmp_path):
 
 
 def test_state_dict_checkpoint_round_trip(tmp_path):
-    model = gs.load_donor("resnet18", num_classes=4).module
+    model = gs.load_donor("resnet18", weights="none", num_classes=4).module
     path = tmp_path / "r18.pt"
     torch.save({"state_dict": {"module." + k: v for k, v in model.state_dict().items()}}, path)
     donor = gs.load_donor("resnet18", checkpoint=str(path), num_classes=4)
@@ -56,7 +56,7 @@ def test_state_dict_checkpoint_round_trip(tmp_path):
 
 
 def test_graftsearch_donor_checkpoint_keeps_name_and_preprocessing(tmp_path):
-    donor = gs.load_donor("paper_vgg16", num_classes=3, image_size=64)
+    donor = gs.load_donor("paper_vgg16", weights="none", num_classes=3, image_size=64)
     path = tmp_path / "donor.pt"
     gs.save_donor_checkpoint(donor, path, class_names=["a", "b", "c"])
     again = gs.load_donor(checkpoint=str(path))
@@ -112,20 +112,20 @@ def test_empty_selection(tiny):
 
 
 def test_explicit_tap_that_is_not_a_module():
-    donor = gs.load_donor("vgg16", taps=["features.1", "features.99"])
+    donor = gs.load_donor("vgg16", weights="none", taps=["features.1", "features.99"])
     with pytest.raises(gs.TapError, match=r"Got 'features.99' instead\. Did you mean 'features.9'"):
         donor.taps(64)
 
 
 def test_explicit_taps_off_the_main_path():
-    donor = gs.load_donor("resnet18", taps=["layer2.0.conv1", "layer2.0.downsample"])
+    donor = gs.load_donor("resnet18", weights="none", taps=["layer2.0.conv1", "layer2.0.downsample"])
     with pytest.raises(gs.TapError, match=r"does not depend on the earlier tap"):
         donor.taps(64)
 
 
 def test_image_size_too_small_for_deepest_tap():
     with pytest.raises(gs.ParameterError, match=r"'image_size' parameter must be at least 32 .*Got 16 instead"):
-        gs.load_donor("vgg16").taps(16)
+        gs.load_donor("vgg16", weights="none").taps(16)
 
 
 @pytest.mark.parametrize("argv, pattern", [

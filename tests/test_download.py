@@ -97,7 +97,7 @@ def _images_zip(names, *, root: str = "") -> bytes:
 
 
 def _labels_csv(names) -> bytes:
-    from graftsearch.data._sources import DEEPWEEDS_CLASSES
+    from graftsearch.data._spec import DEEPWEEDS_CLASSES
 
     lines = ["Filename,Label,Species"]
     for i, n in enumerate(names):

@@ -10,9 +10,12 @@ from PIL import Image
 import graftsearch as gs
 from graftsearch.training._headtrain import TrainSchedule
 from graftsearch.data._images import load_image
+from graftsearch.graft._record import FinalMetrics
 
 SHORT = TrainSchedule(epochs=4, batch_size=8, lr=3e-3)
-QUICK = dict(schedule=SHORT, latency_runs=3, latency_warmup=1, memory=False, num_workers=0)
+# head-only unless a test fine-tunes: fine-tuning is on by default whenever images are given
+QUICK = dict(schedule=SHORT, latency_runs=3, latency_warmup=1, memory=False, num_workers=0,
+             fine_tune=False)
 CLASSES = ["blue", "green", "red"]
 
 
@@ -64,6 +67,8 @@ def test_exported_logits_equal_head_on_cached_features(data, tmp_path):
     assert metrics["graft"]["val"]["accuracy"] == pytest.approx(final.fit.val_accuracy)
     assert metrics["donor"]["test"] is None and "cultivate" in metrics["donor"]["note"]
     assert metrics["latency"]["graft"]["runs"] == 3 and metrics["latency"]["ratio"] > 0
+    # the file is the record final training returned, and reads back as it
+    assert metrics == final.metrics == FinalMetrics.read(tmp_path / "best" / "metrics.json").to_json()
     confusion = (tmp_path / "best" / "confusion.csv").read_text().splitlines()
     assert confusion[0] == "true \\ predicted,blue,green,red"
     assert sum(int(v) for row in confusion[1:] for v in row.split(",")[1:]) == len(test)
@@ -103,8 +108,12 @@ def test_fine_tune_and_int8(data, tmp_path):
                                    "calibration_images": 16})
     final = gs.train_final(donor, cache, [2, 4], dataset=dataset, settings=settings,
                            out_dir=tmp_path)
+    graft = final.metrics["graft"]
+    # the tiny donor's classifier is not one for these classes: nothing to distil from
+    assert set(graft["variants"]) == {"head_only", "fine_tuned"} and graft["distill_note"]
     trunk_w = final.graft.trunk.state_dict()["features.0.weight"]
-    assert not torch.equal(trunk_w, donor.module.features[0].weight)  # the trunk was trained
+    trained = not torch.equal(trunk_w, donor.module.features[0].weight)
+    assert trained == (graft["variant"] == "fine_tuned")
     # after fine-tuning the test metrics come from images through the exported model
     test = dataset.split("test")
     x = torch.stack([load_image(p, cache.preprocessing, normalize=False) for p in test.paths])
@@ -233,7 +242,7 @@ def test_parts_workflow_max_accuracy_trains_the_search_pick(data, tmp_path):
                                  generations=2, seed=3)
 
 
-    class MoreTapsBetter:
+    class MoreTapsBetter(gs.Fitness):
         """P grows with the number of taps: max-accuracy's pick is the largest selection,
         min-size's would be a single tap."""
 
@@ -252,3 +261,26 @@ def test_parts_workflow_max_accuracy_trains_the_search_pick(data, tmp_path):
                                     settings=gs.FinalSettings(**{**QUICK, "latency_runs": 0}))
     assert final.metrics["bits"] == result.best.bits
     assert "max-accuracy" in gs.write_report(run_dir).read_text()
+
+
+@pytest.mark.slow
+def test_fine_tuning_with_distillation_reports_every_variant_and_keeps_the_best_on_val(data, tmp_path):
+    from tiny import tiny_donor
+
+    _, dataset, _ = data
+    donor = tiny_donor(seed=1)
+    donor.class_names = list(dataset.classes)  # as a cultivated donor's are: a teacher
+    cache = gs.build_cache(donor, dataset, image_size=32, cache_dir=tmp_path / "cache",
+                           num_workers=0, device="cpu")
+    settings = gs.FinalSettings(**{**QUICK, "latency_runs": 0, "fine_tune": None,
+                                   "fine_tune_epochs": 2, "fine_tune_patience": None,
+                                   "distill_temperature": 2.0, "distill_alpha": 0.7})
+    final = gs.train_final(donor, cache, [2, 4], dataset=dataset, settings=settings,
+                           out_dir=tmp_path / "best")
+    graft = json.loads((tmp_path / "best" / "metrics.json").read_text())["graft"]
+    variants = graft["variants"]
+    assert set(variants) == {"head_only", "fine_tuned", "distilled"}
+    assert all(v["epochs"] == 2 for k, v in variants.items() if k != "head_only")
+    best_val = max(v["val"]["accuracy"] for v in variants.values())
+    assert variants[graft["variant"]]["val"]["accuracy"] == best_val
+    assert final.test.accuracy == pytest.approx(variants[graft["variant"]]["test"]["accuracy"])

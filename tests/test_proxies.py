@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import graftsearch as gs
-from graftsearch.fitness._proxies import FastProxy, MLPProxy
+from graftsearch.fitness._fast import FastProxy
+from graftsearch.fitness._mlp import MLPProxy
 
 CHANNELS = (4, 6, 5, 3, 4)
 SIGNAL_TAP = 3
@@ -162,7 +163,7 @@ def test_threads_setting_is_used_and_restored(source, monkeypatch):
         seen.append(torch.get_num_threads())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("graftsearch.fitness._proxies.train_head", spy)
+    monkeypatch.setattr("graftsearch.fitness._mlp.train_head", spy)
     before = torch.get_num_threads()
     gs.make_fitness("mlp", source, seed=0, **{**TINY_MLP, "epochs": 1}).evaluate((3,))
     assert seen == [1] and torch.get_num_threads() == before

@@ -8,10 +8,8 @@ import pytest
 
 import graftsearch as gs
 from graftsearch._cli import main
-from graftsearch.report._report import load_run, pick_best, size_limit
-
-COLUMNS = ["bits", "taps", "n_taps", "deepest_tap", "params", "size_mib", "macs", "val_accuracy",
-           "val_loss", "feasible", "violation", "generation", "evaluated_at"]
+from graftsearch.optimize._runfiles import COLUMNS, load_run
+from graftsearch.report._report import pick_best, size_limit
 
 
 def _front(frame):
@@ -42,7 +40,7 @@ def write_fake_run(run_dir, *, n_taps=6, p_min=0.6, objective="min-size", size_m
                      "feasible": feasible,
                      "violation": 0.0 if feasible else max(0.0, p_min - acc),
                      "generation": k % 4, "evaluated_at": f"2025-01-01T00:00:{k % 60:02d}"})
-    evaluations = pd.DataFrame(rows, columns=COLUMNS)
+    evaluations = pd.DataFrame(rows, columns=list(COLUMNS))
     evaluations.to_csv(run_dir / "evaluations.csv", index=False)
     pareto = _front(evaluations).assign(rank=1)
     pareto.to_csv(run_dir / "pareto.csv", index=False)
@@ -156,7 +154,7 @@ def test_report_cli_error_is_one_line(tmp_path, capsys):
     assert "run_dir" in err and "Traceback" not in err
 
 
-class _HeadFitness:
+class _HeadFitness(gs.Fitness):
     """P = validation accuracy of a briefly trained head (a stand-in for the proxies)."""
 
     def __init__(self, cache):

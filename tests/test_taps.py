@@ -24,29 +24,29 @@ def test_tiny_taps_hand_listed(tiny):
 
 
 def test_vgg16_has_the_papers_18_keras_taps():
-    donor = gs.load_donor("vgg16")
+    donor = gs.load_donor("vgg16", weights="none")
     taps = donor.taps(128)
     assert list(taps.names) == VGG16_TAPS
     assert taps.tap(8).channels == 256 and taps.tap(10).spatial == (16, 16)
 
 
 def test_block_networks_tap_block_outputs():
-    eff = gs.load_donor("efficientnet_b0").taps(64)
+    eff = gs.load_donor("efficientnet_b0", weights="none").taps(64)
     assert len(eff) == 18
     assert eff.names[0] == "features.0" and eff.names[1] == "features.1.0"
     assert eff.names[-1] == "features.8"
-    res = gs.load_donor("resnet18").taps(64)
+    res = gs.load_donor("resnet18", weights="none").taps(64)
     assert list(res.names) == ["relu", "maxpool", "layer1.0", "layer1.1", "layer2.0", "layer2.1",
                                "layer3.0", "layer3.1", "layer4.0", "layer4.1"]
 
 
 def test_paper_numbers_vgg16_graft_and_donor():
     head = gs.HeadSpec(num_classes=9)
-    taps = gs.load_donor("vgg16").taps(128)
+    taps = gs.load_donor("vgg16", weights="none").taps(128)
     cost = taps.cost([8, 9, 10], head)
     assert cost.params == 1_934_665
     assert round(cost.size_mib, 2) == 7.38
-    paper = gs.load_donor("paper_vgg16", num_classes=9, image_size=128)
+    paper = gs.load_donor("paper_vgg16", weights="none", num_classes=9, image_size=128)
     n = sum(p.numel() for p in paper.module.parameters())
     assert n == 16_880_201
     assert round(n * 4 / 2**20, 2) == 64.39
@@ -74,7 +74,7 @@ def _donor(name):
         return tiny_donor(), 32
     if name == "efficientnet_lite0":
         return gs.load_donor(name, weights="IMAGENET"), 64
-    return gs.load_donor(name), 64
+    return gs.load_donor(name, weights="none"), 64
 
 
 @pytest.mark.parametrize("name", ["tiny", "vgg16", "resnet18", "mobilenet_v3_small",

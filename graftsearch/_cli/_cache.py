@@ -10,11 +10,13 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 
 from graftsearch.features._cache import CacheShard, FeatureCache, build_cache, describe, find_caches
-from graftsearch.data._sources import load_dataset
+from graftsearch.data import load_dataset
 from graftsearch.donors._zoo import load_donor
-from graftsearch._utils.errors import CacheError, ParameterError, param_message
-from ._common import (add_data_arguments, add_donor_arguments, console, console_err,
-                      data_spec_from_args, donor_spec_from_args)
+from graftsearch._utils.errors import CacheError
+from graftsearch.pipeline._settings import build_part, cache_kwargs, prepare_data
+from graftsearch.taps._records import MIB
+from ._common import (CACHE_SETTINGS, DATA_SETTINGS, DONOR_SETTINGS, add_settings, console,
+                      console_err, settings_values)
 
 
 def register(sub) -> None:
@@ -23,28 +25,17 @@ def register(sub) -> None:
         description="Run every image of the data once through the donor's trunk and store the "
                     "global average pool of every candidate tap, split by split, in a cache keyed "
                     "by the fingerprint of all inputs. A finished cache is reused without any "
-                    "forward pass; an interrupted one resumes.")
-    add_donor_arguments(p)
-    add_data_arguments(p, required=False)
+                    "forward pass; an interrupted one resumes. The flags it shares with "
+                    "`graftsearch run` mean the same and have the same defaults, so the same "
+                    "flags build the cache that run uses.")
+    add_settings(p.add_argument_group("donor"), DONOR_SETTINGS)
+    add_settings(p.add_argument_group("data"), DATA_SETTINGS)
     g = p.add_argument_group("cache")
-    g.add_argument("--image-size", type=int, default=128, metavar="PX",
-                   help="input side length in pixels (default: 128, as the paper)")
-    g.add_argument("--cache-dir", default=None, metavar="DIR",
-                   help="where caches live (default: $GRAFTSEARCH_CACHE or ~/.cache/graftsearch)")
-    g.add_argument("--dtype", choices=("float32", "float16"), default="float32",
-                   help="storage type of the features (default: float32)")
-    g.add_argument("--device", default="auto", metavar="DEV",
-                   help="auto (CUDA when present), cpu or cuda (default: auto)")
-    g.add_argument("--batch-size", type=int, default=64, metavar="N", help="default: 64")
-    g.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="image-decoding worker processes (default: min(4, cores - 1))")
+    add_settings(g, CACHE_SETTINGS)
     g.add_argument("--shard", default=None, metavar="I/N",
                    help="extract only shard I of N (0 <= I < N), then --merge once all are done")
     g.add_argument("--merge", action="store_true",
                    help="check that every shard is present and consistent and finish the cache")
-    g.add_argument("--skip-bad-images", action="store_true",
-                   help="leave out images that cannot be decoded (recorded in the manifest) "
-                        "instead of stopping")
     g.add_argument("--info", default=None, metavar="DIR",
                    help="describe the cache in DIR (or list the caches under a cache root)")
     g.add_argument("--json", action="store_true", help="with --info: print JSON")
@@ -54,19 +45,17 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.info is not None:
         return _info(args.info, as_json=args.json)
-    if args.data is None:
-        raise ParameterError(param_message(
-            "data", "a data source to build a cache from", None,
-            "Use `--data PATH`, or `--info DIR` to describe a cache."))
-    spec = data_spec_from_args(args)
-    donor = load_donor(donor_spec_from_args(args, image_size=args.image_size))
+    values = settings_values(args)
+    spec = build_part("data", values)
+    options = {**cache_kwargs(values), "shard": args.shard, "merge": args.merge}
+    donor = load_donor(build_part("donor", values))
+    console().print(f"donor {donor.name}: {donor.weights_text}", highlight=False, soft_wrap=True,
+                    markup=False)
+    prepare_data(values["data"])
     with _bar("download") as (bar, callback):
         dataset = load_dataset(spec, progress=callback)
     with _bar("cache") as (bar, callback):
-        result = build_cache(donor, dataset, image_size=args.image_size, cache_dir=args.cache_dir,
-                             dtype=args.dtype, device=args.device, batch_size=args.batch_size,
-                             num_workers=args.workers, shard=args.shard, merge=args.merge,
-                             skip_bad_images=args.skip_bad_images, progress=callback)
+        result = build_cache(donor, dataset, **options, progress=callback)
     if isinstance(result, CacheShard):
         i, n = result.shard
         console().print(f"shard {i}/{n} done: {result.chunks_done} of {result.chunks_total} "
@@ -138,7 +127,7 @@ def _print_cache(cache: FeatureCache) -> None:
     out.print("  images: " + ", ".join(f"{s} {k:,}" for s, k in d["images"].items())
               + (f"; {len(d['skipped'])} skipped (see manifest.json)" if d["skipped"] else ""),
               highlight=False, soft_wrap=True, markup=False)
-    out.print(f"  size: {d['nbytes'] / 2**20:,.1f} MiB ({d['nbytes'] / max(n, 1):,.0f} bytes per "
+    out.print(f"  size: {d['nbytes'] / MIB:,.1f} MiB ({d['nbytes'] / max(n, 1):,.0f} bytes per "
               "image)", highlight=False, soft_wrap=True, markup=False)
     out.print(f"  fingerprint: {d['fingerprint']}", highlight=False, soft_wrap=True, markup=False)
 

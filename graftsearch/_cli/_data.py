@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from graftsearch.data._sources import default_deepweeds_dir
+from graftsearch.data._spec import default_deepweeds_dir
 from graftsearch.data._download import download_deepweeds
 from ._cache import _bar
 from ._common import console

@@ -8,13 +8,14 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from graftsearch.cultivate._cultivate import HEADS, PAPER_TRAINABLE_TAPS, CultivateSettings, cultivate_donor
-from graftsearch.data._sources import load_dataset
+from graftsearch.cultivate._cultivate import HEADS, CultivateSettings, cultivate_donor
+from graftsearch.data import load_dataset
+from graftsearch.training._recipe import RECIPES
 from graftsearch.donors._zoo import load_donor
 from graftsearch._utils.errors import ParameterError, param_message
+from graftsearch.pipeline._settings import build_part, prepare_data
 from graftsearch.report._report import fmt_float, fmt_int, fmt_mib, fmt_pct
-from ._common import (add_data_arguments, add_donor_arguments, console, data_spec_from_args,
-                      donor_spec_from_args)
+from ._common import DATA_SETTINGS, DONOR_SETTINGS, add_settings, console, settings_values
 
 
 def register(sub) -> None:
@@ -25,41 +26,47 @@ def register(sub) -> None:
     t = donor_sub.add_parser(
         "train", help="fine-tune a donor on a dataset and save a checkpoint",
         description="The paper's step 1: fine-tune a pretrained donor on the dataset's training "
-                    "split (Adam, cross-entropy, early stopping on the validation loss), then "
+                    "split (by default the standard recipe: AdamW, warm-up and cosine decay, "
+                    "label smoothing, flips and crops; --recipe paper for the paper's Adam "
+                    "settings; early stopping on the validation loss), then "
                     "report its train/val/test accuracy and loss, parameters and MiB (the donor "
                     "row of the paper's Table 2) and save a checkpoint that --donor-checkpoint "
-                    "loads.")
-    add_donor_arguments(t)
-    add_data_arguments(t)
+                    "loads. The flags it shares with `graftsearch run` mean the same and have "
+                    "the same defaults (what `run --cultivate N` trains).")
+    add_settings(t.add_argument_group("donor"), DONOR_SETTINGS)
+    add_settings(t.add_argument_group("data"), DATA_SETTINGS)
     g = t.add_argument_group("training")
-    g.add_argument("--head", choices=HEADS, default="auto",
+    d = CultivateSettings()  # the flags' defaults are the settings' own
+    g.add_argument("--head", choices=HEADS, default=d.head,
                    help="'paper': Flatten + 2 x Dense 256 (LeakyReLU, dropout) on a VGG16 trunk; "
                         "'replace': the donor's own classifier with a new last Linear; 'auto': "
-                        "paper for vgg16, else replace (default: auto)")
-    g.add_argument("--image-size", type=int, default=None, metavar="PX",
-                   help="input side (default: 128 with the paper head, else the donor's own)")
-    g.add_argument("--trainable-taps", default=str(PAPER_TRAINABLE_TAPS), metavar="N|all",
+                        f"paper for vgg16, else replace (default: {d.head})")
+    g.add_argument("--trainable-taps", default="all" if d.trainable_taps is None
+                   else str(d.trainable_taps), metavar="N|all",
                    help="train the last N taps and the head, freeze the rest (default: "
-                        f"{PAPER_TRAINABLE_TAPS}, the paper's 'frozen up to the 17th layer from "
+                        f"{d.trainable_taps}, the paper's 'frozen up to the 17th layer from "
                         "the end'; 'all' trains every layer)")
-    d = CultivateSettings()  # the flags' defaults are the settings' own
+    g.add_argument("--recipe", choices=RECIPES, default=d.recipe,
+                   help="fine-tuning recipe: 'standard' (AdamW, warm-up + cosine, 10x rate for "
+                        "the new classifier, label smoothing, flips and crops) or 'paper' (Adam "
+                        f"1e-4, batch 16, no augmentation) (default: {d.recipe})")
     g.add_argument("--epochs", type=int, default=d.epochs, metavar="N",
                    help=f"at most N epochs (default: {d.epochs})")
+    # not run's --batch-size (the batch of an image pass): a training setting of this command
     g.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N",
-                   help=f"default: {d.batch_size}")
+                   dest="train_batch_size",
+                   help="images per training batch (default: the recipe's)")
     g.add_argument("--lr", type=float, default=d.lr, metavar="LR",
-                   help=f"Adam learning rate (default: {d.lr:g})")
+                   help="learning rate of the pretrained body (default: the recipe's)")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, metavar="W",
-                   help=f"default: {d.weight_decay:g}")
+                   help="default: the recipe's")
     g.add_argument("--patience", type=int, default=d.patience, metavar="N",
                    help="stop after N epochs without a lower validation loss; 0: never "
                         f"(default: {d.patience}); the best epoch's weights are kept")
-    g.add_argument("--augment", action="store_true",
-                   help="random horizontal flips and crops of the training images")
-    g.add_argument("--device", default="auto", metavar="DEV",
-                   help="auto (CUDA when present), cpu or cuda (default: auto)")
-    g.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="image-decoding worker processes (default: 0)")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=d.augment,
+                   help="random horizontal flips and crops of the training images (default: "
+                        "the recipe's)")
+    add_settings(g, ("image_size", "device", "workers"))
     g.add_argument("--out", default=None, metavar="FILE",
                    help="checkpoint to write (default: donor-NAME.pt in the current directory)")
     t.set_defaults(handler=run_train)
@@ -75,13 +82,17 @@ def _trainable(value: str):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    settings = CultivateSettings(
-        head=args.head, image_size=args.image_size, trainable_taps=_trainable(args.trainable_taps),
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, patience=args.patience or None, augment=args.augment,
-        seed=args.seed, device=args.device, num_workers=args.workers)
-    dataset = load_dataset(data_spec_from_args(args))
-    donor = load_donor(donor_spec_from_args(args))
+    values = settings_values(args)
+    # the run's cultivation part, with the training flags only this command has
+    settings = build_part("cultivate", values, head=args.head, recipe=args.recipe,
+                          trainable_taps=_trainable(args.trainable_taps), epochs=args.epochs,
+                          batch_size=args.train_batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                          patience=args.patience or None, augment=args.augment)
+    prepare_data(values["data"])
+    dataset = load_dataset(build_part("data", values))
+    donor = load_donor(build_part("donor", values))
+    console().print(f"donor {donor.name}: {donor.weights_text}", highlight=False, markup=False,
+                    soft_wrap=True)
     out = Path(args.out) if args.out else Path(f"donor-{donor.name}.pt")
     with Progress(TextColumn("cultivate {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console(), transient=True) as bar:

@@ -15,8 +15,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from graftsearch._utils.errors import ParameterError
+from graftsearch.optimize._settings import RESUMABLE_CHANGES
 from graftsearch.pipeline._settings import FIELDS, GROUPS, RunSettings, read_config, settings_from
-from ._common import EXIT_INFEASIBLE, EXIT_INTERRUPTED, EXIT_OK, console, console_err
+from ._common import (EXIT_INFEASIBLE, EXIT_INTERRUPTED, EXIT_OK, add_setting, console,
+                      console_err, flag)
 from ._live import LiveProgress
 
 EXIT_CODES = """exit codes: 0 done, 1 finished but nothing feasible (the closest result is written),
@@ -24,8 +26,8 @@ EXIT_CODES = """exit codes: 0 done, 1 finished but nothing feasible (the closest
 (resume with `graftsearch resume RUN_DIR`)"""
 
 
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+# `resume` takes the settings that say only how or for how long to run.
+RESUMABLE_FLAGS = tuple(name for name in RESUMABLE_CHANGES if name in FIELDS)
 
 
 def register(sub) -> None:
@@ -52,23 +54,9 @@ def register(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("run_dir", metavar="RUN_DIR")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
-    for name in ("generations", "max_evaluations", "max_seconds", "n_jobs"):
-        add_setting(r, FIELDS[name], default=argparse.SUPPRESS)
+    for name in RESUMABLE_FLAGS:
+        add_setting(r, FIELDS[name])
     r.set_defaults(handler=resume_command, _parser=r)
-
-
-def add_setting(parser, f: dataclasses.Field, default: Any = argparse.SUPPRESS) -> None:
-    kind = f.metadata.get("kind") or type(f.default)
-    shown = f.default if f.default is not None else "unset"
-    help_text = f"{f.metadata['help']} (default: {shown})"
-    choices = f.metadata.get("choices") or None
-    if kind is bool:
-        parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=default,
-                            help=help_text)
-    else:
-        parser.add_argument(flag(f.name), type=kind, choices=choices, default=default,
-                            metavar=None if choices else f.name.split("_")[-1].upper(),
-                            help=help_text)
 
 
 def _flags(args: argparse.Namespace) -> Dict[str, Any]:

@@ -32,6 +32,7 @@ from graftsearch._utils.checks import is_int, is_real
 from graftsearch.training._imagetrain import logits_on_images, loss_and_accuracy, train_epoch
 from graftsearch._utils.errors import DonorError, ParameterError, param_message
 from graftsearch.training._headtrain import TrainSchedule
+from graftsearch.training._recipe import make_optimizer, make_scheduler, recipe
 from graftsearch.training._metrics import ClassificationMetrics, compute_metrics
 from graftsearch.donors._preprocessing import check_image_size
 from graftsearch._utils.progress import ProgressCallback, report
@@ -54,21 +55,26 @@ class CultivateSettings:
     ``"replace"`` (the donor's own classifier with its last Linear replaced) or ``"auto"``
     (paper for vgg16, else replace). ``image_size`` defaults to 128 for the paper head and to
     the donor's own size otherwise. ``trainable_taps``: the last that many taps (and the head)
-    train, everything before is frozen; None trains all. Adam at ``lr`` with cross-entropy,
-    ``batch_size``, at most ``epochs``; ``patience`` stops after that many epochs without a lower
-    validation loss (None: never) and the best epoch's weights are kept. ``augment`` adds a
-    random flip and crop to training images. ``device`` ``auto`` takes CUDA when present.
+    train, everything before is frozen (with its batch-norm statistics); None trains all.
+    ``recipe`` is the fine-tuning recipe (``standard``: AdamW, warm-up and cosine decay per step
+    over ``epochs``, a 10x rate for the new classifier, label smoothing, random flips and crops;
+    ``paper``: the paper's Adam at 1e-4, batch 16, plain cross-entropy, no augmentation);
+    ``lr``, ``batch_size``, ``weight_decay`` and ``augment`` override the recipe's when set.
+    At most ``epochs``; ``patience`` stops after that many epochs without a lower validation
+    loss (None: never) and the best epoch's weights are kept. ``device`` ``auto`` takes CUDA
+    when present.
     """
 
     head: str = "auto"
     image_size: Optional[int] = None
     trainable_taps: Optional[int] = PAPER_TRAINABLE_TAPS
+    recipe: str = "standard"
     epochs: int = 18
-    batch_size: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    patience: Optional[int] = 5
-    augment: bool = False
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    weight_decay: Optional[float] = None
+    patience: Optional[int] = 3
+    augment: Optional[bool] = None
     dropout: float = 0.5
     seed: int = 0
     device: str = "auto"
@@ -83,21 +89,32 @@ class CultivateSettings:
                                                 or self.trainable_taps < 0):
             raise ParameterError(param_message("trainable_taps", "an integer >= 0 or None (all)",
                                                self.trainable_taps))
+        rec = self.resolved_recipe()  # checks the recipe and the fields that override it
         # the training fields are checked as the head-training schedule checks them
-        TrainSchedule(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                      weight_decay=self.weight_decay, patience=self.patience)
+        TrainSchedule(epochs=self.epochs, batch_size=rec.batch_size, lr=rec.lr,
+                      weight_decay=rec.weight_decay, patience=self.patience)
         for name, low in (("seed", 0), ("num_workers", 0)):
             value = getattr(self, name)
             if not is_int(value) or value < low:
                 raise ParameterError(param_message(name, f"an integer >= {low}", value))
         if not is_real(self.dropout) or not 0 <= self.dropout < 1:
             raise ParameterError(param_message("dropout", "a float in [0, 1)", self.dropout))
-        if not isinstance(self.augment, bool):
-            raise ParameterError(param_message("augment", "a bool", self.augment))
+        if self.augment is not None and not isinstance(self.augment, bool):
+            raise ParameterError(param_message("augment", "a bool or None (the recipe's)",
+                                               self.augment))
         check_device(self.device)
 
+    def resolved_recipe(self):
+        """The recipe with the fields set here (lr, batch size, weight decay, augment) in it."""
+        rec = recipe(self.recipe)
+        changes = {k: getattr(self, k) for k in ("lr", "batch_size", "weight_decay", "augment")
+                   if getattr(self, k) is not None}
+        return dataclasses.replace(rec, **changes) if changes else rec
+
     def as_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["resolved_recipe"] = self.resolved_recipe().as_dict()
+        return d
 
 
 @dataclass
@@ -135,7 +152,7 @@ class Cultivation:
 
     def save(self, path) -> Path:
         """Write a donor checkpoint that ``load_donor(checkpoint=path)`` loads."""
-        from graftsearch.donors._zoo import save_donor_checkpoint
+        from graftsearch.donors._checkpoints import save_donor_checkpoint
 
         save_donor_checkpoint(self.donor, path, class_names=self.donor.class_names,
                               extra={"cultivation": {"table_row": self.table_row(),
@@ -169,6 +186,14 @@ def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+def new_classifier_names(module: nn.Module, name: str) -> List[str]:
+    """The modules of a cultivar that start from random weights (its new classifier), which the
+    standard recipe trains at a higher rate than the pretrained body."""
+    if name == "paper_vgg16":
+        return [n for n, _ in module.named_children() if n != "features"]
+    return [_last_linear(module)[0]]
+
+
 def build_cultivar(donor, num_classes: int, settings: CultivateSettings):
     """A copy of ``donor`` with a fresh classifier for ``num_classes`` classes: (module, name,
     image size). Initialisation draws from the settings' seed."""
@@ -200,7 +225,7 @@ def freeze_prefix(module: nn.Module, image_size: int, trainable_taps: Optional[i
                   donor_name: str = "donor") -> Tuple[List[str], Set[str]]:
     """Freeze what the taps before the last ``trainable_taps`` need; return (frozen parameter
     names, frozen module names)."""
-    from graftsearch.taps._records import discover_taps
+    from graftsearch.taps._discovery import discover_taps
 
     for p in module.parameters():
         p.requires_grad_(True)
@@ -238,8 +263,10 @@ def cultivate_donor(donor, dataset, *, settings: Optional[CultivateSettings] = N
     augmentation are drawn in the main process). Reports one ``Progress(stage="cultivate")``
     per epoch. Save the result with :meth:`Cultivation.save`.
     """
-    from graftsearch.data._sources import ImageDataset, load_dataset, make_loader
-    from graftsearch.donors._zoo import Donor, DonorSpec, load_donor
+    from graftsearch.data._sources import ImageDataset, load_dataset
+    from graftsearch.data._loading import make_loader
+    from graftsearch.donors._spec import Donor, DonorSpec
+    from graftsearch.donors._zoo import load_donor
 
     settings = settings if settings is not None else CultivateSettings()
     if not isinstance(settings, CultivateSettings):
@@ -260,21 +287,27 @@ def cultivate_donor(donor, dataset, *, settings: Optional[CultivateSettings] = N
     device = resolve_device(settings.device)
     module.to(device)
 
+    rec = settings.resolved_recipe()
+
     def loader(split: str, train: bool = False):
-        return make_loader(dataset, split, pre, batch_size=settings.batch_size,
+        return make_loader(dataset, split, pre, batch_size=rec.batch_size if train else 64,
                            num_workers=settings.num_workers, shuffle=train,
                            seed=derive_seed(settings.seed, "cultivate", "loader"),
-                           augment=settings.augment and train)
+                           augment=rec.augment and train)
 
     train_loader, val_loader = loader("train", train=True), loader("val")
     history: List[Dict[str, float]] = []
     best_loss, best_epoch, best_state, since_best = math.inf, 0, None, 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(settings.seed, "cultivate", "dropout"))
-        opt = torch.optim.Adam(trainable, lr=float(settings.lr),
-                               weight_decay=float(settings.weight_decay))
+        opt = make_optimizer(module, rec, head_prefixes=new_classifier_names(module, name))
+        sched = make_scheduler(opt, rec, settings.epochs * max(1, len(train_loader)))
+
+        def loss(logits, y, _):
+            return torch.nn.functional.cross_entropy(logits, y, label_smoothing=rec.label_smoothing)
+
         for epoch in range(1, settings.epochs + 1):
-            trained = train_epoch(module, train_loader, opt, device,
+            trained = train_epoch(module, train_loader, opt, device, scheduler=sched, loss=loss,
                                   before=lambda m: _keep_frozen_batchnorm(m, frozen_modules))
             if not math.isfinite(trained["train_loss"]):
                 raise ParameterError(param_message(
@@ -309,8 +342,9 @@ def cultivate_donor(donor, dataset, *, settings: Optional[CultivateSettings] = N
     module.cpu()
     for p in module.parameters():
         p.requires_grad_(True)
-    spec = DonorSpec(name=name, num_classes=len(classes), image_size=size, taps=donor.spec.taps,
-                     mean=pre.mean, std=pre.std)
+    # the fine-tuned weights are no named weights set: rebuilding this spec gives the architecture
+    spec = DonorSpec(name=name, weights=None, num_classes=len(classes), image_size=size,
+                     taps=donor.spec.taps, mean=pre.mean, std=pre.std)
     cultivated = Donor(module, name=name, spec=spec, image_size=size, mean=pre.mean, std=pre.std,
                        class_names=classes)
     params = count_params(module)

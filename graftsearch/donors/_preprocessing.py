@@ -12,6 +12,8 @@ from graftsearch._utils.errors import ParameterError, param_message
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The paper's input side (DeepWeeds at 128 x 128): the default image size of every entry point.
+PAPER_IMAGE_SIZE = 128
 
 
 @dataclass(frozen=True)

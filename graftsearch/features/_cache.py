@@ -34,7 +34,9 @@ import numpy as np
 
 from graftsearch._utils.device import check_device, resolve_device
 from graftsearch._utils.atomic import write_json
-from graftsearch.data._sources import SPLITS, ImageDataset, bad_images_message
+from graftsearch.data._spec import SPLITS
+from graftsearch.data._sources import ImageDataset
+from graftsearch.data._loading import bad_images_message
 from graftsearch._utils.errors import CacheError, DataError, ParameterError, param_message
 from graftsearch.features._extract import (Chunk, assemble, default_workers, extract_chunks, plan_chunks,
                        prepare_trunk, read_chunk)

@@ -24,7 +24,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from graftsearch._utils.atomic import atomic_path
-from graftsearch.data._sources import SPLITS, ImageDataset, SplitImages, bad_images_message
+from graftsearch.data._spec import SPLITS
+from graftsearch.data._sources import ImageDataset
+from graftsearch.data._loading import bad_images_message, split_images
 from graftsearch._utils.errors import CacheError, DataError
 from graftsearch.donors._preprocessing import Preprocessing
 from graftsearch._utils.progress import ProgressCallback, report
@@ -122,7 +124,7 @@ def _write_chunk(path: Path, fingerprint: str, chunk: Chunk, feats: List[np.ndar
                      errors=np.array(errors, dtype=str), **arrays)
 
 
-def chunk_loader(images: SplitImages, chunks: Sequence[Chunk], *, batch_size: int,
+def chunk_loader(images, chunks: Sequence[Chunk], *, batch_size: int,
                  num_workers: int, device: torch.device) -> DataLoader:
     """Batches of ``images`` covering ``chunks`` in order; no batch straddles two chunks, so a
     chunk's batches are the same whichever chunks are extracted around it."""
@@ -152,7 +154,7 @@ def extract_chunks(trunk: nn.Module, dataset: ImageDataset, chunks: Sequence[Chu
         todo = [c for c in chunks if c.split == split]
         if not todo:
             continue
-        images = SplitImages(dataset.split(split), preprocessing)
+        images = split_images(dataset, split, preprocessing)
         loader = chunk_loader(images, todo, batch_size=batch_size, num_workers=num_workers,
                               device=device)
         pending = iter(todo)

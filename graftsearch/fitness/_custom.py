@@ -4,8 +4,8 @@ The function receives a :class:`SelectionContext` (the selected taps, lazy acces
 features and labels of the train and val splits, a seed for this selection) and returns the
 performance P, either as a float in [0, 1] or as a mapping with ``"val_accuracy"`` (or
 ``"performance"``), optionally ``"val_loss"``, and any further named metrics, which become
-columns of ``evaluations.csv``. :class:`CustomFitness` wraps it in the fitness protocol the
-search uses. A function that raises, returns NaN or returns the wrong type gets the selection
+columns of ``evaluations.csv``. :class:`CustomFitness` wraps it in a :class:`Fitness`, which
+the search uses. A function that raises, returns NaN or returns the wrong type gets the selection
 recorded as failed (the run goes on), or, with ``fail_fast=True``, a :class:`FitnessError`.
 
 Example (P = macro-F1 of a nearest-class-mean classifier, its accuracy as an extra column)::
@@ -35,7 +35,7 @@ import numpy as np
 from graftsearch._utils.errors import FitnessError, ParameterError, param_message
 from graftsearch.fitness._evaluation import Evaluation
 from graftsearch.features._source import FeatureSource, selection_features
-from graftsearch.fitness._proxies import as_feature_source, check_seed, check_threads
+from graftsearch.fitness._base import Fitness, as_feature_source, check_seed, check_threads
 from graftsearch._utils.threads import torch_threads
 from graftsearch._utils.seeding import derive_seed
 from graftsearch.taps._selection import taps_string
@@ -144,8 +144,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
-class CustomFitness:
-    """A user's fitness in the search's protocol (``name``, ``evaluate``, ``key``).
+class CustomFitness(Fitness):
+    """A user's fitness function as a :class:`Fitness` (``name``, ``evaluate``, ``key``).
 
     ``fn`` is a callable ``fn(ctx) -> float | Mapping`` or a :class:`FitnessFunction`; ``source``
     a feature source (or a feature cache path); ``seed`` the run's seed, from which each

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from graftsearch._utils.atomic import atomic_path
-from graftsearch.donors._zoo import is_torchscript
+from graftsearch.donors._checkpoints import is_torchscript
 from graftsearch._utils.errors import ExportError, ParameterError, param_message
 from graftsearch.graft._model import GraftedModel
 from graftsearch.taps._head import HeadSpec
@@ -112,7 +112,8 @@ def rebuild_spec(donor, graft: GraftedModel) -> Optional[Dict[str, Any]]:
     kept only when rebuilding it really gives the same trunk tensors; donors made with
     :meth:`Donor.from_module`, TorchScript donors and pickled models cannot be rebuilt.
     """
-    from graftsearch.donors._zoo import DonorSpec, donor_names
+    from graftsearch.donors._spec import DonorSpec
+    from graftsearch.donors._zoo import donor_names
 
     if donor is None or donor.name not in donor_names():
         return None
@@ -139,7 +140,8 @@ def _same_tensors(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) 
 
 def _rebuild_graft(spec: Mapping[str, Any], selection: Sequence[int], taps: TapList,
                    head: Optional[HeadSpec], donor=None) -> GraftedModel:
-    from graftsearch.donors._zoo import DonorSpec, load_donor
+    from graftsearch.donors._spec import DonorSpec
+    from graftsearch.donors._zoo import load_donor
 
     if head is None:
         raise ExportError("The grafted model's head was not built from a HeadSpec, so model.pt "

@@ -16,19 +16,24 @@ import os
 import shutil
 import tempfile
 import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from graftsearch._utils.device import check_device, resolve_device
-from graftsearch._utils.atomic import write_json, write_text
+from graftsearch._utils.device import resolve_device
+from graftsearch._utils.atomic import write_text
 from graftsearch._utils.checks import is_int
 from graftsearch._utils.errors import ParameterError, SearchError, param_message
 from graftsearch.graft._export import DeployableModel, ExportResult, export_model
+from graftsearch.graft._record import (DonorMetrics, ExportInfo, FinalMetrics, GraftMetrics,
+                                       SearchPick, SizeReduction)
+from graftsearch.graft._settings import FinalSettings
+from graftsearch.optimize._result import order_front
+from graftsearch.optimize._runfiles import CONFUSION, METRICS, RunFiles, load_run
 from graftsearch.features._source import selection_features
 from graftsearch.graft._model import GraftedModel
 from graftsearch.training._imagetrain import logits_on_images, loss_and_accuracy, train_epoch
@@ -44,79 +49,14 @@ from graftsearch._version import __version__
 logger = logging.getLogger("graftsearch")
 
 
-@dataclass(frozen=True, kw_only=True)
-class FinalSettings:
-    """How the chosen graft is trained, measured and exported.
-
-    ``schedule`` trains the head on cached features (None: the paper's, ``PAPER_SCHEDULE``).
-    ``fine_tune`` then trains the kept trunk and the head end to end on the training images for
-    ``fine_tune_epochs`` (Adam at ``fine_tune_lr``, batch ``fine_tune_batch_size``, batch-norm
-    statistics frozen, best validation epoch kept); slow on a CPU. ``donor_metrics`` also tests
-    the donor when its classifier has exactly the dataset's classes (a cultivated donor).
-    ``latency_runs`` timed CPU passes at batch 1 after ``latency_warmup`` (0 runs: no latency),
-    with ``threads`` torch threads (None: as set); ``memory`` measures peak memory in a child
-    process; ``quantize`` adds an int8 copy calibrated on ``calibration_images`` training images.
-    ``device`` (``auto``, ``cpu``, ``cuda``) runs image passes; ``batch_size`` and
-    ``num_workers`` are those of the image loaders; ``onnx`` as :func:`export_model`.
-    """
-
-    schedule: Any = None
-    seed: int = 0
-    fine_tune: bool = False
-    fine_tune_epochs: int = 3
-    fine_tune_lr: float = 1e-4
-    fine_tune_batch_size: int = 16
-    donor_metrics: bool = True
-    latency_runs: int = 50
-    latency_warmup: int = 5
-    threads: Optional[int] = None
-    memory: bool = True
-    quantize: bool = False
-    calibration_images: int = 256
-    device: str = "auto"
-    batch_size: int = 64
-    num_workers: int = 0
-    onnx: Optional[bool] = None
-
-    def __post_init__(self) -> None:
-        from graftsearch.training._headtrain import PAPER_SCHEDULE, TrainSchedule
-
-        if self.schedule is None:
-            object.__setattr__(self, "schedule", PAPER_SCHEDULE)
-        if not isinstance(self.schedule, TrainSchedule):
-            raise ParameterError(param_message("schedule", "a TrainSchedule or None (the paper's)",
-                                               self.schedule))
-        for name, low in (("seed", 0), ("fine_tune_epochs", 1), ("fine_tune_batch_size", 1),
-                          ("latency_runs", 0), ("latency_warmup", 0), ("calibration_images", 1),
-                          ("batch_size", 1), ("num_workers", 0)):
-            value = getattr(self, name)
-            if not is_int(value) or value < low:
-                raise ParameterError(param_message(name, f"an integer >= {low}", value))
-        if not isinstance(self.fine_tune_lr, (int, float)) or isinstance(self.fine_tune_lr, bool) \
-                or not math.isfinite(self.fine_tune_lr) or self.fine_tune_lr <= 0:
-            raise ParameterError(param_message("fine_tune_lr", "a float > 0", self.fine_tune_lr))
-        if self.threads is not None and (not is_int(self.threads) or self.threads < 1):
-            raise ParameterError(param_message("threads", "a positive integer or None", self.threads))
-        for name in ("fine_tune", "donor_metrics", "memory", "quantize"):
-            if not isinstance(getattr(self, name), bool):
-                raise ParameterError(param_message(name, "a bool", getattr(self, name)))
-        if self.onnx is not None and not isinstance(self.onnx, bool):
-            raise ParameterError(param_message("onnx", "True, False or None (when installed)", self.onnx))
-        check_device(self.device)
-
-    def as_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
-        d["schedule"] = self.schedule.as_dict()
-        return d
-
-
 @dataclass
 class FinalModel:
     """The trained graft, its deployable form and every measurement of it.
 
-    ``metrics`` is what ``best/metrics.json`` holds (JSON-ready); ``val`` and ``test`` are the
-    graft's metrics, ``donor_val`` and ``donor_test`` the donor's (None when it has no classifier
-    for these classes or no images were given).
+    ``record`` is what ``best/metrics.json`` holds (a :class:`FinalMetrics`) and ``metrics`` the
+    same as a JSON object (a copy); ``val`` and ``test`` are the graft's metrics, ``donor_val``
+    and ``donor_test`` the donor's (None when it has no classifier for these classes or no images
+    were given).
     """
 
     graft: GraftedModel
@@ -126,8 +66,12 @@ class FinalModel:
     test: ClassificationMetrics
     donor_val: Optional[ClassificationMetrics] = None
     donor_test: Optional[ClassificationMetrics] = None
-    metrics: Dict[str, Any] = field(default_factory=dict)
+    record: FinalMetrics = field(default_factory=FinalMetrics)
     export: Optional[ExportResult] = None
+
+    @property
+    def metrics(self) -> Dict[str, Any]:
+        return self.record.to_json()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,13 +91,17 @@ def _logits_on_features(head: nn.Module, x: np.ndarray) -> np.ndarray:
         return head(torch.from_numpy(np.asarray(x, dtype=np.float32))).numpy()
 
 
-def _loader(dataset, split: str, pre: Preprocessing, settings: FinalSettings, *, shuffle=False,
-            batch_size: Optional[int] = None, seed: int = 0, skip_bad: bool = False):
-    from graftsearch.data._sources import make_loader
+def make_loader_for(dataset, split: str, pre: Preprocessing, settings: FinalSettings, *,
+                    shuffle=False, augment: bool = False, batch_size: Optional[int] = None,
+                    seed: int = 0, skip_bad: bool = False):
+    from graftsearch.data._loading import make_loader
 
     return make_loader(dataset, split, pre, batch_size=batch_size or settings.batch_size,
                        num_workers=settings.num_workers, shuffle=shuffle, seed=seed,
-                       skip_bad_images=skip_bad)
+                       augment=augment, skip_bad_images=skip_bad)
+
+
+_loader = make_loader_for
 
 
 def donor_has_classifier_for(donor, classes: Sequence[str]) -> bool:
@@ -167,33 +115,72 @@ def _freeze_batchnorm(module: nn.Module) -> None:
             m.eval()
 
 
+VARIANTS = ("head_only", "fine_tuned", "distilled")
+
+
 def fine_tune(graft: GraftedModel, dataset, pre: Preprocessing, settings: FinalSettings, *,
-              progress: Optional[ProgressCallback] = None) -> List[Dict[str, float]]:
-    """Train the graft's trunk and head end to end on the training images; keep the best
-    validation epoch (lowest loss). Batch-norm statistics stay frozen (small batches)."""
+              teacher: Optional[nn.Module] = None, progress: Optional[ProgressCallback] = None,
+              skip_bad: bool = False) -> List[Dict[str, float]]:
+    """Train the graft's trunk and head end to end on the training images with the settings'
+    recipe, distilling from ``teacher`` (a network on the same normalised images whose outputs
+    are the dataset's classes) when given; keep the best validation epoch (lowest loss).
+
+    Batch-norm statistics stay those of the donor: the kept trunk is the donor's own, already
+    fitted to these images when the donor was cultivated. The head has been trained on cached
+    features already, so every parameter gets the same rate."""
+    from graftsearch.training._recipe import (distillation_loss, make_optimizer, make_scheduler,
+                                              recipe)
+
+    rec = recipe(settings.recipe)
+    rec = dataclasses.replace(rec, lr=float(settings.fine_tune_lr or rec.lr), head_lr_scale=1.0,
+                              batch_size=int(settings.fine_tune_batch_size or rec.batch_size))
+    tag = "distill" if teacher is not None else "fine-tune"
     device = resolve_device(settings.device)
     history: List[Dict[str, float]] = []
-    train = _loader(dataset, "train", pre, settings, shuffle=True,
-                    batch_size=settings.fine_tune_batch_size,
-                    seed=derive_seed(settings.seed, "fine-tune"))
-    val = _loader(dataset, "val", pre, settings)
+    train = make_loader_for(dataset, "train", pre, settings, shuffle=True, augment=rec.augment,
+                            batch_size=rec.batch_size, seed=derive_seed(settings.seed, tag),
+                            skip_bad=skip_bad)
+    val = make_loader_for(dataset, "val", pre, settings, skip_bad=skip_bad)
+    smoothing = rec.label_smoothing
+
+    def loss(logits, y, soft):
+        if soft is None:
+            return torch.nn.functional.cross_entropy(logits, y, label_smoothing=smoothing)
+        return distillation_loss(logits, soft, y, temperature=settings.distill_temperature,
+                                 alpha=settings.distill_alpha, label_smoothing=smoothing)
+
     graft.to(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(settings.seed, "fine-tune", "dropout"))
-        opt = torch.optim.Adam([p for p in graft.parameters() if p.requires_grad],
-                               lr=float(settings.fine_tune_lr))
-        best = (math.inf, copy.deepcopy(graft.state_dict()), 0)
-        for epoch in range(1, settings.fine_tune_epochs + 1):
-            entry = train_epoch(graft, train, opt, device, before=_freeze_batchnorm)
-            z, yv = logits_on_images(graft, val, device)
-            val_loss, val_acc = loss_and_accuracy(z, yv)
-            history.append({"epoch": epoch, **entry, "val_loss": val_loss, "val_accuracy": val_acc})
-            if val_loss < best[0]:
-                best = (val_loss, copy.deepcopy(graft.state_dict()), epoch)
-            report(progress, "fine-tune", epoch, settings.fine_tune_epochs, val_loss=val_loss,
-                   val_accuracy=val_acc)
+    if teacher is not None:
+        teacher.to(device)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(settings.seed, tag, "dropout"))
+            opt = make_optimizer(graft, rec)
+            sched = make_scheduler(opt, rec, settings.fine_tune_epochs * max(1, len(train)))
+            best = (math.inf, copy.deepcopy(graft.state_dict()), 0)
+            since_best = 0
+            for epoch in range(1, settings.fine_tune_epochs + 1):
+                entry = train_epoch(graft, train, opt, device, before=_freeze_batchnorm,
+                                    scheduler=sched, loss=loss, teacher=teacher)
+                z, yv = logits_on_images(graft, val, device)
+                val_loss, val_acc = loss_and_accuracy(z, yv)
+                history.append({"epoch": epoch, **entry, "val_loss": val_loss,
+                                "val_accuracy": val_acc})
+                if val_loss < best[0]:
+                    best, since_best = (val_loss, copy.deepcopy(graft.state_dict()), epoch), 0
+                else:
+                    since_best += 1
+                report(progress, tag, epoch, settings.fine_tune_epochs, val_loss=val_loss,
+                       val_accuracy=val_acc)
+                if settings.fine_tune_patience is not None and since_best >= settings.fine_tune_patience:
+                    break
+    finally:
+        if teacher is not None:
+            teacher.cpu()
     graft.load_state_dict(best[1])
     graft.cpu().eval()
+    for entry in history:
+        entry["best"] = entry["epoch"] == best[2]
     return history
 
 
@@ -220,23 +207,27 @@ def _check_same_inputs(donor, features, dataset) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# the final model
+# the final model, stage by stage
 
 
-def train_final(donor, features, selection, *, head: Optional[HeadSpec] = None, dataset=None,
-                settings: Optional[FinalSettings] = None, out_dir=None,
-                progress: Optional[ProgressCallback] = None) -> FinalModel:
-    """Train, test, measure and (with ``out_dir``) export the graft of ``selection``.
+class _Stages:
+    """Reports each stage of final training as one step of ``final`` progress."""
 
-    ``features`` is the run's feature source (a :class:`~graftsearch.FeatureCache` or
-    :class:`~graftsearch.ArrayFeatures`) with train, val and test splits; ``dataset`` (the
-    :class:`ImageDataset` the cache was built from) is needed for fine-tuning, donor metrics and
-    int8 accuracy, which run on images. ``head`` defaults to the paper's head for the dataset's
-    classes. ``out_dir`` (a run's ``best/``) receives model.pt, model.torchscript.pt, model.onnx
-    (when available), metrics.json and confusion.csv.
-    """
-    from graftsearch.training._headtrain import train_head
+    def __init__(self, progress: Optional[ProgressCallback], settings: FinalSettings,
+                 fine_tunes: int):
+        self.progress = progress
+        self.total = 4 + fine_tunes + int(settings.quantize)
+        self.step = 0
 
+    def __call__(self, message: str) -> None:
+        self.step += 1
+        report(self.progress, "final", self.step, self.total, message=message)
+
+
+def _check_inputs(donor, features, head: Optional[HeadSpec], dataset,
+                  settings: Optional[FinalSettings]) -> Tuple[FinalSettings, HeadSpec]:
+    """The settings and head to use (defaults filled in), after checking that they, the feature
+    source and the dataset fit together."""
     settings = settings if settings is not None else FinalSettings()
     if not isinstance(settings, FinalSettings):
         raise ParameterError(param_message("settings", "a FinalSettings", type(settings).__name__))
@@ -251,87 +242,142 @@ def train_final(donor, features, selection, *, head: Optional[HeadSpec] = None, 
     if missing:
         raise ParameterError(param_message("features", "a feature source with train, val and test "
                                            "splits", f"one without {missing}"))
-    needs_images = settings.fine_tune or settings.quantize
-    if needs_images and dataset is None:
+    if (settings.fine_tune or settings.quantize) and dataset is None:
         raise ParameterError(param_message(
             "dataset", "the ImageDataset of the cache when fine_tune or quantize is set", None,
             "Pass dataset=load_dataset(...) (the CLI does this for you)."))
     _check_same_inputs(donor, features, dataset)
+    return settings, head
+
+
+@dataclass
+class _Split:
+    """The selection's cached features and labels of one split."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+def _train_head_on_features(donor, features, indices: Sequence[int], head: HeadSpec,
+                            settings: FinalSettings, progress: Optional[ProgressCallback]
+                            ) -> Tuple[GraftedModel, Any, Dict[str, _Split]]:
+    """The graft with its head trained on the cached features (the paper's schedule by
+    default), the fit, and those features."""
+    from graftsearch.training._headtrain import train_head
+
     taps = features.taps
-    indices = taps.normalize(selection)
-    bits = taps.bits(indices)
-    pre = _preprocessing_of(features, donor)
-    total_steps = 4 + int(settings.fine_tune) + int(settings.quantize)
-    step = 0
-
-    def stage(message: str) -> None:
-        nonlocal step
-        step += 1
-        report(progress, "final", step, total_steps, message=message)
-
-    # 1. the head, on cached features, with the paper's schedule
-    stage("training the head on cached features")
-    x = {s: selection_features(features, s, indices) for s in ("train", "val", "test")}
-    y = {s: np.asarray(features.labels(s), dtype=np.int64) for s in ("train", "val", "test")}
-    fit = train_head(x["train"], y["train"], x["val"], y["val"], head=head,
-                     schedule=settings.schedule, seed=derive_seed(settings.seed, "final", bits),
+    data = {s: _Split(selection_features(features, s, indices),
+                      np.asarray(features.labels(s), dtype=np.int64))
+            for s in ("train", "val", "test")}
+    fit = train_head(data["train"].x, data["train"].y, data["val"].x, data["val"].y, head=head,
+                     schedule=settings.schedule,
+                     seed=derive_seed(settings.seed, "final", taps.bits(indices)),
                      progress=progress)
     graft = GraftedModel(donor, list(indices), head, taps=taps)
     graft.head.load_state_dict(fit.head.state_dict())
     graft.eval()
     for p in graft.parameters():
-        p.requires_grad_(True)
+        p.requires_grad_(True)  # the whole graft, for an optional fine-tuning
+    return graft, fit, data
 
-    # 2. optional end-to-end fine-tuning on images
-    fine_tune_history: List[Dict[str, float]] = []
-    if settings.fine_tune:
-        stage("fine-tuning the graft end to end on images")
-        fine_tune_history = fine_tune(graft, dataset, pre, settings, progress=progress)
 
-    # 3. val and test metrics: on cached features, or on images once the trunk has changed
-    stage("testing the graft")
-    # images the cache left out as undecodable are left out of image passes too
+def _skips_bad_images(features) -> bool:
+    """Images the cache left out as undecodable are left out of image passes too."""
     skipped = getattr(features, "skipped", None)
-    skip_bad = bool(skipped()) if callable(skipped) else False
-    device = resolve_device(settings.device) if (dataset is not None) else torch.device("cpu")
-    if settings.fine_tune:
+    return bool(skipped()) if callable(skipped) else False
+
+
+@dataclass
+class _Variant:
+    """One way of training the pick (head only, fine-tuned, distilled) and how it did."""
+
+    graft: GraftedModel
+    val: ClassificationMetrics
+    test: ClassificationMetrics
+    history: List[Dict[str, float]] = field(default_factory=list)
+
+    def summary(self) -> Dict[str, Any]:
+        return {"val": self.val.summary(), "test": self.test.summary(),
+                "epochs": len(self.history),
+                "best_epoch": next((h["epoch"] for h in self.history if h.get("best")), None)}
+
+
+def _test_on_features(graft: GraftedModel, data: Mapping[str, _Split], classes: Sequence[str]
+                      ) -> Tuple[ClassificationMetrics, ClassificationMetrics]:
+    """Val and test metrics of a graft whose trunk is the donor's: its head on cached features."""
+    zv = _logits_on_features(graft.head, data["val"].x)
+    zt = _logits_on_features(graft.head, data["test"].x)
+    return (compute_metrics(data["val"].y, zv, classes=classes),
+            compute_metrics(data["test"].y, zt, classes=classes))
+
+
+def _test_on_images(graft: GraftedModel, dataset, pre: Preprocessing, settings: FinalSettings,
+                    classes: Sequence[str], skip_bad: bool, device: torch.device
+                    ) -> Tuple[ClassificationMetrics, ClassificationMetrics]:
+    """Val and test metrics on images (the trunk has changed, cached features no longer apply)."""
+    try:
         zv, yv = logits_on_images(graft.to(device), _loader(dataset, "val", pre, settings,
                                                              skip_bad=skip_bad), device)
         zt, yt = logits_on_images(graft, _loader(dataset, "test", pre, settings,
                                                   skip_bad=skip_bad), device)
+    finally:
         graft.cpu()
-    else:
-        zv, yv = _logits_on_features(graft.head, x["val"]), y["val"]
-        zt, yt = _logits_on_features(graft.head, x["test"]), y["test"]
-    val = compute_metrics(yv, zv, classes=classes)
-    test = compute_metrics(yt, zt, classes=classes)
+    return compute_metrics(yv, zv, classes=classes), compute_metrics(yt, zt, classes=classes)
 
-    donor_val = donor_test = None
-    donor_note = ""
+
+def _teacher(donor, classes: Sequence[str], settings: FinalSettings) -> Tuple[Optional[nn.Module], str]:
+    """The donor as a distillation teacher, or None and why not."""
+    if not settings.distill:
+        return None, "distillation off (distill=False)."
+    if not donor_has_classifier_for(donor, classes):
+        return None, ("no distillation: the donor's classifier is not one for these classes "
+                      "(cultivate the donor to distil from it).")
+    return donor.module, ""
+
+
+def _choose(variants: Mapping[str, _Variant]) -> str:
+    """The variant with the best validation accuracy; a tie goes to the simpler (earlier) one.
+    Only validation data decides: the test split is reported, never used to choose."""
+    order = [v for v in VARIANTS if v in variants]
+    return max(order, key=lambda v: (variants[v].val.accuracy, -order.index(v)))
+
+
+def _test_donor(donor, dataset, pre: Preprocessing, settings: FinalSettings,
+                classes: Sequence[str], skip_bad: bool, device: torch.device
+                ) -> Tuple[Optional[ClassificationMetrics], Optional[ClassificationMetrics], str]:
+    """The donor's val and test metrics when they can be measured, else None and why not."""
     if not settings.donor_metrics:
-        donor_note = "not measured (donor_metrics=False)."
-    elif not donor_has_classifier_for(donor, classes):
-        donor_note = ("not measured: the donor's classifier is not one for these classes; "
-                      "cultivate it with `graftsearch donor train` to compare.")
-    elif dataset is None:
-        donor_note = "not measured: no images were given (dataset=None)."
-    else:
-        donor_module = donor.module.to(device)
-        try:
-            zdv, ydv = logits_on_images(donor_module, _loader(dataset, "val", pre, settings,
-                                                               skip_bad=skip_bad), device)
-            zdt, ydt = logits_on_images(donor_module, _loader(dataset, "test", pre, settings,
-                                                               skip_bad=skip_bad), device)
-        finally:
-            donor.module.cpu()
-        donor_val = compute_metrics(ydv, zdv, classes=classes)
-        donor_test = compute_metrics(ydt, zdt, classes=classes)
+        return None, None, "not measured (donor_metrics=False)."
+    if not donor_has_classifier_for(donor, classes):
+        return None, None, ("not measured: the donor's classifier is not one for these classes; "
+                            "cultivate it with `graftsearch donor train` to compare.")
+    if dataset is None:
+        return None, None, "not measured: no images were given (dataset=None)."
+    donor_module = donor.module.to(device)
+    try:
+        zdv, ydv = logits_on_images(donor_module, _loader(dataset, "val", pre, settings,
+                                                           skip_bad=skip_bad), device)
+        zdt, ydt = logits_on_images(donor_module, _loader(dataset, "test", pre, settings,
+                                                           skip_bad=skip_bad), device)
+    finally:
+        donor.module.cpu()
+    return (compute_metrics(ydv, zdv, classes=classes), compute_metrics(ydt, zdt, classes=classes),
+            "")
 
-    model = DeployableModel(graft, mean=pre.mean, std=pre.std, image_size=pre.image_size,
-                            class_names=classes).eval()
 
-    # 4. cost beside the donor's
-    stage("measuring latency and memory beside the donor")
+@dataclass
+class _Cost:
+    """The graft's and the donor's size, latency and memory."""
+
+    graft_params: int
+    donor_params: int
+    donor_macs: Optional[int]
+    latency: Optional[Dict[str, Any]]
+    memory: Optional[Dict[str, Any]]
+
+
+def _measure_cost(model: DeployableModel, graft: GraftedModel, donor, pre: Preprocessing,
+                  settings: FinalSettings) -> _Cost:
     example = torch.zeros(1, 3, pre.image_size, pre.image_size)
     g_params = graft.num_params()
     d_params = count_params(donor.module)
@@ -359,35 +405,101 @@ def train_final(donor, features, selection, *, head: Optional[HeadSpec] = None, 
         memory = {"graft": measure_peak_memory(model, pre.image_size, threads=threads).as_dict(),
                   "donor": measure_peak_memory(donor_runner, pre.image_size,
                                                threads=threads).as_dict()}
+    return _Cost(graft_params=g_params, donor_params=d_params, donor_macs=d_macs,
+                 latency=latency, memory=memory)
 
-    # 5. optional int8 copy
+
+def _metrics_record(*, donor, graft: GraftedModel, bits: str, indices: Sequence[int],
+                    head: HeadSpec, pre: Preprocessing, classes: Sequence[str], fit,
+                    fine_tune_history: List[Dict[str, float]],
+                    variants: Mapping[str, "_Variant"], chosen: str, distill_note: str,
+                    val: ClassificationMetrics, test: ClassificationMetrics,
+                    donor_val: Optional[ClassificationMetrics],
+                    donor_test: Optional[ClassificationMetrics], donor_note: str, cost: _Cost,
+                    int8: Optional[Dict[str, Any]], settings: FinalSettings) -> FinalMetrics:
+    g_params, d_params = cost.graft_params, cost.donor_params
+    return FinalMetrics(
+        graftsearch_version=__version__,
+        bits=bits, taps=";".join(str(i) for i in indices), selection=list(indices),
+        tap_names=list(graft.tap_names), image_size=pre.image_size,
+        mean=list(pre.mean), std=list(pre.std), class_names=list(classes), head=head.as_dict(),
+        graft=GraftMetrics(params=g_params, size_mib=params_mib(g_params),
+                           macs=graft.measured_cost().macs, val=val.summary(),
+                           test=test.summary(), per_class=test.as_dict()["per_class"],
+                           confusion=test.confusion.tolist(), best_epoch=fit.best_epoch,
+                           history=fit.history, fine_tuned=chosen != "head_only",
+                           fine_tune_history=fine_tune_history, variant=chosen,
+                           variants={k: v.summary() for k, v in variants.items()},
+                           distill_note=distill_note or None),
+        donor=DonorMetrics(name=donor.name, params=d_params, size_mib=params_mib(d_params),
+                           macs=cost.donor_macs, val=donor_val.summary() if donor_val else None,
+                           test=donor_test.summary() if donor_test else None, note=donor_note),
+        size_reduction=SizeReduction(params=d_params - g_params, factor=d_params / g_params,
+                                     percent=100.0 * (1 - g_params / d_params)),
+        latency=cost.latency, memory=cost.memory, int8=int8, settings=settings.as_dict())
+
+
+def train_final(donor, features, selection, *, head: Optional[HeadSpec] = None, dataset=None,
+                settings: Optional[FinalSettings] = None, out_dir=None,
+                progress: Optional[ProgressCallback] = None) -> FinalModel:
+    """Train, test, measure and (with ``out_dir``) export the graft of ``selection``.
+
+    ``features`` is the run's feature source (a :class:`~graftsearch.FeatureCache` or
+    :class:`~graftsearch.ArrayFeatures`) with train, val and test splits; ``dataset`` (the
+    :class:`ImageDataset` the cache was built from) is needed for fine-tuning, donor metrics and
+    int8 accuracy, which run on images. ``head`` defaults to the paper's head for the dataset's
+    classes. ``out_dir`` (a run's ``best/``) receives model.pt, model.torchscript.pt, model.onnx
+    (when available), metrics.json and confusion.csv.
+    """
+    settings, head = _check_inputs(donor, features, head, dataset, settings)
+    classes = list(features.classes)
+    indices = features.taps.normalize(selection)
+    pre = _preprocessing_of(features, donor)
+    tune = settings.fine_tune if settings.fine_tune is not None else dataset is not None
+    teacher, distill_note = _teacher(donor, classes, settings) if tune else (None, "")
+    stage = _Stages(progress, settings, int(tune) + int(teacher is not None))
+
+    stage("training the head on cached features")
+    graft, fit, data = _train_head_on_features(donor, features, indices, head, settings, progress)
+    skip_bad = _skips_bad_images(features)
+    device = resolve_device(settings.device) if dataset is not None else torch.device("cpu")
+    variants: Dict[str, _Variant] = {"head_only": _Variant(graft, *_test_on_features(graft, data, classes))}
+    if tune:
+        for name, by in (("fine_tuned", None), ("distilled", teacher)):
+            if name == "distilled" and by is None:
+                continue
+            stage("fine-tuning the graft end to end on images"
+                  + (" with distillation from the donor" if by is not None else ""))
+            tuned = copy.deepcopy(graft)
+            history = fine_tune(tuned, dataset, pre, settings, teacher=by, progress=progress,
+                                skip_bad=skip_bad)
+            variants[name] = _Variant(tuned, *_test_on_images(tuned, dataset, pre, settings,
+                                                              classes, skip_bad, device), history)
+    chosen = _choose(variants)
+    graft, val, test = variants[chosen].graft, variants[chosen].val, variants[chosen].test
+    fine_tune_history = variants[chosen].history
+
+    stage("testing the donor")
+    donor_val, donor_test, donor_note = _test_donor(donor, dataset, pre, settings, classes,
+                                                    skip_bad, device)
+    model = DeployableModel(graft, mean=pre.mean, std=pre.std, image_size=pre.image_size,
+                            class_names=classes).eval()
+
+    stage("measuring latency and memory beside the donor")
+    cost = _measure_cost(model, graft, donor, pre, settings)
     int8 = None
     if settings.quantize:
         stage("quantising to int8")
         int8 = _int8(graft, dataset, pre, settings, classes, skip_bad)
 
-    cost = graft.measured_cost()
-    metrics: Dict[str, Any] = {
-        "graftsearch_version": __version__,
-        "bits": bits, "taps": ";".join(str(i) for i in indices), "selection": list(indices),
-        "tap_names": list(graft.tap_names), "image_size": pre.image_size,
-        "mean": list(pre.mean), "std": list(pre.std), "class_names": classes,
-        "head": head.as_dict(),
-        "graft": {"params": g_params, "size_mib": params_mib(g_params), "macs": cost.macs,
-                  "val": val.summary(), "test": test.summary(), "per_class": test.as_dict()["per_class"],
-                  "confusion": test.confusion.tolist(), "best_epoch": fit.best_epoch,
-                  "history": fit.history, "fine_tuned": settings.fine_tune,
-                  "fine_tune_history": fine_tune_history},
-        "donor": {"name": donor.name, "params": d_params, "size_mib": params_mib(d_params),
-                  "macs": d_macs, "val": donor_val.summary() if donor_val else None,
-                  "test": donor_test.summary() if donor_test else None, "note": donor_note},
-        "size_reduction": {"params": d_params - g_params, "factor": d_params / g_params,
-                           "percent": 100.0 * (1 - g_params / d_params)},
-        "latency": latency, "memory": memory, "int8": int8,
-        "settings": settings.as_dict(),
-    }
+    record = _metrics_record(donor=donor, graft=graft, bits=features.taps.bits(indices),
+                             indices=indices, head=head, pre=pre, classes=classes, fit=fit,
+                             fine_tune_history=fine_tune_history, variants=variants,
+                             chosen=chosen, distill_note=distill_note,
+                             val=val, test=test, donor_val=donor_val, donor_test=donor_test,
+                             donor_note=donor_note, cost=cost, int8=int8, settings=settings)
     result = FinalModel(graft=graft, model=model, fit=fit, val=val, test=test, donor_val=donor_val,
-                        donor_test=donor_test, metrics=metrics)
+                        donor_test=donor_test, record=record)
     if out_dir is not None:
         stage("exporting")
         write_best(result, donor, out_dir, onnx=settings.onnx)
@@ -461,12 +573,12 @@ def write_best(final: FinalModel, donor, out_dir, *, onnx: Optional[bool] = None
     old = out.with_name(f".{out.name}-old-{os.getpid()}")
     try:
         export = export_model(final.model, tmp, donor=donor, metrics=final.metrics, onnx=onnx)
-        final.metrics["export"] = {"files": [p.name for p in (export.model_pt, export.torchscript,
-                                                               export.onnx) if p is not None],
-                                   "onnx_note": export.onnx_note,
-                                   "max_abs_diff": export.max_abs_diff}
-        write_json(tmp / "metrics.json", final.metrics)
-        write_text(tmp / "confusion.csv", final.test.confusion_csv())
+        final.record.export = ExportInfo(files=[p.name for p in (export.model_pt, export.torchscript,
+                                                                 export.onnx) if p is not None],
+                                         onnx_note=export.onnx_note,
+                                         max_abs_diff=export.max_abs_diff)
+        final.record.write(tmp / METRICS)
+        write_text(tmp / CONFUSION, final.test.confusion_csv())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private
@@ -489,8 +601,6 @@ def write_best(final: FinalModel, donor, out_dir, *, onnx: Optional[bool] = None
 
 def front_picks(run_dir, *, top_k: int = 1) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """The ``top_k`` best selections of a run's front, best first, and the run's settings."""
-    from graftsearch.report._report import load_run, order_front
-
     run = load_run(run_dir)
     order = order_front(run.pareto, run.objective, run.size_metric)
     if not len(order):
@@ -549,8 +659,8 @@ def train_final_from_run(run_dir, donor, features, *, dataset=None, head: Option
         chosen = next(p for p in picks if p["bits"] == best["bits"])
     final = train_final(donor, features, str(chosen["bits"]), head=head, dataset=dataset,
                         settings=settings, out_dir=None, progress=progress)
-    final.metrics["search_pick"] = {"proxy_val_accuracy": float(chosen["val_accuracy"]),
-                                    "objective": run_settings["objective"],
-                                    "candidates": candidates}
-    write_best(final, donor, Path(run_dir) / "best", onnx=settings.onnx)
+    final.record.search_pick = SearchPick(proxy_val_accuracy=float(chosen["val_accuracy"]),
+                                          objective=run_settings["objective"],
+                                          candidates=candidates)
+    write_best(final, donor, RunFiles(run_dir).best, onnx=settings.onnx)
     return final

@@ -13,22 +13,60 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from graftsearch.optimize._archive import Record
 from graftsearch.optimize._hypervolume import nondominated_indices
-from graftsearch.optimize._runfiles import COLUMNS, CONVERGENCE_COLUMNS, RunFiles, extras_keys
+from graftsearch.optimize._runfiles import CONVERGENCE_COLUMNS, RunFiles, parse_bool, records_frame
 from graftsearch.optimize._settings import SearchSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LEAST_VIOLATING = 10
 
 
+def preference(objective: str, size: float, val_accuracy: float, bits: str) -> tuple:
+    """The sort key of the search's order of preference (smallest first), the one order every
+    pick follows: the search's, the final training's and the report's."""
+    p = val_accuracy if math.isfinite(val_accuracy) else -math.inf
+    if objective == "min-size":
+        return (size, -p, bits)
+    return (-p, size, bits)
+
+
 def preference_key(record: Record, settings: SearchSettings) -> tuple:
-    size = record.size(settings.size_metric)
-    p = record.val_accuracy if math.isfinite(record.val_accuracy) else -math.inf
-    if settings.objective == "min-size":
-        return (size, -p, record.bits)
-    return (-p, size, record.bits)
+    return preference(settings.objective, record.size(settings.size_metric), record.val_accuracy,
+                      record.bits)
+
+
+def feasible_mask(frame: "pd.DataFrame") -> "pd.Series":
+    return frame["feasible"].map(parse_bool).astype(bool)
+
+
+def order_rows(frame: "pd.DataFrame", objective: str,
+               size_metric: str = "params") -> "pd.DataFrame":
+    """Every row of a table of selections (a run's pareto.csv) in the order the search ranks
+    them: feasible rows first by :func:`preference_key`, then the others by violation as
+    :func:`least_violating` orders them."""
+    # the objective as the search reads it: anything but max-accuracy is min-size
+    objective = "max-accuracy" if objective == "max-accuracy" else "min-size"
+    if not len(frame):
+        return frame
+    feasible = feasible_mask(frame).tolist()
+    keys = [(0.0,) + preference(objective, float(size), float(p), str(bits)) if ok else
+            (1.0, float(violation)) + preference(objective, float(size), float(p), str(bits))
+            for ok, size, p, bits, violation in zip(feasible, frame[size_metric],
+                                                    frame["val_accuracy"], frame["bits"],
+                                                    frame["violation"])]
+    return frame.iloc[sorted(range(len(keys)), key=keys.__getitem__)]
+
+
+def order_front(frame: "pd.DataFrame", objective: str,
+                size_metric: str = "params") -> "pd.DataFrame":
+    """The feasible rows of a table of selections, best first (the search's rank 1 first)."""
+    ordered = order_rows(frame, objective, size_metric)
+    return ordered[feasible_mask(ordered)] if len(ordered) else ordered
 
 
 def feasible_front(records: Sequence[Record], settings: SearchSettings) -> List[Record]:
@@ -96,31 +134,6 @@ class Pick:
                 "macs": self.macs, "val_accuracy": self.val_accuracy, "val_loss": self.val_loss,
                 "feasible": self.feasible, "violation": self.violation,
                 "generation": self.generation, **dict(self.extras)}
-
-
-_DTYPES = {"bits": str, "taps": str, "n_taps": "int64", "deepest_tap": "int64", "params": "int64",
-           "size_mib": "float64", "macs": "int64", "val_accuracy": "float64", "val_loss": "float64",
-           "feasible": bool, "violation": "float64", "generation": "int64", "evaluated_at": str}
-
-
-def records_frame(records: Sequence[Record], ranks: Optional[Sequence[int]] = None):
-    import pandas as pd
-
-    extras = extras_keys(records)
-    rows = []
-    for i, r in enumerate(records):
-        taps = r.taps
-        row = {"bits": r.bits, "taps": r.taps_text, "n_taps": len(taps), "deepest_tap": taps[-1],
-               "params": r.params, "size_mib": r.size_mib, "macs": r.macs,
-               "val_accuracy": r.val_accuracy, "val_loss": r.val_loss, "feasible": r.feasible,
-               "violation": r.violation, "generation": r.generation, "evaluated_at": r.evaluated_at}
-        row.update({k: r.extras.get(k, math.nan) for k in extras})
-        if ranks is not None:
-            row["rank"] = ranks[i]
-        rows.append(row)
-    columns = list(COLUMNS) + extras + (["rank"] if ranks is not None else [])
-    frame = pd.DataFrame(rows, columns=columns)
-    return frame.astype({k: v for k, v in _DTYPES.items()} | ({"rank": "int64"} if ranks is not None else {}))
 
 
 @dataclass

@@ -10,6 +10,11 @@ rows of generations after the last checkpoint (or a half-written last line) disa
 Numbers are written so that the same run gives the same bytes: floats as Python's shortest
 round-trip ``repr``, NaN as an empty field, infinity as ``inf``. ``evaluated_at`` (UTC, ISO 8601)
 is the only column that depends on the clock.
+
+This module is the one schema of a run directory: its file names, the columns and dtypes of its
+tables, writing them (:class:`RunFiles`) and reading them back (:func:`load_run`, a
+:class:`SavedRun`). ``best/metrics.json`` is written by final training, a later stage, as a
+``FinalMetrics`` record; only its path is named here.
 """
 
 from __future__ import annotations
@@ -21,16 +26,35 @@ import os
 import pickle
 import platform
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from graftsearch.optimize._archive import Record
 from graftsearch._utils.atomic import write_json, write_bytes, write_text
-from graftsearch._utils.errors import SearchError
+from graftsearch._utils.errors import ParameterError, SearchError, param_message
 
-COLUMNS = ("bits", "taps", "n_taps", "deepest_tap", "params", "size_mib", "macs", "val_accuracy",
-           "val_loss", "feasible", "violation", "generation", "evaluated_at")
-CONVERGENCE_COLUMNS = ("generation", "evaluations", "hypervolume", "best_bits", "best_size",
-                       "best_val_accuracy", "n_feasible", "elapsed_s")
+if TYPE_CHECKING:  # pandas is imported when a run is read, not with the package
+    import pandas as pd
+
+EVALUATIONS, PARETO, CONVERGENCE, REFINED = ("evaluations.csv", "pareto.csv", "convergence.csv",
+                                             "refined.csv")
+TAPS, CHECKPOINT, CONFIG = "taps.csv", "checkpoint.pkl", "config.json"
+BEST, METRICS, CONFUSION = "best", "metrics.json", "confusion.csv"
+
+#: The columns of evaluations.csv, refined.csv and pareto.csv (which adds RANK), with their
+#: dtypes as a DataFrame; sorted extra metrics of a custom fitness follow them as float64.
+DTYPES: Dict[str, Any] = {
+    "bits": str, "taps": str, "n_taps": "int64", "deepest_tap": "int64", "params": "int64",
+    "size_mib": "float64", "macs": "int64", "val_accuracy": "float64", "val_loss": "float64",
+    "feasible": bool, "violation": "float64", "generation": "int64", "evaluated_at": str}
+COLUMNS = tuple(DTYPES)
+RANK = "rank"
+CONVERGENCE_DTYPES: Dict[str, Any] = {
+    "generation": "int64", "evaluations": "int64", "hypervolume": "float64", "best_bits": str,
+    "best_size": "float64", "best_val_accuracy": "float64", "n_feasible": "int64",
+    "elapsed_s": "float64"}
+CONVERGENCE_COLUMNS = tuple(CONVERGENCE_DTYPES)
+TAPS_COLUMNS = ("index", "name")  # the ones a reader needs; TapList.to_csv writes more
 CHECKPOINT_FORMAT = "graftsearch-search"
 CHECKPOINT_VERSION = 1
 
@@ -58,15 +82,28 @@ def extras_keys(records: Iterable[Record]) -> List[str]:
     return sorted(keys)
 
 
-def record_row(record: Record, extras: Sequence[str], rank: Optional[int] = None) -> List[str]:
+def record_values(record: Record, extras: Sequence[str] = (),
+                  rank: Optional[int] = None) -> Dict[str, Any]:
+    """One row of the record tables, column by column (COLUMNS, ``extras``, then RANK if given)."""
     taps = record.taps
-    row = [record.bits, record.taps_text, len(taps), taps[-1], record.params, record.size_mib,
-           record.macs, record.val_accuracy, record.val_loss, record.feasible, record.violation,
-           record.generation, record.evaluated_at]
-    row += [record.extras.get(k, math.nan) for k in extras]
+    row: Dict[str, Any] = {
+        "bits": record.bits, "taps": record.taps_text, "n_taps": len(taps), "deepest_tap": taps[-1],
+        "params": record.params, "size_mib": record.size_mib, "macs": record.macs,
+        "val_accuracy": record.val_accuracy, "val_loss": record.val_loss,
+        "feasible": record.feasible, "violation": record.violation,
+        "generation": record.generation, "evaluated_at": record.evaluated_at}
+    row.update({k: record.extras.get(k, math.nan) for k in extras})
     if rank is not None:
-        row.append(rank)
-    return [fmt(v) for v in row]
+        row[RANK] = rank
+    return row
+
+
+def record_columns(extras: Sequence[str] = (), ranked: bool = False) -> List[str]:
+    return list(COLUMNS) + list(extras) + ([RANK] if ranked else [])
+
+
+def record_row(record: Record, extras: Sequence[str], rank: Optional[int] = None) -> List[str]:
+    return [fmt(v) for v in record_values(record, extras, rank).values()]
 
 
 def records_csv(records: Sequence[Record], *, extras: Optional[Sequence[str]] = None,
@@ -76,7 +113,7 @@ def records_csv(records: Sequence[Record], *, extras: Optional[Sequence[str]] = 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     if header:
-        writer.writerow(list(COLUMNS) + list(extras) + (["rank"] if ranks is not None else []))
+        writer.writerow(record_columns(extras, ranked=ranks is not None))
     for i, record in enumerate(records):
         writer.writerow(record_row(record, extras, None if ranks is None else ranks[i]))
     return buf.getvalue()
@@ -91,12 +128,25 @@ def history_csv(history: Sequence[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def records_frame(records: Sequence[Record],
+                  ranks: Optional[Sequence[int]] = None) -> "pd.DataFrame":
+    """The records as the table :func:`read_records` reads back from their CSV file."""
+    import pandas as pd
+
+    extras = extras_keys(records)
+    rows = [record_values(r, extras, None if ranks is None else ranks[i])
+            for i, r in enumerate(records)]
+    frame = pd.DataFrame(rows, columns=record_columns(extras, ranked=ranks is not None))
+    return frame.astype(_record_dtypes(ranks is not None))
+
+
+def _record_dtypes(ranked: bool) -> Dict[str, Any]:
+    return dict(DTYPES, **({RANK: "int64"} if ranked else {}))
+
+
 def parse_bool(value: Any) -> bool:
     """A boolean CSV field as the run files write it ("True"/"False"; "1"/"yes" also read)."""
     return str(value).strip().lower() in ("true", "1", "yes")
-
-
-EVALUATIONS, CHECKPOINT = "evaluations.csv", "checkpoint.pkl"
 
 
 def versions() -> Dict[str, str]:
@@ -113,17 +163,23 @@ def versions() -> Dict[str, str]:
 
 
 class RunFiles:
-    """Reading and writing one run directory."""
+    """The paths of one run directory; writes its files (:meth:`read` reads them back)."""
 
     def __init__(self, root: os.PathLike | str):
         self.root = Path(root)
         self.evaluations = self.root / EVALUATIONS
-        self.pareto = self.root / "pareto.csv"
-        self.convergence = self.root / "convergence.csv"
-        self.refined = self.root / "refined.csv"
-        self.taps = self.root / "taps.csv"
+        self.pareto = self.root / PARETO
+        self.convergence = self.root / CONVERGENCE
+        self.refined = self.root / REFINED
+        self.taps = self.root / TAPS
         self.checkpoint = self.root / CHECKPOINT
+        self.config = self.root / CONFIG
+        self.best = self.root / BEST
+        self.metrics = self.best / METRICS
         self._extras: Optional[List[str]] = None
+
+    def read(self) -> "SavedRun":
+        return load_run(self.root)
 
     def prepare(self) -> None:
         if self.root.exists() and not self.root.is_dir():
@@ -143,7 +199,7 @@ class RunFiles:
         (which holds them too): the report and the final training read the objective there."""
         import json
 
-        path = self.root / "config.json"
+        path = self.config
         if path.is_file():
             try:
                 if "settings" in json.loads(path.read_text()):
@@ -198,3 +254,119 @@ class RunFiles:
                               f"{state.get('version')}, this graftsearch reads version "
                               f"{CHECKPOINT_VERSION}. Start the search in a new run directory.")
         return state
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def _typed(frame: "pd.DataFrame", dtypes: Mapping[str, Any]) -> "pd.DataFrame":
+    """``frame`` with the schema's dtypes; a column that does not convert (a hand-edited file,
+    an empty int field) keeps what pandas read, so such a run can still be reported."""
+    for name, dtype in dtypes.items():
+        if name not in frame.columns or dtype is str:  # str columns are read as str already
+            continue
+        column = frame[name]
+        try:
+            frame[name] = (column.map(parse_bool).astype(bool) if dtype is bool
+                           else column.astype(dtype))
+        except (TypeError, ValueError):
+            pass
+    return frame
+
+
+def read_table(path: Path, dtypes: Mapping[str, Any], required: Sequence[str]) -> "pd.DataFrame":
+    """A CSV file of the run directory with the schema's dtypes (columns it does not know, the
+    extras of a custom fitness, as pandas reads them); SearchError when ``required`` are missing."""
+    import pandas as pd
+
+    text_columns = {k: str for k, v in dtypes.items() if v is str}
+    try:
+        frame = pd.read_csv(path, dtype=text_columns, keep_default_na=True)
+    except pd.errors.EmptyDataError:
+        frame = pd.DataFrame(columns=list(required))
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise SearchError(f"'{path}' lacks the column(s) {missing}; it was not written by a "
+                          "graftsearch search. Rerun or resume the search to rewrite it.")
+    return _typed(frame, dtypes)
+
+
+def read_records(path: Path) -> "pd.DataFrame":
+    """evaluations.csv, refined.csv or pareto.csv as :func:`records_frame` builds it."""
+    return read_table(path, _record_dtypes(True), COLUMNS)
+
+
+def read_convergence(path: Path) -> "pd.DataFrame":
+    return read_table(path, CONVERGENCE_DTYPES, CONVERGENCE_COLUMNS)
+
+
+def _find(obj: Any, key: str) -> Any:
+    if isinstance(obj, Mapping):
+        if key in obj and obj[key] is not None:
+            return obj[key]
+        for value in obj.values():
+            found = _find(value, key)
+            if found is not None:
+                return found
+    return None
+
+
+@dataclass
+class SavedRun:
+    """The tables and settings of one run directory, as :func:`load_run` reads them."""
+
+    root: Path
+    config: Dict[str, Any]
+    evaluations: "pd.DataFrame"
+    pareto: "pd.DataFrame"
+    convergence: "pd.DataFrame"
+    taps: Optional["pd.DataFrame"]
+
+    @property
+    def files(self) -> RunFiles:
+        return RunFiles(self.root)
+
+    def setting(self, *keys: str, default: Any = None) -> Any:
+        """The first of ``keys`` found anywhere in config.json (nested sections included)."""
+        for key in keys:
+            found = _find(self.config, key)
+            if found is not None:
+                return found
+        return default
+
+    @property
+    def objective(self) -> str:
+        return str(self.setting("objective", default="min-size"))
+
+    @property
+    def size_metric(self) -> str:
+        metric = str(self.setting("size_metric", default="params"))
+        return metric if metric in ("params", "size_mib", "macs") else "params"
+
+
+def load_run(run_dir) -> SavedRun:
+    """Read a run directory's config and tables, with a clear error for a missing file."""
+    import json
+
+    files = RunFiles(run_dir)
+    root = files.root
+    if not root.is_dir():
+        raise ParameterError(param_message("run_dir", "an existing run directory", str(root),
+                                           "Pass the directory a `graftsearch run` wrote."))
+    needed = [files.evaluations, files.pareto, files.convergence]
+    missing = [p.name for p in needed if not p.is_file()]
+    if missing:
+        raise SearchError(f"The run directory '{root}' lacks {', '.join(missing)}; a report needs "
+                          "the files of a search that finished at least one generation. Resume "
+                          f"it with `graftsearch resume {root}`.")
+    config: Dict[str, Any] = {}
+    if files.config.is_file():  # absent when the search ran through the Python API
+        try:
+            config = json.loads(files.config.read_text())
+        except json.JSONDecodeError as exc:
+            raise SearchError(f"'{files.config}' is not valid JSON ({exc}).") from exc
+    taps = read_table(files.taps, {}, TAPS_COLUMNS) if files.taps.is_file() else None
+    return SavedRun(root=root, config=config, evaluations=read_records(files.evaluations),
+                    pareto=read_records(files.pareto),
+                    convergence=read_convergence(files.convergence), taps=taps)

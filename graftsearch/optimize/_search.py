@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from graftsearch.optimize._archive import Archive, Record
 from graftsearch.optimize._domination import bits_of, make_individual, select_survivors
 from graftsearch._utils.errors import Described, ParameterError, SearchError, param_message
+from graftsearch.fitness._base import Fitness
 from graftsearch.taps._head import HeadSpec
 from graftsearch.optimize._hypervolume import front_hypervolume
 from graftsearch.optimize._parallel import Evaluator
@@ -41,12 +42,9 @@ logger = logging.getLogger("graftsearch")
 _GAIN = 1e-12  # smaller changes of hypervolume or violation are rounding, not progress
 
 
-def fitness_key(fitness) -> str:
-    """What identifies a fitness in a checkpoint: its ``key()``, else its class and name."""
-    key = getattr(fitness, "key", None)
-    if callable(key):
-        return str(key())
-    return f"{type(fitness).__module__}.{type(fitness).__qualname__}:{getattr(fitness, 'name', '')}"
+def fitness_key(fitness: Fitness) -> str:
+    """What identifies a fitness in a checkpoint: its :meth:`Fitness.key`."""
+    return str(fitness.key())
 
 
 def _check_inputs(taps, head, fitness, settings, refine_fitness) -> None:
@@ -57,12 +55,23 @@ def _check_inputs(taps, head, fitness, settings, refine_fitness) -> None:
     if not isinstance(settings, SearchSettings):
         raise ParameterError(param_message("settings", "a SearchSettings", type(settings).__name__))
     for name, fit in (("fitness", fitness), ("refine_fitness", refine_fitness)):
-        if fit is not None and not callable(getattr(fit, "evaluate", None)):
-            raise ParameterError(param_message(
-                name, "an object with evaluate(selection) -> Evaluation", type(fit).__name__,
-                "Use graftsearch's proxies or subclass its fitness base class."))
-    if fitness is None:
-        raise ParameterError(param_message("fitness", "an object with evaluate(selection) -> Evaluation", None))
+        if isinstance(fit, Fitness) or fit is None and name == "refine_fitness":
+            continue
+        cls = fit if isinstance(fit, type) else type(fit)
+        got = Described(f"the class {fit.__name__}") if isinstance(fit, type) else cls.__name__
+        see = "(see `help(graftsearch.Fitness)`)"
+        if isinstance(fit, type) and issubclass(fit, Fitness):
+            hint = f"Pass an instance, {fit.__name__}(...), not the class {see}."
+        elif callable(getattr(fit, "evaluate", None)):
+            # a duck-typed fitness (what the search took before the base class) lacks only the base
+            hint = f"Add graftsearch.Fitness to the bases of {cls.__name__} {see}."
+        else:
+            hint = f"Subclass graftsearch.Fitness and implement evaluate(selection) -> Evaluation {see}."
+            if callable(fit) and not isinstance(fit, type):
+                hint += " A function fn(ctx) becomes one with graftsearch.make_fitness(fn, features)."
+        raise ParameterError(param_message(
+            name, "an object with evaluate(selection) -> Evaluation that subclasses graftsearch.Fitness",
+            None if fit is None else got, hint))
     if settings.refine != "none" and refine_fitness is None:
         raise ParameterError(param_message(
             "refine_fitness", f"a fitness when settings.refine={settings.refine!r}", None,

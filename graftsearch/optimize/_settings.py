@@ -18,19 +18,18 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, Optional, Union
 
 from graftsearch._utils.checks import is_int, is_real
 from graftsearch._utils.errors import ParameterError, param_message
+from graftsearch.taps._records import BYTES_PER_PARAM, MIB
 
 OBJECTIVES = ("min-size", "max-accuracy")
 SIZE_METRICS = ("params", "size_mib", "macs")
 CROSSOVERS = ("uniform", "two-point")
 REFINES = ("none", "front", "front+neighbours")
 
-BYTES_PER_PARAM = 4
-MIB = 2**20
 _COUNT_SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
 _BYTE_SUFFIX = {"b": 1, "kib": 2**10, "kb": 2**10, "mib": 2**20, "mb": 2**20, "gib": 2**30, "gb": 2**30}
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
@@ -116,30 +115,31 @@ class SearchSettings:
     ``checkpoint.pkl`` every that many generations (and always at the end).
     """
 
-    objective: str = "min-size"
+    objective: str = field(default="min-size", metadata={"choices": OBJECTIVES})
     p_min: Optional[float] = None
     size_max: Optional[SizeLike] = None
-    size_metric: str = "params"
+    size_metric: str = field(default="params", metadata={"choices": SIZE_METRICS})
     population: int = 32
     generations: int = 40
     max_evaluations: Optional[int] = None
     max_seconds: Optional[float] = None
     stagnation: Optional[int] = None
-    crossover: str = "uniform"
+    crossover: str = field(default="uniform", metadata={"choices": CROSSOVERS})
     cx_prob: float = 0.9
     mut_prob: float = 1.0
     indpb: Optional[float] = None
     seed: int = 0
     n_jobs: int = 1
     dask_scheduler: Optional[str] = None
-    refine: str = "none"
+    # Refining needs a second fitness (``run_search(refine_fitness=...)``), so a search refines
+    # only when asked to; this is also the default of `graftsearch run` and graftsearch.search.
+    refine: str = field(default="none", metadata={"choices": REFINES})
     checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
-        self._choice("objective", OBJECTIVES)
-        self._choice("size_metric", SIZE_METRICS)
-        self._choice("crossover", CROSSOVERS)
-        self._choice("refine", REFINES)
+        for f in fields(self):
+            if f.metadata.get("choices"):
+                self._choice(f.name, f.metadata["choices"])
         if self.objective == "min-size":
             if self.p_min is None:
                 raise ParameterError(param_message(

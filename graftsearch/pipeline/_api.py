@@ -1,7 +1,9 @@
 """``graftsearch.search``: donor + data (or features) + fitness + objective -> SearchResult.
 
 A thin entry point over parts that are each usable alone: :func:`load_donor`,
-:func:`load_dataset`, :func:`build_cache`, :func:`make_fitness` and :func:`run_search`.
+:func:`load_dataset`, :func:`build_cache`, :func:`make_fitness` and :func:`run_search`. Its
+defaults are those of ``graftsearch run`` (:data:`DEFAULTS`), so the same arguments give the
+same donor, cache and search from Python and from the command line.
 """
 
 from __future__ import annotations
@@ -10,33 +12,39 @@ from typing import Any, Optional, Union
 
 from graftsearch._utils.errors import ParameterError, param_message
 from graftsearch._utils.progress import ProgressCallback
+from graftsearch.pipeline._settings import DEFAULTS, build_part
 
 
-def search(*, donor: Any = None, weights: Optional[str] = "DEFAULT", data: Any = None,
-           features: Any = None, fitness: Any = "fast",
-           objective: str = "min-size", p_min: Optional[float] = None,
+def search(*, donor: Any = None, weights: Optional[str] = DEFAULTS["weights"], data: Any = None,
+           features: Any = None, fitness: Any = DEFAULTS["proxy"],
+           objective: str = DEFAULTS["objective"], p_min: Optional[float] = None,
            size_max: Union[str, float, None] = None, head: Any = None,
-           image_size: Optional[int] = None, cache_dir: Optional[str] = None,
-           run_dir: Optional[str] = None, refine: str = "none", refine_fitness: Any = "mlp",
-           seed: int = 0, progress: Optional[ProgressCallback] = None, **settings: Any):
+           image_size: Optional[int] = DEFAULTS["image_size"],
+           cache_dir: Optional[str] = DEFAULTS["cache_dir"], run_dir: Optional[str] = None,
+           refine: str = DEFAULTS["refine"], refine_fitness: Any = "mlp",
+           seed: int = DEFAULTS["seed"], progress: Optional[ProgressCallback] = None,
+           **settings: Any):
     """Search the taps of ``donor`` on ``data`` for the paper's ``objective``.
 
-    ``donor``: a name (loaded with ``weights``, by default its pretrained ones; None for random
-    weights), :class:`DonorSpec` or :class:`Donor`; ``data``: a ``--data`` string,
-    :class:`DataSpec` or :class:`ImageDataset`. Instead of both, ``features`` takes any
-    :class:`FeatureSource` (a :class:`FeatureCache` or :class:`ArrayFeatures`). ``fitness`` is
-    ``"fast"``, ``"mlp"``, a callable ``fn(ctx)`` / :class:`FitnessFunction`, or a fitness object
+    ``donor``: a name (loaded with ``weights``: by default ``"DEFAULT"``, its pretrained ones;
+    ``"none"`` or None for random weights), :class:`DonorSpec` or :class:`Donor`; ``data``: a
+    ``--data`` string, :class:`DataSpec` or :class:`ImageDataset`. Instead of both, ``features``
+    takes any :class:`FeatureSource` (a :class:`FeatureCache` or :class:`ArrayFeatures`).
+    ``image_size`` is the cache's input side (None: the donor's own). ``fitness`` is ``"fast"``,
+    ``"mlp"``, a callable ``fn(ctx)`` / :class:`FitnessFunction`, or a fitness object
     (``evaluate(selection) -> Evaluation``). ``head`` is a :class:`HeadSpec` (default: the
     paper's head for the data's classes). ``refine="front"`` re-ranks the final front with
     ``refine_fitness``. Other keyword arguments are :class:`SearchSettings` fields
-    (``population``, ``generations``, ``n_jobs``, ...). Returns a :class:`SearchResult`.
+    (``population``, ``generations``, ``n_jobs``, ``checkpoint_every``, ...). Returns a
+    :class:`SearchResult`.
     """
+    from graftsearch.data import DataSpec, ImageDataset, load_dataset
+    from graftsearch.donors._spec import Donor, DonorSpec
+    from graftsearch.donors._zoo import load_donor
     from graftsearch.features._cache import build_cache
-    from graftsearch.data._sources import DataSpec, ImageDataset, load_dataset
-    from graftsearch.donors._zoo import Donor, DonorSpec, load_donor
-    from graftsearch.taps._head import HeadSpec
     from graftsearch.optimize._search import run_search
     from graftsearch.optimize._settings import SearchSettings
+    from graftsearch.taps._head import HeadSpec
 
     search_settings = SearchSettings(objective=objective, p_min=p_min, size_max=size_max,
                                      seed=seed, refine=refine, **settings)
@@ -53,8 +61,10 @@ def search(*, donor: Any = None, weights: Optional[str] = "DEFAULT", data: Any =
             raise ParameterError(param_message("donor", "a donor name, DonorSpec or Donor",
                                                type(donor).__name__))
         if not isinstance(data, ImageDataset):
-            data = load_dataset(data if isinstance(data, DataSpec) else DataSpec(source=str(data), seed=seed))
-        features = build_cache(donor, data, image_size=image_size or 128, cache_dir=cache_dir,
+            if not isinstance(data, DataSpec):
+                data = build_part("data", {**DEFAULTS, "data": str(data), "seed": seed})
+            data = load_dataset(data)
+        features = build_cache(donor, data, image_size=image_size, cache_dir=cache_dir,
                                progress=progress)
     elif donor is not None or data is not None:
         raise ParameterError(param_message("features", "given alone (not with donor or data)",
@@ -68,7 +78,7 @@ def search(*, donor: Any = None, weights: Optional[str] = "DEFAULT", data: Any =
 
 def _fitness(fitness: Any, features, head, seed: int):
     """A fitness object; the ``mlp`` proxy trains the same head the search costs."""
-    from graftsearch.fitness._proxies import MLPSettings, make_fitness
+    from graftsearch.fitness import MLPSettings, make_fitness
 
     if hasattr(fitness, "evaluate"):
         return fitness

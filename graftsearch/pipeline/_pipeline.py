@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from graftsearch._utils.atomic import write_json
-from graftsearch._utils.errors import DataError, DonorError, ParameterError, SearchError, param_message
+from graftsearch._utils.errors import (DataError, DonorError, GraftSearchError, ParameterError,
+                                      SearchError, param_message)
 from graftsearch._utils.progress import ProgressCallback, report
-from graftsearch.pipeline._settings import DEMO_DATA, RunSettings
+from graftsearch.pipeline._settings import RunSettings, cache_kwargs, prepare_data
 from graftsearch.optimize._runfiles import CHECKPOINT, EVALUATIONS, versions
 from graftsearch.optimize._settings import RESUMABLE_CHANGES
 
@@ -32,8 +33,8 @@ RESUMABLE = set(RESUMABLE_CHANGES) | {"workers", "device", "cache_dir", "latency
                                       "preset"}
 
 OFFLINE_HINT = ("Two ways forward: give local files (`--data PATH` with your images, "
-                "`--donor-checkpoint FILE` or the offline donor `--donor efficientnet_lite0 "
-                "--weights IMAGENET`), or try the offline demo: "
+                "`--donor-checkpoint FILE` or the offline donor `--donor efficientnet_lite0`, "
+                "whose ImageNet weights ship with the package), or try the offline demo: "
                 "`graftsearch run --preset demo --objective min-size --p-min 0.9`.")
 
 
@@ -76,12 +77,27 @@ def _check_run_dir(run_dir: Path, settings: RunSettings) -> None:
                           "same run_dir.")
     old = stored["settings"]
     new = settings.as_dict()
-    differ = sorted(k for k in new if k not in RESUMABLE and old.get(k) != new[k])
+    differ = sorted(k for k in new if k not in RESUMABLE and old.get(k) != new[k]
+                    and not _same_weights(k, old, new))
     if differ:
         shown = ", ".join(f"{k} ({old.get(k)!r} -> {new[k]!r})" for k in differ[:4])
         raise SearchError(f"The run directory '{run_dir}' holds another run; its settings differ: "
                           f"{shown}. Use `graftsearch resume {run_dir}` to continue it, or pass "
                           "another --run-dir.")
+
+
+def _same_weights(key: str, old: Dict[str, Any], new: Dict[str, Any]) -> bool:
+    # "DEFAULT" and the name it resolves to are the same weights (runs made before DEFAULT was
+    # the default stored IMAGENET1K_V1)
+    if key != "weights" or old.get("donor") != new.get("donor"):
+        return False
+    from graftsearch.donors._zoo import resolve_weights
+
+    try:
+        return resolve_weights(old.get("donor"), old.get("weights")) == \
+            resolve_weights(new.get("donor"), new.get("weights"))
+    except GraftSearchError:
+        return False
 
 
 def write_config(run_dir: Path, settings: RunSettings) -> None:
@@ -99,7 +115,7 @@ def run(settings: RunSettings, *, progress: Optional[ProgressCallback] = None) -
     """Run (or resume) the whole path for ``settings``; see the module docstring."""
     from graftsearch.features._cache import build_cache
     from graftsearch.data._sources import load_dataset
-    from graftsearch.donors._zoo import load_donor
+    from graftsearch.donors._zoo import describe_weights, load_donor
     from graftsearch.graft._final import train_final_from_run
     from graftsearch.report._report import write_report
     from graftsearch.optimize._search import run_search
@@ -128,10 +144,7 @@ def run(settings: RunSettings, *, progress: Optional[ProgressCallback] = None) -
         t0 = time.perf_counter()
         # data first: without it nothing else is worth loading
         _stage(progress, "data", f"reading the data ({settings.data})")
-        if settings.data == DEMO_DATA:
-            from graftsearch.data._demo import prepare_demo_data
-
-            prepare_demo_data()
+        prepare_data(settings.data)
         try:
             dataset = load_dataset(settings.data_spec(), progress=progress)
         except DataError as exc:
@@ -140,9 +153,11 @@ def run(settings: RunSettings, *, progress: Optional[ProgressCallback] = None) -
             raise
         head = settings.head_spec(num_classes=len(dataset.classes))
 
-        _stage(progress, "donor", f"loading the donor ({settings.donor or settings.donor_checkpoint})")
+        spec = settings.donor_spec()
         try:
-            donor = load_donor(settings.donor_spec())
+            _stage(progress, "donor", f"loading the donor from {spec.checkpoint}" if spec.checkpoint
+                   else f"loading the donor {spec.name} with {describe_weights(spec)}")
+            donor = load_donor(spec)
         except DonorError as exc:
             if "download" in str(exc).lower():
                 raise DonorError(f"{exc} {OFFLINE_HINT}") from exc
@@ -153,11 +168,7 @@ def run(settings: RunSettings, *, progress: Optional[ProgressCallback] = None) -
 
         t0 = time.perf_counter()
         _stage(progress, "cache", "caching the pooled features of every tap (one pass per image)")
-        cache = build_cache(donor, dataset, image_size=settings.image_size,
-                            cache_dir=settings.cache_dir, dtype=settings.dtype,
-                            device=settings.device, batch_size=settings.batch_size,
-                            num_workers=settings.workers, skip_bad_images=settings.skip_bad_images,
-                            progress=progress)
+        cache = build_cache(donor, dataset, **cache_kwargs(settings.as_dict()), progress=progress)
         outcome.timings["cache_s"] = time.perf_counter() - t0
         logger.info("cache: %s", cache.path)
 
@@ -192,7 +203,8 @@ def run(settings: RunSettings, *, progress: Optional[ProgressCallback] = None) -
 
 
 def _fitnesses(cache, settings: RunSettings):
-    from graftsearch.fitness._proxies import FastProxy, MLPProxy
+    from graftsearch.fitness._fast import FastProxy
+    from graftsearch.fitness._mlp import MLPProxy
 
     mlp = MLPProxy(cache, seed=settings.seed, settings=settings.mlp_settings())
     if settings.proxy == "mlp":

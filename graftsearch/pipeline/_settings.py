@@ -1,9 +1,27 @@
-"""Settings of a whole ``graftsearch run``: one flat, frozen dataclass.
+"""Settings of a whole ``graftsearch run``: one flat, frozen dataclass composed of its parts.
 
 Every field is a command-line flag (``p_min`` <-> ``--p-min``) and a key of a ``--config`` TOML
 file, and is written to the run directory's ``config.json``; the CLI builds this same dataclass,
 so the command line, config files and the Python API cannot drift apart. Precedence: field
 defaults < ``preset`` < config file < flags.
+
+A run is made of parts, each with its own settings class (:data:`PARTS`: the donor's
+:class:`DonorSpec`, the data's :class:`DataSpec`, the :class:`HeadSpec`, the cache's
+:class:`CacheOptions`, :class:`SearchSettings`, :class:`MLPSettings`, the final head training's
+:class:`TrainSchedule`, :class:`FinalSettings`, :class:`CultivateSettings`). Each part declares
+which RunSettings field fills which of its fields; a field's default, type and choices are read
+from the first part that holds it, and the parts are built from the fields by that declaration,
+so every default is defined once, in its part. RunSettings adds the help text (what the command
+line shows) and the settings no part has a default for:
+
+- ``data="deepweeds"``: the paper's data (a :class:`DataSpec` needs a source);
+- ``image_size=128``: the paper's input size (the parts' unset means the donor's own size);
+- ``cultivate=0``: no cultivation (a positive number is :class:`CultivateSettings`' epochs);
+- ``proxy="fast"``, ``top_k=1``, ``run_dir`` and ``preset``, which belong to the run alone.
+
+Every `graftsearch` command takes the flags it shares with ``run`` from these fields, and builds
+its parts with :func:`build_part`, so ``graftsearch cache`` without flags builds the cache a
+``graftsearch run`` with the same flags uses.
 """
 
 from __future__ import annotations
@@ -11,201 +29,372 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import sys
 import time
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
+from graftsearch._utils.device import DEVICE_HELP
 from graftsearch._utils.errors import Described, ParameterError, close_matches_hint, param_message
+from graftsearch.cultivate._cultivate import CultivateSettings
+from graftsearch.data import DataSpec
+from graftsearch.donors._preprocessing import PAPER_IMAGE_SIZE
+from graftsearch.donors._spec import DonorSpec, NO_WEIGHTS, normalize_weights
+from graftsearch.features._cache import DTYPES, CacheOptions
+from graftsearch.fitness import MLPSettings
+from graftsearch.fitness._factory import FITNESS_KINDS
+from graftsearch.graft import FinalSettings
+from graftsearch.optimize._settings import SearchSettings
+from graftsearch.taps._head import HeadSpec
+from graftsearch.training._headtrain import PAPER_SCHEDULE, TrainSchedule
 
 GROUPS = ("donor", "data", "head", "cache", "fitness", "search", "final", "run")
-PROXIES = ("fast", "mlp")
 DEMO_DATA = "demo:digits"
-REFINES = ("none", "front", "front+neighbours")
 
 
-def _f(default: Any, group: str, help: str, *, choices: Tuple[str, ...] = (), kind: type | None = None):
-    return field(default=default, metadata={"group": group, "help": help, "choices": choices,
-                                            "kind": kind})
+# ---------------------------------------------------------------------------------------------
+# the parts
+
+
+@dataclass(frozen=True)
+class Part:
+    """A settings class of one part of a run and the RunSettings fields that fill it
+    (RunSettings field -> field of ``cls``). ``defaults`` is an instance whose values are the
+    part's defaults, for classes without field defaults (the paper's final schedule)."""
+
+    cls: type
+    fields: Mapping[str, str]
+    defaults: Any = None
+
+    def default(self, name: str) -> Any:
+        """The default of the part's field filled by the RunSettings field ``name``
+        (``dataclasses.MISSING`` when it has none)."""
+        target = self.fields[name]
+        if self.defaults is not None:
+            return getattr(self.defaults, target)
+        f = self.cls.__dataclass_fields__[target]
+        if f.default_factory is not dataclasses.MISSING:
+            return f.default_factory()
+        return f.default
+
+
+def _same_names(cls: type, *, skip: Tuple[str, ...] = ()) -> Dict[str, str]:
+    return {f.name: f.name for f in dataclasses.fields(cls) if f.name not in skip}
+
+
+# Order matters: a field shared by several parts takes its default from the first one
+# (tests/test_settings.py checks that the others agree).
+PARTS: Dict[str, Part] = {
+    "donor": Part(DonorSpec, {"donor": "name", "weights": "weights",
+                              "donor_checkpoint": "checkpoint",
+                              "trust_checkpoint": "trust_checkpoint", "donor_classes": "num_classes",
+                              "taps": "taps", "image_size": "image_size"}),
+    "data": Part(DataSpec, {"data": "source", "split": "split", "split_column": "split_column",
+                            "seed": "seed"}),
+    "head": Part(HeadSpec, {"head_width": "hidden", "dropout": "dropout"}),
+    "cache": Part(CacheOptions, {"image_size": "image_size", "cache_dir": "cache_dir",
+                                 "dtype": "dtype", "device": "device", "batch_size": "batch_size",
+                                 "workers": "num_workers", "skip_bad_images": "skip_bad_images"}),
+    "search": Part(SearchSettings, _same_names(SearchSettings)),
+    "mlp": Part(MLPSettings, {"proxy_epochs": "epochs", "proxy_batch_size": "batch_size",
+                              "proxy_lr": "lr", "proxy_patience": "patience",
+                              "head_width": "hidden", "dropout": "dropout"}),
+    "final_schedule": Part(TrainSchedule, {"final_epochs": "epochs",
+                                           "final_batch_size": "batch_size", "final_lr": "lr"},
+                           defaults=PAPER_SCHEDULE),
+    "final": Part(FinalSettings, {"seed": "seed", "fine_tune": "fine_tune", "quantize": "quantize",
+                                  "latency_runs": "latency_runs", "device": "device",
+                                  "batch_size": "batch_size"}),
+    "cultivate": Part(CultivateSettings, {"cultivate": "epochs", "seed": "seed", "device": "device",
+                                          "image_size": "image_size", "workers": "num_workers"}),
+}
+
+
+def _data_source(data: str) -> str:
+    if data == DEMO_DATA:
+        from graftsearch.data._demo import default_demo_dir
+
+        return f"folder:{default_demo_dir()}"
+    return data
+
+
+def prepare_data(data: str) -> None:
+    """Make the data of the ``data`` setting available where it is made, not fetched (the demo)."""
+    if data == DEMO_DATA:
+        from graftsearch.data._demo import prepare_demo_data
+
+        prepare_demo_data()
+
+
+def _cultivate_workers(workers: Optional[int]) -> int:
+    from graftsearch.features._extract import default_workers
+
+    return default_workers() if workers is None else workers
+
+
+# What a part takes beyond a copy of its fields.
+_DERIVED: Dict[str, Callable[[Mapping[str, Any]], Dict[str, Any]]] = {
+    "data": lambda v: {"source": _data_source(v["data"])},
+    # the mlp proxy is already the refining fitness: nothing to refine with
+    "search": lambda v: {"refine": "none" if v["proxy"] == "mlp" else v["refine"]},
+    "final": lambda v: {"schedule": build_part("final_schedule", v)},
+    "cultivate": lambda v: {"num_workers": _cultivate_workers(v["workers"])},
+}
+
+_PARAMETER = re.compile(r"^The '([A-Za-z_]+)' parameter")
+
+
+def build_part(name: str, values: Mapping[str, Any], **given: Any) -> Any:
+    """The part ``name`` (a key of :data:`PARTS`) built from ``values`` (RunSettings fields);
+    ``given`` adds fields that are not settings (a head's ``num_classes``).
+
+    A part's error names the RunSettings field, so that it names the flag the user typed
+    (``proxy_epochs``, not MLPSettings' ``epochs``).
+    """
+    part = PARTS[name]
+    kwargs = {target: values[source] for source, target in part.fields.items()}
+    kwargs.update(_DERIVED.get(name, lambda v: {})(values))
+    kwargs.update(given)
+    try:
+        if part.defaults is not None:
+            return dataclasses.replace(part.defaults, **kwargs)
+        return part.cls(**kwargs)
+    except ParameterError as exc:
+        found = _PARAMETER.match(str(exc))
+        sources = [s for s, t in part.fields.items() if found and t == found.group(1) and s != t]
+        if not sources:
+            raise
+        renamed = f"The '{sources[0]}' parameter" + str(exc)[found.end():]
+        raise type(exc)(renamed) from None
+
+
+def cache_kwargs(values: Mapping[str, Any]) -> Dict[str, Any]:
+    """:func:`build_cache`'s keyword arguments for the settings ``values`` (checked)."""
+    options = build_part("cache", values)
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+
+
+# ---------------------------------------------------------------------------------------------
+# the fields
+
+
+_FROM_PART = object()
+
+
+@dataclass(frozen=True)
+class _Setting:
+    group: str
+    help: str
+    default: Any = _FROM_PART
+    choices: Tuple[str, ...] = ()
+    kind: Optional[type] = None
+
+
+def _setting(group: str, help: str, **kwargs: Any) -> Any:
+    """A RunSettings field: its group and help here, its default, type and choices from its
+    part unless given."""
+    return _Setting(group, help, **kwargs)
+
+
+def _source(name: str) -> Optional[Tuple[str, Part]]:
+    for key, part in PARTS.items():
+        if name in part.fields:
+            return key, part
+    return None
+
+
+def _kind_of(cls: type, name: str, default: Any) -> type:
+    """The scalar type a flag parses for the field ``name`` of ``cls``; text for anything the
+    part parses itself (a size like '2M', a path, a comma-separated list)."""
+    try:
+        hint = typing.get_type_hints(cls)[name]
+    except Exception:
+        return type(default) if default is not None else str
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0] if len(args) == 1 else str
+    return hint if hint in (bool, int, float, str) else str
+
+
+def _compose(cls: type) -> type:
+    """Turn the class's ``_setting`` markers into dataclass fields (before ``dataclass`` runs)."""
+    for name, value in list(vars(cls).items()):
+        if not isinstance(value, _Setting):
+            continue
+        found = _source(name)
+        if found is None and value.default is _FROM_PART:
+            raise TypeError(f"RunSettings.{name} belongs to no part and declares no default")
+        part_name = found[0] if found else None
+        if value.default is _FROM_PART:
+            default = found[1].default(name)
+            if default is dataclasses.MISSING:
+                raise TypeError(f"RunSettings.{name}: its part {found[0]!r} has no default for it; "
+                                "declare one")
+        else:
+            default = value.default
+        choices = value.choices
+        kind = value.kind
+        if found is not None:
+            part = found[1]
+            target = part.cls.__dataclass_fields__[part.fields[name]]
+            choices = choices or tuple(target.metadata.get("choices", ()))
+            kind = kind or _kind_of(part.cls, target.name, default)
+        kind = kind or type(default)
+        setattr(cls, name, field(default=default, metadata={
+            "group": value.group, "help": value.help, "choices": tuple(choices), "kind": kind,
+            "part": part_name}))
+    return cls
 
 
 @dataclass(frozen=True, kw_only=True)
+@_compose
 class RunSettings:
     """Everything ``graftsearch run`` does, with the paper's setup as defaults."""
 
     # donor
-    donor: Optional[str] = _f("vgg16", "donor", "torchvision model, 'efficientnet_lite0' or "
-                                                "'paper_vgg16' (unset with --donor-checkpoint: "
-                                                "what the checkpoint holds)", kind=str)
-    weights: Optional[str] = _f("IMAGENET1K_V1", "donor",
-                                "the donor's weights name ('none' for random weights)", kind=str)
-    donor_checkpoint: Optional[str] = _f(None, "donor", "load the donor from this file instead",
-                                         kind=str)
-    trust_checkpoint: bool = _f(False, "donor", "allow a pickled whole-model checkpoint (runs code)")
-    donor_classes: Optional[int] = _f(None, "donor", "outputs of the donor's classifier (checkpoints)",
-                                      kind=int)
-    taps: Optional[str] = _f(None, "donor", "comma-separated module names to tap instead of the "
+    donor: Optional[str] = _setting("donor", "torchvision model, 'efficientnet_lite0' or "
+                                             "'paper_vgg16' (unset with --donor-checkpoint: "
+                                             "what the checkpoint holds)")
+    weights: Optional[str] = _setting(
+        "donor", "the donor's weights: DEFAULT (its pretrained ones: torchvision's DEFAULT, "
+                 "IMAGENET for efficientnet_lite0, ImageNet VGG16 for paper_vgg16), a weights "
+                 "name such as IMAGENET1K_V1, or 'none' for random weights")
+    donor_checkpoint: Optional[str] = _setting(
+        "donor", "load the donor from this file instead: a state dict, a graftsearch donor "
+                 "checkpoint, TorchScript or a whole model")
+    trust_checkpoint: bool = _setting("donor", "allow a pickled whole-model checkpoint (it can "
+                                               "run code when loaded)")
+    donor_classes: Optional[int] = _setting("donor", "outputs of the donor's classifier "
+                                                     "(checkpoints, paper_vgg16, random weights)")
+    taps: Optional[str] = _setting("donor", "comma-separated module names to tap instead of the "
                                             "automatic taps", kind=str)
-    cultivate: int = _f(0, "donor", "first fine-tune the donor on the train split for this many "
-                                    "epochs (the paper's step 1; 0: graft from the weights as they are)")
+    cultivate: int = _setting("donor", "first fine-tune the donor on the train split for this "
+                                       "many epochs (the paper's step 1; 0: graft from the "
+                                       "weights as they are)", default=0)
     # data
-    data: str = _f("deepweeds", "data", "images: a DeepWeeds dir, an image-folder tree, a CSV "
-                                        "listing, 'deepweeds' (default data dir) or kind:PATH")
-    split: str = _f("paper", "data", "'paper' (stratified 60/20/20 by seed), 'official:K' "
-                                     "(DeepWeeds fold K) or 'column'")
-    split_column: Optional[str] = _f(None, "data", "CSV column holding train/val/test "
-                                                   "(with --split column)", kind=str)
-    image_size: int = _f(128, "data", "input side length in pixels")
-    skip_bad_images: bool = _f(False, "data", "leave undecodable images out instead of stopping")
+    data: str = _setting("data", "image folder (one sub-folder per class), CSV listing "
+                                 "(path,label), DeepWeeds directory (labels.csv + images/); "
+                                 "'folder:', 'csv:' or 'deepweeds:' before PATH forces the kind; "
+                                 "'deepweeds' alone is the default data directory "
+                                 "($GRAFTSEARCH_DATA/deepweeds, downloaded on first use)",
+                         default="deepweeds")
+    split: str = _setting("data", "'paper' (stratified 60/20/20 drawn with the seed), "
+                                  "'official:K' (DeepWeeds fold K = 0..4) or 'column' (a CSV "
+                                  "column, see --split-column)")
+    split_column: Optional[str] = _setting("data", "CSV column holding train/val/test (with "
+                                                   "--split column; unset: 'split')")
+    image_size: int = _setting("data", "input side length in pixels; the default is the paper's",
+                               default=PAPER_IMAGE_SIZE)
+    skip_bad_images: bool = _setting("data", "leave undecodable images out (recorded) instead "
+                                             "of stopping")
     # head
-    head_width: int = _f(256, "head", "hidden units of the grafted head (0: a linear head)")
-    dropout: float = _f(0.5, "head", "dropout of the grafted head")
+    head_width: int = _setting("head", "hidden units of the grafted head (0: a linear head)")
+    dropout: float = _setting("head", "dropout of the grafted head")
     # cache
-    cache_dir: Optional[str] = _f(None, "cache", "feature cache directory (default "
-                                                 "~/.cache/graftsearch or $GRAFTSEARCH_CACHE)", kind=str)
-    dtype: str = _f("float32", "cache", "dtype of cached features", choices=("float32", "float16"))
-    device: str = _f("auto", "cache", "device for image passes: auto, cpu or cuda[:N]")
-    batch_size: int = _f(64, "cache", "images per batch when caching features")
-    workers: Optional[int] = _f(None, "cache", "data loader worker processes (default: by cores)",
-                                kind=int)
+    cache_dir: Optional[str] = _setting("cache", "feature cache directory (unset: "
+                                                 "$GRAFTSEARCH_CACHE or ~/.cache/graftsearch)",
+                                        kind=str)
+    dtype: str = _setting("cache", "dtype of cached features", choices=DTYPES)
+    device: str = _setting("cache", f"device for image passes: {DEVICE_HELP}")
+    batch_size: int = _setting("cache", "images per batch of an image pass (caching, testing)")
+    workers: Optional[int] = _setting("cache", "image-decoding worker processes (unset: "
+                                               "min(4, cores - 1))")
     # fitness
-    proxy: str = _f("fast", "fitness", "fitness proxy during the search", choices=PROXIES)
-    refine: str = _f("front", "fitness", "re-rank the final front (and neighbours) with the mlp "
-                                         "proxy", choices=REFINES)
-    proxy_epochs: int = _f(40, "fitness", "most epochs of an mlp proxy training")
-    proxy_batch_size: int = _f(128, "fitness", "batch size of an mlp proxy training")
-    proxy_lr: float = _f(1e-3, "fitness", "learning rate of an mlp proxy training")
-    proxy_patience: Optional[int] = _f(5, "fitness", "early stop of an mlp proxy after this many "
-                                                     "epochs without a lower val loss", kind=int)
+    proxy: str = _setting("fitness", "fitness proxy during the search", default="fast",
+                          choices=FITNESS_KINDS)
+    refine: str = _setting("fitness", "re-rank the final front (and neighbours) with the mlp "
+                                      "proxy")
+    proxy_epochs: int = _setting("fitness", "most epochs of an mlp proxy training")
+    proxy_batch_size: int = _setting("fitness", "batch size of an mlp proxy training")
+    proxy_lr: float = _setting("fitness", "learning rate of an mlp proxy training")
+    proxy_patience: Optional[int] = _setting("fitness", "early stop of an mlp proxy after this "
+                                                        "many epochs without a lower val loss")
     # search
-    objective: str = _f("min-size", "search", "min-size (needs --p-min) or max-accuracy "
-                                              "(needs --size-max)", choices=("min-size", "max-accuracy"))
-    p_min: Optional[float] = _f(None, "search", "lowest acceptable validation accuracy (min-size)",
-                                kind=float)
-    size_max: Optional[str] = _f(None, "search", "largest acceptable size (max-accuracy), e.g. "
-                                                 "2M, 1934665, 7.5MiB", kind=str)
-    size_metric: str = _f("params", "search", "what 'size' means", choices=("params", "size_mib", "macs"))
-    population: int = _f(32, "search", "selections per generation")
-    generations: int = _f(40, "search", "generations after the initial population")
-    max_evaluations: Optional[int] = _f(None, "search", "stop after this many fitness evaluations",
-                                        kind=int)
-    max_seconds: Optional[float] = _f(None, "search", "stop the search after this many seconds",
-                                      kind=float)
-    stagnation: Optional[int] = _f(None, "search", "stop after this many generations without "
-                                                   "hypervolume gain", kind=int)
-    crossover: str = _f("uniform", "search", "crossover operator", choices=("uniform", "two-point"))
-    cx_prob: float = _f(0.9, "search", "crossover probability")
-    mut_prob: float = _f(1.0, "search", "probability that an offspring is mutated")
-    indpb: Optional[float] = _f(None, "search", "bit-flip probability (default 1 / number of taps)",
-                                kind=float)
-    seed: int = _f(0, "search", "the run's one seed (splits, search, trainings)")
-    n_jobs: int = _f(1, "search", "parallel fitness evaluations (joblib processes; -1: all cores)")
-    dask_scheduler: Optional[str] = _f(None, "search", "evaluate on a Dask cluster at this address "
-                                                       "(tcp://HOST:PORT)", kind=str)
+    objective: str = _setting("search", "min-size (needs --p-min) or max-accuracy (needs "
+                                        "--size-max)")
+    p_min: Optional[float] = _setting("search", "lowest acceptable validation accuracy (min-size)")
+    size_max: Optional[str] = _setting("search", "largest acceptable size (max-accuracy), e.g. "
+                                                 "2M, 1934665, 7.5MiB")
+    size_metric: str = _setting("search", "what 'size' means")
+    population: int = _setting("search", "selections per generation")
+    generations: int = _setting("search", "generations after the initial population")
+    max_evaluations: Optional[int] = _setting("search", "stop after this many fitness evaluations")
+    max_seconds: Optional[float] = _setting("search", "stop the search after this many seconds")
+    stagnation: Optional[int] = _setting("search", "stop after this many generations without "
+                                                   "hypervolume gain")
+    crossover: str = _setting("search", "crossover operator")
+    cx_prob: float = _setting("search", "crossover probability")
+    mut_prob: float = _setting("search", "probability that an offspring is mutated")
+    indpb: Optional[float] = _setting("search", "bit-flip probability (unset: 1 / number of "
+                                                "taps)")
+    seed: int = _setting("search", "the run's one seed (the 'paper' split, the search, every "
+                                   "training)")
+    n_jobs: int = _setting("search", "parallel fitness evaluations (joblib processes; -1: all "
+                                     "cores)")
+    dask_scheduler: Optional[str] = _setting("search", "evaluate on a Dask cluster at this "
+                                                       "address (tcp://HOST:PORT)")
+    checkpoint_every: int = _setting("search", "write checkpoint.pkl every this many generations "
+                                               "(and always at the end)")
     # final
-    final_epochs: int = _f(18, "final", "epochs of the final head training (the paper: 18)")
-    final_batch_size: int = _f(16, "final", "batch size of the final head training (the paper: 16)")
-    final_lr: float = _f(1e-3, "final", "learning rate of the final head training")
-    top_k: int = _f(1, "final", "train the best k picks of the front and keep the best on val")
-    fine_tune: bool = _f(False, "final", "also fine-tune the kept trunk end to end (slow on CPU)")
-    quantize: bool = _f(False, "final", "also export an int8 copy and report its accuracy")
-    latency_runs: int = _f(50, "final", "timed passes for the latency measurement (0: skip)")
+    final_epochs: int = _setting("final", "epochs of the final head training (the paper: 18)")
+    final_batch_size: int = _setting("final", "batch size of the final head training (the "
+                                              "paper: 16)")
+    final_lr: float = _setting("final", "learning rate of the final head training")
+    top_k: int = _setting("final", "train the best k picks of the front and keep the best on val",
+                          default=1)
+    fine_tune: bool = _setting("final", "also fine-tune the kept trunk end to end (slow on CPU)")
+    quantize: bool = _setting("final", "also export an int8 copy and report its accuracy")
+    latency_runs: int = _setting("final", "timed passes for the latency measurement (0: skip)")
     # run
-    run_dir: Optional[str] = _f(None, "run", "run directory (default runs/<donor>-<objective>-<time>)",
-                                kind=str)
-    preset: Optional[str] = _f(None, "run", "start from a preset ('demo': offline digits with "
-                                            "efficientnet_lite0)", kind=str)
+    run_dir: Optional[str] = _setting("run", "run directory (unset: "
+                                             "runs/<donor>-<objective>-<time>)",
+                                      default=None, kind=str)
+    preset: Optional[str] = _setting("run", "start from a preset ('demo': offline digits with "
+                                            "efficientnet_lite0)", default=None, kind=str)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check_type(f, getattr(self, f.name))
-        if self.weights is not None and self.weights.lower() == "none":
-            object.__setattr__(self, "weights", None)
+        object.__setattr__(self, "weights", normalize_weights(self.weights))
         if self.preset is not None and self.preset not in PRESETS:
             raise ParameterError(param_message("preset", f"one of {sorted(PRESETS)}", self.preset))
-        for name, low in (("cultivate", 0), ("image_size", 1), ("head_width", 0), ("batch_size", 1),
-                          ("proxy_epochs", 1), ("proxy_batch_size", 1), ("final_epochs", 1),
-                          ("final_batch_size", 1), ("top_k", 1), ("latency_runs", 0)):
+        for name, low in (("cultivate", 0), ("top_k", 1)):
             if getattr(self, name) < low:
                 raise ParameterError(param_message(name, f"an integer >= {low}", getattr(self, name)))
-        if self.workers is not None and self.workers < 0:
-            raise ParameterError(param_message("workers", "an integer >= 0 or unset", self.workers))
-        if self.proxy_patience is not None and self.proxy_patience < 1:
-            raise ParameterError(param_message("proxy_patience", "an integer >= 1 or unset",
-                                               self.proxy_patience))
-        for name in ("proxy_lr", "final_lr"):
-            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
-                raise ParameterError(param_message(name, "a float > 0", getattr(self, name)))
-        if not 0 <= self.dropout < 1:
-            raise ParameterError(param_message("dropout", "a float in [0, 1)", self.dropout))
-        # the parts check themselves; building them here reports a bad value before any work
-        self.search_settings()
-        self.head_spec(num_classes=2)
-        self.donor_spec()
-        self.data_spec()
+        # the parts check their own fields; building them here reports a bad value before any work
+        for name in PARTS:
+            if name != "cultivate" or self.cultivate:
+                build_part(name, self.as_dict(), **({"num_classes": 2} if name == "head" else {}))
 
     # -- the parts -----------------------------------------------------------------------------
 
-    def donor_spec(self):
-        from graftsearch.donors._zoo import DonorSpec
+    def donor_spec(self) -> DonorSpec:
+        return build_part("donor", self.as_dict())
 
-        return DonorSpec(name=self.donor, weights=None if self.donor_checkpoint else self.weights,
-                         checkpoint=self.donor_checkpoint, num_classes=self.donor_classes,
-                         trust_checkpoint=self.trust_checkpoint,
-                         taps=tuple(t for t in self.taps.split(",") if t.strip()) if self.taps else None,
-                         image_size=self.image_size)
+    def data_spec(self) -> DataSpec:
+        return build_part("data", self.as_dict())
 
-    def data_spec(self):
-        from graftsearch.data._sources import DataSpec
+    def head_spec(self, num_classes: int) -> HeadSpec:
+        return build_part("head", self.as_dict(), num_classes=num_classes)
 
-        source = self.data
-        if source == DEMO_DATA:
-            from graftsearch.data._demo import default_demo_dir
+    def cache_options(self) -> CacheOptions:
+        return build_part("cache", self.as_dict())
 
-            source = f"folder:{default_demo_dir()}"
-        return DataSpec(source=source, split=self.split, seed=self.seed,
-                        split_column=self.split_column)
+    def search_settings(self) -> SearchSettings:
+        return build_part("search", self.as_dict())
 
-    def head_spec(self, num_classes: int):
-        from graftsearch.taps._head import HeadSpec
+    def mlp_settings(self) -> MLPSettings:
+        return build_part("mlp", self.as_dict())
 
-        return HeadSpec(num_classes=num_classes, hidden=self.head_width, dropout=self.dropout)
+    def final_settings(self) -> FinalSettings:
+        return build_part("final", self.as_dict())
 
-    def search_settings(self):
-        from graftsearch.optimize._settings import SearchSettings
-
-        return SearchSettings(objective=self.objective, p_min=self.p_min, size_max=self.size_max,
-                              size_metric=self.size_metric, population=self.population,
-                              generations=self.generations, max_evaluations=self.max_evaluations,
-                              max_seconds=self.max_seconds, stagnation=self.stagnation,
-                              crossover=self.crossover, cx_prob=self.cx_prob, mut_prob=self.mut_prob,
-                              indpb=self.indpb, seed=self.seed, n_jobs=self.n_jobs,
-                              dask_scheduler=self.dask_scheduler,
-                              refine="none" if self.proxy == "mlp" else self.refine)
-
-    def mlp_settings(self):
-        from graftsearch.fitness._proxies import MLPSettings
-
-        return MLPSettings(epochs=self.proxy_epochs, batch_size=self.proxy_batch_size,
-                           lr=self.proxy_lr, patience=self.proxy_patience,
-                           hidden=self.head_width, dropout=self.dropout)
-
-    def final_settings(self):
-        from graftsearch.graft._final import FinalSettings
-        from graftsearch.training._headtrain import TrainSchedule
-
-        schedule = TrainSchedule(epochs=self.final_epochs, batch_size=self.final_batch_size,
-                                 lr=self.final_lr, keep_best=True)
-        return FinalSettings(schedule=schedule, seed=self.seed, fine_tune=self.fine_tune,
-                             quantize=self.quantize, latency_runs=self.latency_runs,
-                             device=self.device, batch_size=self.batch_size)
-
-    def cultivate_settings(self):
-        from graftsearch.cultivate._cultivate import CultivateSettings
-
-        return CultivateSettings(epochs=self.cultivate, seed=self.seed, device=self.device,
-                                 image_size=self.image_size)
+    def cultivate_settings(self) -> CultivateSettings:
+        return build_part("cultivate", self.as_dict())
 
     # -- serialisation -------------------------------------------------------------------------
 
@@ -223,7 +412,7 @@ class RunSettings:
             for f in by_group[group]:
                 value = getattr(self, f.name)
                 if value is None and f.name == "weights":
-                    lines.append('weights = "none"')
+                    lines.append(f'weights = "{NO_WEIGHTS}"')
                 elif value is None:
                     lines.append(f"# {f.name} =   # unset: {f.metadata['help']}")
                 else:
@@ -270,6 +459,8 @@ def _check_type(f: dataclasses.Field, value: Any) -> None:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunSettings)}
+#: Every setting's default, by field name.
+DEFAULTS: Dict[str, Any] = {name: f.default for name, f in FIELDS.items()}
 
 # A preset replaces defaults; a config file and flags still override it.
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -281,8 +472,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 
-def settings_from(*layers: Mapping[str, Any]) -> RunSettings:
-    """Merge layers of settings (later wins) over the defaults, applying any preset first."""
+def merge_layers(*layers: Mapping[str, Any]) -> Dict[str, Any]:
+    """The settings given by ``layers`` (later wins), any preset applied first; defaults left out."""
     merged: Dict[str, Any] = {}
     for layer in layers:
         for key, value in layer.items():
@@ -300,7 +491,19 @@ def settings_from(*layers: Mapping[str, Any]) -> RunSettings:
         merged = {**PRESETS[preset], **merged}
     if merged.get("donor_checkpoint") and "donor" not in merged:
         merged["donor"] = None  # the checkpoint says what it holds
-    return RunSettings(**merged)
+    return merged
+
+
+def settings_from(*layers: Mapping[str, Any]) -> RunSettings:
+    """Merge layers of settings (later wins) over the defaults, applying any preset first."""
+    return RunSettings(**merge_layers(*layers))
+
+
+def values_from(*layers: Mapping[str, Any]) -> Dict[str, Any]:
+    """Every setting, defaults filled in, for a command that builds only some parts
+    (:func:`build_part`) and so need not satisfy the others (``graftsearch cache`` has no
+    ``p_min``)."""
+    return {**DEFAULTS, **merge_layers(*layers)}
 
 
 def read_config(path) -> Dict[str, Any]:

@@ -9,132 +9,25 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from graftsearch._utils.atomic import write_text
-from graftsearch._utils.errors import ParameterError, SearchError, param_message
+from graftsearch._utils.errors import ParameterError
+from graftsearch.graft._record import DonorMetrics, FinalMetrics, read_metrics
+from graftsearch.optimize._result import feasible_mask, order_front, order_rows
+from graftsearch.optimize._runfiles import (CONFIG, CONVERGENCE, EVALUATIONS, PARETO, TAPS,
+                                            SavedRun, load_run, parse_bool)
 from graftsearch.report._plots import plot_convergence, plot_pareto
-from graftsearch.optimize._runfiles import parse_bool
 
 if TYPE_CHECKING:  # pandas is imported when a report is read, not with the package
     import pandas as pd
 
 REPORT, PARETO_PNG, CONVERGENCE_PNG = "report.md", "pareto.png", "convergence.png"
-_STR_COLUMNS = {"bits": str, "taps": str}
-
-
-@dataclass
-class RunFiles:
-    """The tables and settings of one run directory."""
-
-    root: Path
-    config: Dict[str, Any]
-    evaluations: pd.DataFrame
-    pareto: pd.DataFrame
-    convergence: pd.DataFrame
-    taps: Optional[pd.DataFrame]
-    metrics: Optional[Dict[str, Any]]
-
-    def setting(self, *keys: str, default: Any = None) -> Any:
-        """The first of ``keys`` found anywhere in config.json (nested sections included)."""
-        for key in keys:
-            found = _find(self.config, key)
-            if found is not None:
-                return found
-        return default
-
-    @property
-    def objective(self) -> str:
-        return str(self.setting("objective", default="min-size"))
-
-    @property
-    def size_metric(self) -> str:
-        metric = str(self.setting("size_metric", default="params"))
-        return metric if metric in ("params", "size_mib", "macs") else "params"
-
-
-def _find(obj: Any, key: str) -> Any:
-    if isinstance(obj, Mapping):
-        if key in obj and obj[key] is not None:
-            return obj[key]
-        for value in obj.values():
-            found = _find(value, key)
-            if found is not None:
-                return found
-    return None
-
-
-def _read_csv(path: Path, required: Sequence[str]) -> "pd.DataFrame":
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path, dtype=_STR_COLUMNS, keep_default_na=True)
-    except pd.errors.EmptyDataError:
-        frame = pd.DataFrame(columns=list(required))
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise SearchError(f"'{path}' lacks the column(s) {missing}; it was not written by a "
-                          "graftsearch search. Rerun or resume the search to rewrite it.")
-    return frame
-
-
-EVAL_COLUMNS = ("bits", "taps", "n_taps", "params", "size_mib", "macs", "val_accuracy", "feasible")
-CONVERGENCE_COLUMNS = ("generation", "hypervolume", "best_val_accuracy")
-
-
-def load_run(run_dir) -> RunFiles:
-    """Read the files ``graftsearch report`` needs, with a clear error for a missing one."""
-    root = Path(run_dir)
-    if not root.is_dir():
-        raise ParameterError(param_message("run_dir", "an existing run directory", str(root),
-                                           "Pass the directory a `graftsearch run` wrote."))
-    needed = ["evaluations.csv", "pareto.csv", "convergence.csv"]
-    missing = [n for n in needed if not (root / n).is_file()]
-    if missing:
-        raise SearchError(f"The run directory '{root}' lacks {', '.join(missing)}; a report needs "
-                          "the files of a search that finished at least one generation. Resume "
-                          f"it with `graftsearch resume {root}`.")
-    config: Dict[str, Any] = {}
-    if (root / "config.json").is_file():  # absent when the search ran through the Python API
-        try:
-            config = json.loads((root / "config.json").read_text())
-        except json.JSONDecodeError as exc:
-            raise SearchError(f"'{root / 'config.json'}' is not valid JSON ({exc}).") from exc
-    metrics = None
-    metrics_path = root / "best" / "metrics.json"
-    if metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text())
-    taps = (_read_csv(root / "taps.csv", ("index", "name")) if (root / "taps.csv").is_file()
-            else None)
-    return RunFiles(root=root, config=config,
-                    evaluations=_read_csv(root / "evaluations.csv", EVAL_COLUMNS),
-                    pareto=_read_csv(root / "pareto.csv", EVAL_COLUMNS),
-                    convergence=_read_csv(root / "convergence.csv", CONVERGENCE_COLUMNS),
-                    taps=taps, metrics=metrics)
 
 
 # ---------------------------------------------------------------------------------------------
 # the pick, the constraint
-
-
-def feasible_mask(frame: pd.DataFrame) -> pd.Series:
-    return frame["feasible"].map(parse_bool)
-
-
-def order_front(pareto: pd.DataFrame, objective: str, size_metric: str = "params") -> pd.DataFrame:
-    """The feasible rows of a front, best first: by the search's ``rank`` when the front has it,
-    else min-size -> smallest (ties: higher P); max-accuracy -> highest P (ties: smaller); the
-    bit string breaks remaining ties."""
-    front = pareto[feasible_mask(pareto)] if len(pareto) else pareto
-    if objective == "max-accuracy":
-        keys, ascending = ["val_accuracy", size_metric, "bits"], [False, True, True]
-    else:
-        keys, ascending = [size_metric, "val_accuracy", "bits"], [True, False, True]
-    if "rank" in front.columns and front["rank"].notna().all():
-        keys, ascending = ["rank"] + keys, [True] + ascending  # the search's own order first
-    return front.sort_values(keys, ascending=ascending)
 
 
 def pick_best(pareto: pd.DataFrame, objective: str, size_metric: str = "params") -> Optional[pd.Series]:
@@ -211,15 +104,14 @@ def _settings_rows(config: Mapping[str, Any], prefix: str = "") -> List[List[str
 # sections
 
 
-def _section_result(run: RunFiles, best: Optional[pd.Series]) -> List[str]:
+def _section_result(m: Optional[FinalMetrics], best: Optional[pd.Series]) -> List[str]:
     out = ["## Result", ""]
-    m = run.metrics
     if m is not None:
-        g = m.get("graft", {})
-        out.append(f"Chosen model: taps **{m.get('taps', '')}** "
-                   f"({', '.join(m.get('tap_names', []))}), {fmt_int(g.get('params'))} parameters, "
-                   f"{fmt_mib(g.get('size_mib'))} MiB, test accuracy "
-                   f"{fmt_pct((g.get('test') or {}).get('accuracy'))}.")
+        g = m.graft
+        out.append(f"Chosen model: taps **{m.taps or ''}** "
+                   f"({', '.join(m.tap_names or [])}), {fmt_int(g.params)} parameters, "
+                   f"{fmt_mib(g.size_mib)} MiB, test accuracy "
+                   f"{fmt_pct((g.test or {}).get('accuracy'))}.")
     elif best is not None:
         out.append(f"Best pick of the search (not yet trained and tested): taps **{best['taps']}**, "
                    f"{fmt_int(best['params'])} parameters, {fmt_mib(best['size_mib'])} MiB, "
@@ -230,35 +122,61 @@ def _section_result(run: RunFiles, best: Optional[pd.Series]) -> List[str]:
     return out + [""]
 
 
-def _section_donor_vs_graft(m: Mapping[str, Any]) -> List[str]:
-    d, g = m.get("donor") or {}, m.get("graft") or {}
-    dv, dt = d.get("val") or {}, d.get("test") or {}
-    gv, gt = g.get("val") or {}, g.get("test") or {}
+def _section_donor_vs_graft(m: FinalMetrics) -> List[str]:
+    d, g = m.donor, m.graft
+    dv, dt = d.val or {}, d.test or {}
+    gv, gt = g.val or {}, g.test or {}
     rows = [
-        ["Total parameters", fmt_int(d.get("params")), fmt_int(g.get("params")),
-         fmt_int(d["params"] - g["params"]) if d.get("params") and g.get("params") else "n/a"],
-        ["Model size (MiB)", fmt_mib(d.get("size_mib")), fmt_mib(g.get("size_mib")),
-         fmt_mib(d["size_mib"] - g["size_mib"]) if d.get("size_mib") and g.get("size_mib") else "n/a"],
+        ["Total parameters", fmt_int(d.params), fmt_int(g.params),
+         fmt_int(d.params - g.params) if d.params and g.params else "n/a"],
+        ["Model size (MiB)", fmt_mib(d.size_mib), fmt_mib(g.size_mib),
+         fmt_mib(d.size_mib - g.size_mib) if d.size_mib and g.size_mib else "n/a"],
         ["Validation accuracy", fmt_pct(dv.get("accuracy")), fmt_pct(gv.get("accuracy")), ""],
         ["Validation loss", fmt_float(dv.get("loss")), fmt_float(gv.get("loss")), ""],
         ["Test accuracy", fmt_pct(dt.get("accuracy")), fmt_pct(gt.get("accuracy")), ""],
         ["Test loss", fmt_float(dt.get("loss")), fmt_float(gt.get("loss")), ""],
     ]
     out = ["## Donor vs rootstock", "",
-           table(["Metric", f"Donor ({d.get('name', 'donor')})", "Rootstock (graft)",
+           table(["Metric", f"Donor ({d.name or 'donor'})", "Rootstock (graft)",
                   "Absolute reduction"], rows), ""]
-    red = m.get("size_reduction") or {}
-    if red.get("factor"):
-        out.append(f"The rootstock is **{red['factor']:.2f}x smaller** than the donor "
-                   f"({red['percent']:.2f}% fewer parameters).")
-    if d.get("note"):
-        out.append(f"Donor accuracy: {d['note']}")
+    red = m.size_reduction
+    if red.factor:
+        out.append(f"The rootstock is **{red.factor:.2f}x smaller** than the donor "
+                   f"({red.percent:.2f}% fewer parameters).")
+    if d.note:
+        out.append(f"Donor accuracy: {d.note}")
     return out + [""]
 
 
-def _section_test_metrics(m: Mapping[str, Any]) -> List[str]:
-    g, d = m.get("graft") or {}, m.get("donor") or {}
-    gt, dt = g.get("test") or {}, d.get("test") or {}
+_VARIANT_NAMES = {"head_only": "head only (trunk as the donor's)",
+                  "fine_tuned": "fine-tuned end to end", "distilled": "fine-tuned + distilled"}
+
+
+def _section_variants(m: FinalMetrics) -> List[str]:
+    """How the pick was trained: head only, fine-tuned, fine-tuned with distillation."""
+    variants = m.graft.variants or {}
+    if len(variants) < 2:
+        return []
+    rows = []
+    for key, label in _VARIANT_NAMES.items():
+        v = variants.get(key)
+        if v is None:
+            continue
+        rows.append([label + (" **(kept)**" if key == m.graft.variant else ""),
+                     fmt_pct((v.get("val") or {}).get("accuracy")),
+                     fmt_pct((v.get("test") or {}).get("accuracy")),
+                     str(v.get("best_epoch") or "") if key != "head_only" else ""])
+    out = ["## Training the pick", "",
+           table(["Graft", "Val accuracy", "Test accuracy", "Best epoch"], rows), "",
+           "The kept graft is the one with the best validation accuracy; the test split "
+           "decides nothing."]
+    if m.graft.distill_note:
+        out.append(f"Distillation: {m.graft.distill_note}")
+    return out + [""]
+
+
+def _section_test_metrics(m: FinalMetrics) -> List[str]:
+    gt, dt = m.graft.test or {}, m.donor.test or {}
     keys = [("accuracy", "Accuracy", fmt_pct), ("loss", "Loss (cross-entropy)", fmt_float),
             ("precision_macro", "Precision (macro)", fmt_pct),
             ("recall_macro", "Recall (macro)", fmt_pct), ("f1_macro", "F1 (macro)", fmt_pct),
@@ -270,14 +188,14 @@ def _section_test_metrics(m: Mapping[str, Any]) -> List[str]:
     out = ["## Test metrics", "",
            f"On the test split ({fmt_int(gt.get('n'))} images), never seen by the search or the "
            "training.", "", table(["Metric", "Rootstock", "Donor"], rows), ""]
-    per_class = g.get("per_class") or []
+    per_class = m.graft.per_class or []
     if per_class:
         out += ["### Per class (rootstock)", "",
                 table(["Class", "Precision", "Recall", "F1", "ROC AUC", "Support"],
                       [[r["class"], fmt_pct(r["precision"]), fmt_pct(r["recall"]), fmt_pct(r["f1"]),
                         fmt_float(r.get("roc_auc")), fmt_int(r["support"])] for r in per_class]), ""]
-    confusion = g.get("confusion")
-    names = m.get("class_names") or [r["class"] for r in per_class]
+    confusion = m.graft.confusion
+    names = m.class_names or [r["class"] for r in per_class]
     if confusion and names:
         out += ["### Confusion matrix (rootstock; rows: true class, columns: predicted)", "",
                 table(["true \\ predicted"] + list(names),
@@ -285,8 +203,8 @@ def _section_test_metrics(m: Mapping[str, Any]) -> List[str]:
     return out
 
 
-def _section_deployment(m: Mapping[str, Any]) -> List[str]:
-    lat, mem, q = m.get("latency"), m.get("memory"), m.get("int8")
+def _section_deployment(m: FinalMetrics) -> List[str]:
+    lat, mem, q = m.latency, m.memory, m.int8
     if not (lat or mem or q):
         return []
     out = ["## Deployment cost", ""]
@@ -330,12 +248,8 @@ def _section_deployment(m: Mapping[str, Any]) -> List[str]:
     return out
 
 
-def _front_rows(run: RunFiles, chosen_bits: Optional[str]) -> List[List[str]]:
-    front = run.pareto.copy()
-    if not len(front):
-        return []
-    sort = ["rank", run.size_metric] if "rank" in front.columns else [run.size_metric]
-    front = front.sort_values(sort + ["bits"])
+def _front_rows(run: SavedRun, chosen_bits: Optional[str]) -> List[List[str]]:
+    front = order_rows(run.pareto, run.objective, run.size_metric)
     rows = []
     for _, r in front.iterrows():
         mark = " (chosen)" if chosen_bits is not None and r["bits"] == chosen_bits else ""
@@ -345,7 +259,9 @@ def _front_rows(run: RunFiles, chosen_bits: Optional[str]) -> List[List[str]]:
     return rows
 
 
-def render_report(run: RunFiles) -> str:
+def render_report(run: SavedRun, metrics: Optional[FinalMetrics] = None) -> str:
+    """report.md of a run read by :func:`load_run`, with ``metrics`` (best/metrics.json) when the
+    final model was trained."""
     best = pick_best(run.pareto, run.objective, run.size_metric)
     objective = run.objective
     p_min = run.setting("p_min")
@@ -361,12 +277,14 @@ def render_report(run: RunFiles) -> str:
              f"Objective **{objective}** ({constraint}), donor **{donor_name or 'n/a'}**, "
              f"size metric `{run.size_metric}`. {n_eval} distinct selections evaluated "
              f"({n_feasible} feasible) up to generation {generations}.", ""]
-    lines += _section_result(run, best)
-    chosen_bits = (run.metrics or {}).get("bits") or (best["bits"] if best is not None else None)
-    if run.metrics is not None:
-        lines += _section_donor_vs_graft(run.metrics)
-        lines += _section_test_metrics(run.metrics)
-        lines += _section_deployment(run.metrics)
+    lines += _section_result(metrics, best)
+    chosen_bits = (metrics.bits if metrics is not None else None) or (
+        best["bits"] if best is not None else None)
+    if metrics is not None:
+        lines += _section_donor_vs_graft(metrics)
+        lines += _section_variants(metrics)
+        lines += _section_test_metrics(metrics)
+        lines += _section_deployment(metrics)
     lines += ["## Pareto front", "",
               f"Feasible non-dominated selections (validation accuracy vs {run.size_metric}).", ""]
     rows = _front_rows(run, chosen_bits)
@@ -383,26 +301,27 @@ def render_report(run: RunFiles) -> str:
     lines += ([table(["Setting", "Value"], _settings_rows(run.config), align="ll"), ""] if run.config else
               ["No config.json in the run directory (a search run through the Python API); the "
                "objective is taken as min-size.", ""])
-    files = ["config.json", "taps.csv", "evaluations.csv", "pareto.csv", "convergence.csv"]
-    best_dir = run.root / "best"
+    files = [CONFIG, TAPS, EVALUATIONS, PARETO, CONVERGENCE]
+    best_dir = run.files.best
     if best_dir.is_dir():
-        files += [f"best/{p.name}" for p in sorted(best_dir.iterdir()) if p.is_file()
+        files += [f"{best_dir.name}/{p.name}" for p in sorted(best_dir.iterdir()) if p.is_file()
                   and not p.name.startswith(".")]
     lines += ["## Files", ""] + [f"- `{f}`" for f in files if (run.root / f).exists()] + [""]
     lines += ["Regenerate this report with `graftsearch report " + run.root.name + "`.", ""]
     return "\n".join(lines)
 
 
-def _donor_point(metrics: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
-    if not metrics or not metrics.get("donor"):
+def _donor_point(metrics: Optional[FinalMetrics]) -> Optional[Dict[str, Any]]:
+    if metrics is None or metrics.donor == DonorMetrics():
         return None
-    d = metrics["donor"]
-    return {"params": d.get("params"), "size_mib": d.get("size_mib"), "macs": d.get("macs"),
-            "val_accuracy": (d.get("val") or {}).get("accuracy")}
+    d = metrics.donor
+    return {"params": d.params, "size_mib": d.size_mib, "macs": d.macs,
+            "val_accuracy": (d.val or {}).get("accuracy")}
 
 
-def _chosen_point(run: RunFiles, best: Optional[pd.Series]) -> Optional[Dict[str, Any]]:
-    bits = (run.metrics or {}).get("bits")
+def _chosen_point(run: SavedRun, metrics: Optional[FinalMetrics],
+                  best: Optional[pd.Series]) -> Optional[Dict[str, Any]]:
+    bits = metrics.bits if metrics is not None else None
     if bits is not None:
         match = run.evaluations[run.evaluations["bits"] == bits]
         if len(match):
@@ -414,6 +333,7 @@ def write_report(run_dir) -> Path:
     """Write ``report.md``, ``pareto.png`` and ``convergence.png`` into ``run_dir``; return the
     report's path. Uses only the files in the run directory."""
     run = load_run(run_dir)
+    metrics = read_metrics(run.root)
     best = pick_best(run.pareto, run.objective, run.size_metric)
     objective = run.objective
     p_min = run.setting("p_min") if objective == "min-size" else None
@@ -421,9 +341,9 @@ def write_report(run_dir) -> Path:
                 if objective == "max-accuracy" else None)
     plot_pareto(run.evaluations, run.pareto, run.root / PARETO_PNG, size_metric=run.size_metric,
                 objective=objective, p_min=float(p_min) if p_min is not None else None,
-                size_max=size_max, chosen=_chosen_point(run, best),
-                donor=_donor_point(run.metrics))
+                size_max=size_max, chosen=_chosen_point(run, metrics, best),
+                donor=_donor_point(metrics))
     plot_convergence(run.convergence, run.root / CONVERGENCE_PNG, size_metric=run.size_metric)
     path = run.root / REPORT
-    write_text(path, render_report(run))
+    write_text(path, render_report(run, metrics))
     return path

@@ -15,24 +15,42 @@ from torch.nn import functional as F
 
 from graftsearch._utils.errors import DataError
 
+LossFn = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
+
 
 def train_epoch(module: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device,
-                *, before: Optional[Callable[[nn.Module], None]] = None) -> Dict[str, float]:
-    """One epoch of cross-entropy training; ``before(module)`` runs after ``module.train()``
-    (e.g. to keep frozen batch-norm layers in eval mode). Returns train loss and accuracy."""
+                *, before: Optional[Callable[[nn.Module], None]] = None,
+                scheduler=None, loss: Optional[LossFn] = None,
+                teacher: Optional[nn.Module] = None) -> Dict[str, float]:
+    """One training epoch; returns the mean train loss and the train accuracy.
+
+    ``before(module)`` runs after ``module.train()`` (e.g. to keep frozen batch-norm layers in
+    eval mode); ``scheduler`` steps after every optimiser step; ``loss(logits, labels,
+    teacher_logits)`` replaces plain cross-entropy, and ``teacher`` (kept in eval mode) supplies
+    ``teacher_logits`` on the same batch, augmentation included (None without a teacher).
+    """
     module.train()
     if before is not None:
         before(module)
+    if teacher is not None:
+        teacher.eval()
     seen, loss_sum, correct = 0, 0.0, 0
     for images, y, _ in loader:
         images, y = images.to(device), y.to(device)
         logits = module(images)
-        loss = F.cross_entropy(logits, y)
+        if teacher is not None:
+            with torch.no_grad():
+                soft = teacher(images)
+        else:
+            soft = None
+        value = F.cross_entropy(logits, y) if loss is None else loss(logits, y, soft)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         seen += len(y)
-        loss_sum += float(loss.detach()) * len(y)
+        loss_sum += float(value.detach()) * len(y)
         correct += int((logits.argmax(1) == y).sum())
     if not seen:
         raise DataError("The training split has no usable images.")

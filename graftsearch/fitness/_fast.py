@@ -1,191 +1,24 @@
-"""The built-in fitness proxies: P(G_s) from a head trained on cached features (``mlp``), or from a
-closed-form probe computed on Gram blocks precomputed once over all taps (``fast``).
-
-Both follow the fitness protocol the search uses: the object is bound to its features and seed,
-is picklable (joblib and dask workers receive it), has ``name``, ``evaluate(selection) ->
-Evaluation`` and ``key()``, and is deterministic: the same seed and selection give the same
-numbers in any process and any evaluation order, because every random draw comes from
-``derive_seed(seed, bits)`` and torch runs on a fixed number of threads (``threads``) inside
-``evaluate``. Only the train split is fitted and only the val split scored; test is never read.
-"""
+"""The ``fast`` proxy: P(G_s) from a closed-form probe (shrinkage LDA or ridge) computed on
+train-split Gram blocks that are precomputed once over all taps."""
 
 from __future__ import annotations
 
-import json
-import logging
-import math
-import os
 import threading
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from graftsearch._utils.errors import (DataError, Described, FitnessError, ParameterError, close_matches_hint,
-                      param_message)
-from graftsearch.fitness._evaluation import Evaluation
-from graftsearch.features._source import FeatureSource, selection_features
-from graftsearch.taps._head import HeadSpec
-from graftsearch._utils.checks import is_int, is_real
-from graftsearch.training._headtrain import TrainSchedule, standardisation, train_head
-from graftsearch.training._metrics import cross_entropy
-from graftsearch._utils.seeding import derive_seed
+from graftsearch._utils.checks import is_real
+from graftsearch._utils.errors import DataError, ParameterError, close_matches_hint, param_message
 from graftsearch._utils.threads import torch_threads
-
-logger = logging.getLogger("graftsearch")
-
-#: Bumped whenever a proxy's numbers change for the same settings, so that a checkpoint made
-#: with older numbers is not resumed with newer ones (it is part of ``key()``).
-PROXY_VERSION = 1
-
-FITNESS_KINDS = ("mlp", "fast")
-
-
-# ---------------------------------------------------------------------------------------------
-# shared plumbing
-
-
-def as_feature_source(source: Any, name: str = "source") -> FeatureSource:
-    """``source`` itself when it is a FeatureSource; a path opens a finished feature cache."""
-    if isinstance(source, (str, os.PathLike)):
-        from graftsearch.features._cache import FeatureCache
-
-        source = FeatureCache.open(source)
-    if not isinstance(source, FeatureSource):
-        raise ParameterError(param_message(
-            name, "a FeatureSource (a FeatureCache, an ArrayFeatures) or a feature cache path",
-            type(source).__name__, "Build one with `graftsearch cache` or graftsearch.build_cache()."))
-    missing = [s for s in ("train", "val") if s not in tuple(source.splits)]
-    if missing:
-        raise DataError(param_message(name, "features with a 'train' and a 'val' split",
-                                      f"splits {list(source.splits)}"))
-    if len(source.classes) < 2:
-        raise DataError(param_message(name, "features of at least 2 classes", list(source.classes)))
-    return source
-
-
-def check_seed(seed: Any) -> int:
-    if not is_int(seed) or seed < 0:
-        raise ParameterError(param_message("seed", "an integer >= 0", seed))
-    return int(seed)
-
-
-def check_threads(threads: Any) -> None:
-    if threads is not None and (not is_int(threads) or threads < 1):
-        raise ParameterError(param_message(
-            "threads", "an integer >= 1, or None to keep the process's torch threads", threads))
-
-
-
-
-class _Proxy:
-    """What both proxies share: the bound source and seed, selection checks, ``key()``."""
-
-    name = ""
-
-    def __init__(self, source: Any, seed: Any, settings: Any):
-        self.source = as_feature_source(source)
-        self.seed = check_seed(seed)
-        self.settings = settings
-        self.taps = self.source.taps
-
-    def key(self) -> str:
-        """Fitness kind, proxy version, settings, features fingerprint and seed, as JSON."""
-        return json.dumps({"fitness": self.name, "version": PROXY_VERSION,
-                           "settings": self.settings.as_dict(),
-                           "features": self.source.fingerprint, "seed": self.seed},
-                          sort_keys=True, separators=(",", ":"))
-
-    def _normalize(self, selection: Any) -> Tuple[Tuple[int, ...], str]:
-        indices = self.taps.normalize(selection)
-        return indices, self.taps.bits(indices)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.source!r}, seed={self.seed}, settings={self.settings!r})"
-
-
-# ---------------------------------------------------------------------------------------------
-# mlp: the paper's head, trained briefly
-
-
-@dataclass(frozen=True, kw_only=True)
-class MLPSettings:
-    """Settings of the ``mlp`` proxy: the head's shape and a short training schedule.
-
-    Defaults were chosen with ``benchmarks/fitness_proxies.py`` (accuracy against time, see
-    ``benchmarks/results/fitness_proxies.md``): Adam at 1e-3, batch 128, at most 40 epochs, stop
-    after 5 epochs without a lower val loss, keep the best epoch (``keep_best``: P and the val
-    loss are those of the epoch with the lowest val loss). ``hidden`` and ``dropout`` should
-    match the run's head. ``threads`` is the torch thread count inside ``evaluate`` (None: leave
-    the process's).
-    """
-
-    epochs: int = 40
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    patience: Optional[int] = 5
-    keep_best: bool = True
-    hidden: int = 256
-    dropout: float = 0.5
-    threads: Optional[int] = 1
-
-    def __post_init__(self) -> None:
-        self.schedule  # validates the schedule fields, with their own messages
-        HeadSpec(num_classes=2, hidden=self.hidden, dropout=self.dropout)
-        check_threads(self.threads)
-
-    @property
-    def schedule(self) -> TrainSchedule:
-        return TrainSchedule(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                             weight_decay=self.weight_decay, patience=self.patience,
-                             keep_best=self.keep_best)
-
-    def head(self, num_classes: int) -> HeadSpec:
-        return HeadSpec(num_classes=num_classes, hidden=self.hidden, dropout=self.dropout)
-
-    def as_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
-        d["lr"], d["weight_decay"], d["dropout"] = float(self.lr), float(self.weight_decay), float(self.dropout)
-        return d
-
-
-class MLPProxy(_Proxy):
-    """P = val accuracy of the run's head trained on the selection's cached train features.
-
-    One :func:`~graftsearch.train_head` run per evaluation, seeded with
-    ``derive_seed(seed, bits)``; features standardised with train-split statistics.
-    """
-
-    name = "mlp"
-
-    def __init__(self, source: Any, *, seed: int = 0, settings: MLPSettings = MLPSettings()):
-        if not isinstance(settings, MLPSettings):
-            raise ParameterError(param_message("settings", "an MLPSettings", type(settings).__name__))
-        super().__init__(source, seed, settings)
-        self.head = settings.head(len(self.source.classes))
-
-    def evaluate(self, selection: Tuple[int, ...]) -> Evaluation:
-        indices, bits = self._normalize(selection)
-        x_train = selection_features(self.source, "train", indices)
-        x_val = selection_features(self.source, "val", indices)
-        try:
-            with torch_threads(self.settings.threads):
-                fit = train_head(x_train, self.source.labels("train"), x_val,
-                                 self.source.labels("val"), head=self.head,
-                                 schedule=self.settings.schedule, seed=derive_seed(self.seed, bits))
-        except FitnessError as exc:
-            # Divergence on one selection is that selection's problem, not the search's: record
-            # it as failed (infeasible) and let the search go on; the result lists the error.
-            return Evaluation(val_accuracy=math.nan, failed=True, error=str(exc), fidelity=self.name)
-        return Evaluation(val_accuracy=float(fit.val_accuracy), val_loss=float(fit.val_loss),
-                          fidelity=self.name)
-
-
-# ---------------------------------------------------------------------------------------------
-# fast: a closed-form probe on precomputed Gram blocks
+from graftsearch.features._source import FeatureSource
+from graftsearch.fitness._base import _Proxy, check_threads
+from graftsearch.fitness._evaluation import Evaluation
+from graftsearch.training._headtrain import standardisation
+from graftsearch.training._metrics import cross_entropy
 
 PROBES = ("lda", "ridge")
 
@@ -481,43 +314,3 @@ class FastProxy(_Proxy):
             shifted[np.diag_indices_from(shifted)] += alpha * n
             coef = _solve_spd(shifted, sums)
         return coef, ybar.copy(), float(alpha)
-
-
-# ---------------------------------------------------------------------------------------------
-# the factory
-
-
-def make_fitness(kind: Any, source: Any = None, *, seed: int = 0, fail_fast: bool = False, **settings: Any):
-    """A fitness for the search: ``"mlp"``, ``"fast"``, or a callable / FitnessFunction.
-
-    ``settings`` are the fields of :class:`MLPSettings` or :class:`FastSettings` (``settings=``
-    also takes a whole settings object). A callable ``fn(ctx)`` or a :class:`FitnessFunction`
-    becomes a :class:`CustomFitness` (``fail_fast`` applies to it only).
-    """
-    from graftsearch.fitness._custom import CustomFitness, FitnessFunction
-
-    if callable(kind) and not isinstance(kind, (str, type)) or isinstance(kind, FitnessFunction):
-        if settings:
-            raise ParameterError(param_message(
-                "settings", "no proxy settings with a custom fitness", sorted(settings)))
-        return CustomFitness(kind, source, seed=seed, fail_fast=fail_fast)
-    if not isinstance(kind, str) or kind not in FITNESS_KINDS:
-        hint = close_matches_hint(kind, FITNESS_KINDS) if isinstance(kind, str) else ""
-        raise ParameterError(param_message(
-            "kind", "'mlp', 'fast', or a callable taking a SelectionContext", kind,
-            hint or "Subclass graftsearch.FitnessFunction for your own fitness."))
-    cls, settings_cls = (MLPProxy, MLPSettings) if kind == "mlp" else (FastProxy, FastSettings)
-    given = settings.pop("settings", None)
-    if given is not None:
-        if settings:
-            raise ParameterError(param_message("settings", "either a settings object or fields, not both",
-                                               sorted(settings)))
-        return cls(source, seed=seed, settings=given)
-    fields = sorted(settings_cls.__dataclass_fields__)
-    unknown = sorted(set(settings) - set(fields))
-    if unknown:
-        raise ParameterError(param_message(
-            "settings", f"fields of {settings_cls.__name__} for the '{kind}' fitness "
-            f"({', '.join(fields)})", Described(", ".join(f"'{u}'" for u in unknown)),
-            close_matches_hint(unknown[0], fields) or None))
-    return cls(source, seed=seed, settings=settings_cls(**settings))

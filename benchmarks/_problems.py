@@ -86,7 +86,7 @@ def mask_of_bits(bits: str) -> int:
 class Problem:
     """Taps (a renumbered subspace), head, a fitness over it, and the manual pick."""
 
-    def __init__(self, name: str, taps: gs.TapList, head: gs.HeadSpec, fitness, manual: Tuple[int, ...],
+    def __init__(self, name: str, taps: gs.taps.TapList, head: gs.HeadSpec, fitness, manual: Tuple[int, ...],
                  describe: str):
         self.name, self.taps, self.head, self.fitness = name, taps, head, fitness
         self.manual, self.describe = manual, describe
@@ -100,13 +100,13 @@ class Problem:
         return float(self.sizes[mask - 1])
 
 
-def subspace(taps: gs.TapList, indices: Sequence[int]) -> gs.TapList:
+def subspace(taps: gs.taps.TapList, indices: Sequence[int]) -> gs.taps.TapList:
     """The taps ``indices`` renumbered 1..k; exact costs stay those of the full donor."""
     chosen = [taps.tap(i) for i in indices]
-    renumbered = [gs.Tap(index=k, name=t.name, channels=t.channels, height=t.height, width=t.width,
-                         params_upto=t.params_upto, macs_upto=t.macs_upto)
+    renumbered = [gs.taps.Tap(index=k, name=t.name, channels=t.channels, height=t.height, width=t.width,
+                              params_upto=t.params_upto, macs_upto=t.macs_upto)
                   for k, t in enumerate(chosen, start=1)]
-    return gs.TapList(renumbered, donor_name=taps.donor_name, image_size=taps.image_size)
+    return gs.taps.TapList(renumbered, donor_name=taps.donor_name, image_size=taps.image_size)
 
 
 FITNESS = "fast"
@@ -114,7 +114,7 @@ FITNESS_TEXT = ("graftsearch's `fast` proxy (`make_fitness(\"fast\", features, s
                 "shrinkage LDA on standardised GAP features, val accuracy)")
 
 
-def make_probe(taps: gs.TapList, classes: Sequence[str], train: List[np.ndarray], ytr: np.ndarray,
+def make_probe(taps: gs.taps.TapList, classes: Sequence[str], train: List[np.ndarray], ytr: np.ndarray,
                val: List[np.ndarray], yva: np.ndarray):
     """The fitness every search benchmark uses: graftsearch's ``fast`` proxy over the features."""
     from graftsearch.features._source import ArrayFeatures
@@ -162,20 +162,20 @@ def real_problem(n_taps: int = 14) -> Problem:
 SYNTHETIC_CHANNELS = (16, 16, 24, 24, 40, 40, 64, 64, 80, 80, 112, 112, 160, 160)
 
 
-def _stage_taps(channels: Sequence[int]) -> gs.TapList:
+def _stage_taps(channels: Sequence[int]) -> gs.taps.TapList:
     """A made-up donor: four taps per stage, 64 px halved per stage, plain 3x3 convolutions."""
     taps, params, prev = [], 0, 3
     for i, c in enumerate(channels, start=1):
         side = 64 >> ((i - 1) // 4)
         params += prev * c * 9 + c
-        taps.append(gs.Tap(index=i, name=f"stage{(i - 1) // 4 + 1}.conv{(i - 1) % 4 + 1}", channels=c,
-                           height=side, width=side, params_upto=params, macs_upto=params * side * side))
+        taps.append(gs.taps.Tap(index=i, name=f"stage{(i - 1) // 4 + 1}.conv{(i - 1) % 4 + 1}", channels=c,
+                                height=side, width=side, params_upto=params, macs_upto=params * side * side))
         prev = c
-    return gs.TapList(taps, donor_name="synthetic", image_size=64)
+    return gs.taps.TapList(taps, donor_name="synthetic", image_size=64)
 
 
 def synthetic_problem(seed: int = 0, *, n_taps: int = 14, name: str = "synthetic",
-                      taps: Optional[gs.TapList] = None, n_classes: int = 10,
+                      taps: Optional[gs.taps.TapList] = None, n_classes: int = 10,
                       sizes: Tuple[int, int] = (1500, 500), class_counts: Optional[Sequence[int]] = None,
                       manual: Optional[Tuple[int, ...]] = None, describe: Optional[str] = None) -> Problem:
     """Generated features: tap i sees a window of a latent class code, more clearly with depth.

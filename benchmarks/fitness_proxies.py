@@ -72,7 +72,7 @@ FAST_VARIANTS: Dict[str, gs.FastSettings] = {
 # problems
 
 
-def plant_seedlings(log) -> Tuple[gs.FeatureSource, str]:
+def plant_seedlings(log) -> Tuple[gs.features.FeatureSource, str]:
     donor = gs.load_donor("efficientnet_lite0", weights="IMAGENET")
     dataset = gs.load_dataset(f"folder:{DATA}")
     began = time.perf_counter()
@@ -83,7 +83,7 @@ def plant_seedlings(log) -> Tuple[gs.FeatureSource, str]:
                    f"{len(cache.classes)} classes, {len(cache.taps)} taps, {sum(cache.taps.channels)} channels)")
 
 
-def synthetic(taps: gs.TapList, n_images: int, n_classes: int, seed: int, dtype=np.float16) -> gs.ArrayFeatures:
+def synthetic(taps: gs.taps.TapList, n_images: int, n_classes: int, seed: int, dtype=np.float16) -> gs.ArrayFeatures:
     """Non-negative GAP-like features; each tap sees the class through a random projection, more
     clearly with depth, plus noise (so training curves and early stopping look like real ones)."""
     rng = np.random.default_rng(seed)
@@ -239,12 +239,12 @@ def real_problem_rows(source, selections, settings_count: int, seed: int, log) -
     return rows, summary
 
 
-def vgg16_taps(n: int = 18) -> gs.TapList:
+def vgg16_taps(n: int = 18) -> gs.taps.TapList:
     taps = gs.load_donor("vgg16", load_weights=False).taps(128)
-    return taps if n == len(taps) else gs.TapList(list(taps)[:n], donor_name="vgg16", image_size=128)
+    return taps if n == len(taps) else gs.taps.TapList(list(taps)[:n], donor_name="vgg16", image_size=128)
 
 
-def deepweeds_rows(n_images: int, reps: int, n_random: int, seed: int, log, *, taps: gs.TapList,
+def deepweeds_rows(n_images: int, reps: int, n_random: int, seed: int, log, *, taps: gs.taps.TapList,
                    sel: Tuple[int, ...] = PAPER_SELECTION) -> List[dict]:
     name = "deepweeds-size"
     began = time.perf_counter()

@@ -51,8 +51,8 @@ def _pairs():
     def deployable(donor, taps, classes):
         torch.manual_seed(0)
         graft = gs.GraftedModel(donor, taps, gs.HeadSpec(num_classes=classes), image_size=IMAGE_SIZE)
-        return gs.DeployableModel(graft, mean=donor.preprocessing.mean, std=donor.preprocessing.std,
-                                  image_size=IMAGE_SIZE, class_names=[str(i) for i in range(classes)])
+        return gs.graft.DeployableModel(graft, mean=donor.preprocessing.mean, std=donor.preprocessing.std,
+                                        image_size=IMAGE_SIZE, class_names=[str(i) for i in range(classes)])
 
     def whole(donor):
         return torch.nn.Sequential(Normalize(donor.preprocessing.mean, donor.preprocessing.std),

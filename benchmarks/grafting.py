@@ -122,8 +122,8 @@ def run_seed(seed: int, data: Path, args) -> List[Dict[str, object]]:
     run_seconds = time.perf_counter() - began
     metrics = json.loads((run_dir / "best" / "metrics.json").read_text())
     timings = outcome.timings
-    cultivated = gs.load_donor(gs.DonorSpec(checkpoint=str(run_dir / "donor.pt")))
-    dataset = gs.load_dataset(gs.DataSpec(source=str(data), split="paper", seed=seed))
+    cultivated = gs.load_donor(checkpoint=str(run_dir / "donor.pt"))
+    dataset = gs.load_dataset(gs.data.DataSpec(source=str(data), split="paper", seed=seed))
     dataset.use_store(build_image_store(dataset, IMAGE_SIZE, cache_dir=cache_dir))
     classes = list(dataset.classes)
 

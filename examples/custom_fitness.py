@@ -28,6 +28,8 @@ if __package__ in (None, ""):  # run as a script from a checkout: use the checko
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import graftsearch as gs  # noqa: E402
+from graftsearch.taps import Tap, TapList  # noqa: E402
+from graftsearch.training import compute_metrics  # noqa: E402
 
 
 class MacroF1(gs.FitnessFunction):
@@ -47,7 +49,7 @@ class MacroF1(gs.FitnessFunction):
         coef = np.linalg.solve(z.T @ z + self.alpha * len(z) * np.eye(z.shape[1]), z.T @ (onehot - onehot.mean(0)))
         zv = (ctx.features("val").astype(np.float64) - mean) / std
         scores = zv @ coef + onehot.mean(0)
-        m = gs.compute_metrics(ctx.labels("val"), scores)
+        m = compute_metrics(ctx.labels("val"), scores)
         worst = min(row["recall"] for row in m.per_class)
         p = m.f1_macro if worst >= self.recall_floor else 0.0
         return {"val_accuracy": p, "min_class_recall": worst, "plain_accuracy": m.accuracy}
@@ -61,9 +63,9 @@ def generated_features(seed: int = 0) -> gs.ArrayFeatures:
     for i, c in enumerate(channels, start=1):
         params += 9 * c * (channels[i - 2] if i > 1 else 3) + c
         side = 32 >> ((i - 1) // 2)
-        taps.append(gs.Tap(index=i, name=f"block{(i + 1) // 2}.conv{2 - i % 2}", channels=c,
-                           height=side, width=side, params_upto=params, macs_upto=params * side * side))
-    taplist = gs.TapList(taps, donor_name="generated", image_size=32)
+        taps.append(Tap(index=i, name=f"block{(i + 1) // 2}.conv{2 - i % 2}", channels=c,
+                        height=side, width=side, params_upto=params, macs_upto=params * side * side))
+    taplist = TapList(taps, donor_name="generated", image_size=32)
     centres = [rng.normal(0, 1, (k, c)) for c in channels]
     feats, labels = {}, {}
     for split, n in (("train", 600), ("val", 200), ("test", 200)):

@@ -6,12 +6,13 @@ at 128 x 128 pixels, on the stratified 60/20/20 split of DeepWeeds: 1,934,665 pa
 (7.38 MB), 90.45% test accuracy. This script
 
 1. checks the exact cost of that rootstock and of the paper's donor (no weights needed),
-2. runs `graftsearch run` with the paper's defaults and a p_min equal to the manual pick's
-   validation accuracy, so the search looks for something smaller that is at least as accurate,
+2. runs the whole path (``graftsearch.run``, what `graftsearch run` does) with the paper's
+   defaults and a p_min equal to the manual pick's validation accuracy, so the search looks for
+   something smaller that is at least as accurate,
 3. trains and tests the manual pick with the same final schedule, and prints both.
 
 It needs the DeepWeeds images (downloaded on first use, ~935 MB) and VGG16's ImageNet weights
-(downloaded by torchvision). Offline, point it at local copies::
+(its pretrained DEFAULT weights, downloaded by torchvision). Offline, point it at local copies::
 
     python examples/paper_reproduction.py                       # downloads what it needs
     python examples/paper_reproduction.py --data ~/data/deepweeds --run-dir runs/paper
@@ -32,7 +33,6 @@ if __package__ in (None, ""):  # run as a script from a checkout: use the checko
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import graftsearch as gs  # noqa: E402
-from graftsearch._cli import main as cli  # noqa: E402
 
 MANUAL_PICK = (8, 9, 10)
 
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="deepweeds")
     p.add_argument("--donor", default="vgg16")
-    p.add_argument("--weights", default="IMAGENET1K_V1")
+    p.add_argument("--weights", default="DEFAULT", help="the donor's weights ('none': random)")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--manual", default=";".join(map(str, MANUAL_PICK)),
                    help="the hand-picked taps to compare with (default: the paper's 8;9;10)")
@@ -57,28 +57,25 @@ def main(argv=None) -> int:
     if args.donor == "vgg16" and args.image_size == 128:
         taps = gs.load_donor("vgg16", load_weights=False).taps(128)
         cost = taps.cost(MANUAL_PICK, gs.HeadSpec(num_classes=9))
-        donor = gs.load_donor("paper_vgg16", num_classes=9, image_size=128)
+        # counting parameters needs no weights: build the architecture with random ones
+        donor = gs.load_donor("paper_vgg16", weights="none", num_classes=9, image_size=128)
         n = sum(q.numel() for q in donor.module.parameters())
         print(f"paper rootstock (taps 8;9;10): {cost.params:,} params, {cost.size_mib:.2f} MiB "
               f"(paper: 1,934,665, 7.38 MB)")
         print(f"paper donor: {n:,} params, {n * 4 / 2**20:.2f} MiB (paper: 16,880,201, 64.39 MB)")
 
     # 2. the manual pick's validation accuracy sets p_min; then the search
-    common = ["--data", args.data, "--donor", args.donor, "--weights", args.weights,
-              "--image-size", str(args.image_size), "--seed", str(args.seed)]
-    if args.cache_dir:
-        common += ["--cache-dir", args.cache_dir]
     dataset = gs.load_dataset(args.data, seed=args.seed)
-    donor = gs.load_donor(args.donor, weights=None if args.weights == "none" else args.weights)
+    donor = gs.load_donor(args.donor, weights=args.weights)
     cache = gs.build_cache(donor, dataset, image_size=args.image_size, cache_dir=args.cache_dir)
     manual = cache.taps.normalize(args.manual)
     manual_p = gs.make_fitness("mlp", cache, seed=args.seed).evaluate(manual).val_accuracy
     print(f"manual pick {args.manual}: proxy validation accuracy {manual_p:.4f}")
-    code = cli(["run", *common, "--objective", "min-size", "--p-min", f"{manual_p:.4f}",
-                "--cultivate", str(args.cultivate), "--population", str(args.population),
-                "--generations", str(args.generations), "--run-dir", args.run_dir, "--quiet"])
-    if code not in (0, 1):
-        return code
+    outcome = gs.run(gs.RunSettings(
+        data=args.data, donor=args.donor, weights=args.weights, image_size=args.image_size,
+        seed=args.seed, cache_dir=args.cache_dir, objective="min-size", p_min=round(manual_p, 4),
+        cultivate=str(args.cultivate), population=args.population, generations=args.generations,
+        run_dir=args.run_dir))
 
     # 3. the manual pick, trained and tested with the same final schedule
     if args.cultivate:
@@ -87,7 +84,7 @@ def main(argv=None) -> int:
     final = gs.train_final(donor, cache, manual, dataset=dataset,
                            settings=gs.FinalSettings(seed=args.seed, latency_runs=0, memory=False))
     searched = json.loads((Path(args.run_dir) / "best" / "metrics.json").read_text()) \
-        if code == 0 else None
+        if outcome.feasible else None
     print()
     print(f"{'':<10}{'taps':>14}{'params':>12}{'MiB':>8}{'val acc':>10}{'test acc':>10}")
     g = final.metrics["graft"]

@@ -34,40 +34,9 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 import graftsearch as gs  # noqa: E402
-from graftsearch.fitness._evaluation import Evaluation  # noqa: E402
-from graftsearch.features._source import selection_features  # noqa: E402
-from graftsearch.training._headtrain import TrainSchedule, train_head  # noqa: E402
-from graftsearch._utils.seeding import derive_seed  # noqa: E402
+from graftsearch.fitness import MLPProxy  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
-
-
-class HeadFitness(gs.Fitness):
-    """P(G_s): validation accuracy of the paper's head trained briefly on the cached features."""
-
-    def __init__(self, cache, *, seed: int, schedule: TrainSchedule):
-        self.cache, self.seed, self.schedule = cache, seed, schedule
-        self.head = gs.HeadSpec(num_classes=len(cache.classes))
-
-    def evaluate(self, selection) -> Evaluation:
-        c = self.cache
-        fit = train_head(selection_features(c, "train", selection), c.labels("train"),
-                         selection_features(c, "val", selection), c.labels("val"),
-                         head=self.head, schedule=self.schedule,
-                         seed=derive_seed(self.seed, "fitness", c.taps.bits(selection)))
-        return Evaluation(val_accuracy=fit.val_accuracy, val_loss=fit.val_loss, fidelity="mlp")
-
-    def key(self) -> str:
-        return f"head-fitness:{self.cache.fingerprint}:{self.seed}:{self.schedule.as_dict()}"
-
-
-def _fitness(cache, seed: int):
-    """The library's ``mlp`` proxy when this graftsearch has it, else the equivalent above."""
-    proxy = getattr(gs, "MLPProxy", None)
-    if proxy is not None:
-        return proxy(cache, seed=seed)
-    schedule = TrainSchedule(epochs=8, batch_size=64, lr=1e-3, patience=3)
-    return HeadFitness(cache, seed=seed, schedule=schedule)
 
 
 def main(argv=None) -> int:
@@ -99,7 +68,7 @@ def main(argv=None) -> int:
         timings[name] = round(time.perf_counter() - t0, 1)
         print(f"[{name}] {timings[name]} s", flush=True)
 
-    dataset = gs.load_dataset(gs.DataSpec(source=args.data, split="paper", seed=args.seed))
+    dataset = gs.load_dataset(args.data, split="paper", seed=args.seed)
     print(dataset, flush=True)
 
     # 1. cultivate the donor (the paper's step 1), briefly, on the CPU
@@ -141,7 +110,7 @@ def main(argv=None) -> int:
                  "image_size": args.image_size},
         "versions": {"graftsearch": gs.__version__, "torch": torch.__version__}},
         indent=2, sort_keys=True))
-    fitness = _fitness(cache, args.seed)
+    fitness = MLPProxy(cache, seed=args.seed)  # P(G_s): the paper's head, trained briefly
     search = gs.run_search(cache.taps, head, fitness, settings, run_dir=run_dir)
     step("search", t0)
     print(search.message, flush=True)

@@ -15,17 +15,17 @@ from graftsearch.taps._selection import to_bits
 from graftsearch.fitness._evaluation import Evaluation
 
 
-def make_taps(channels: Sequence[int], *, donor_name: str = "synthetic", image_size: int = 32) -> gs.TapList:
+def make_taps(channels: Sequence[int], *, donor_name: str = "synthetic", image_size: int = 32) -> gs.taps.TapList:
     """A tap list whose prefix costs grow with depth (like a real trunk)."""
     taps, params, macs = [], 0, 0
     previous = 3
     for i, c in enumerate(channels, start=1):
         params += previous * c * 9 + c
         macs += previous * c * 9 * 64
-        taps.append(gs.Tap(index=i, name=f"layer{i}", channels=c, height=8, width=8,
-                           params_upto=params, macs_upto=macs))
+        taps.append(gs.taps.Tap(index=i, name=f"layer{i}", channels=c, height=8, width=8,
+                                params_upto=params, macs_upto=macs))
         previous = c
-    return gs.TapList(taps, donor_name=donor_name, image_size=image_size)
+    return gs.taps.TapList(taps, donor_name=donor_name, image_size=image_size)
 
 
 def _jitter(key: str) -> float:
@@ -122,7 +122,7 @@ class CentroidFitness(gs.Fitness):
         return f"centroid:{self.features.fingerprint}"
 
 
-def generated_features(taps: gs.TapList, *, informative: Sequence[int], n_classes: int = 3,
+def generated_features(taps: gs.taps.TapList, *, informative: Sequence[int], n_classes: int = 3,
                        n_train: int = 60, n_val: int = 30, seed: int = 0, signal: float = 2.0):
     """ArrayFeatures where the ``informative`` taps carry the class and the others are noise."""
     rng = np.random.default_rng(seed)
@@ -142,7 +142,7 @@ def generated_features(taps: gs.TapList, *, informative: Sequence[int], n_classe
     return ArrayFeatures(taps, [f"c{i}" for i in range(n_classes)], feats, labels)
 
 
-def exhaustive(taps: gs.TapList, head: gs.HeadSpec, fitness, settings: gs.SearchSettings):
+def exhaustive(taps: gs.taps.TapList, head: gs.HeadSpec, fitness, settings: gs.SearchSettings):
     """Every selection's (bits, size, P, violation) by brute force."""
     rows = []
     n = len(taps)

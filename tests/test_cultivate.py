@@ -76,7 +76,7 @@ def test_paper_head_and_freezing_on_vgg16():
     vgg = gs.load_donor("vgg16", load_weights=False)
     settings = gs.CultivateSettings(head="auto")
     module, name, size = build_cultivar(vgg, 9, settings)
-    assert (name, size) == ("paper_vgg16", 128) and isinstance(module, gs.PaperDonor)
+    assert (name, size) == ("paper_vgg16", 128) and isinstance(module, gs.donors.PaperDonor)
     assert sum(p.numel() for p in module.parameters()) == 16_880_201
     frozen, _ = freeze_prefix(module, size, settings.trainable_taps)
     assert frozen == ["features.0.weight", "features.0.bias"]

@@ -33,7 +33,7 @@ def test_context_gives_the_selection_and_lazy_features(source):
         seen["y"] = ctx.labels("val")
         return 0.5
 
-    fitness = gs.CustomFitness(fn, source, seed=9)
+    fitness = gs.fitness.CustomFitness(fn, source, seed=9)
     ev = fitness.evaluate((2, 4))
     assert ev == gs.Evaluation(val_accuracy=0.5, fidelity="fn")
     ctx = seen["ctx"]
@@ -43,7 +43,7 @@ def test_context_gives_the_selection_and_lazy_features(source):
     assert ctx.seed == derive_seed(9, "01010")
     assert ctx.splits == ("train", "val")
     assert seen["x"].dtype == np.float32 and seen["x"].shape == (150, 9)
-    np.testing.assert_array_equal(seen["x"], gs.selection_features(source, "train", (2, 4)))
+    np.testing.assert_array_equal(seen["x"], gs.features.selection_features(source, "train", (2, 4)))
     np.testing.assert_array_equal(seen["y"], source.labels("val"))
 
 
@@ -68,7 +68,7 @@ class Threshold(gs.FitnessFunction):
 
 def test_fitness_function_subclass_and_key(source):
     fitness = gs.make_fitness(Threshold(0.25), source, seed=1)
-    assert isinstance(fitness, gs.CustomFitness) and fitness.name == "threshold"
+    assert isinstance(fitness, gs.fitness.CustomFitness) and fitness.name == "threshold"
     assert fitness.evaluate((5,)) == gs.Evaluation(val_accuracy=0.25, extras={"d": 4.0}, fidelity="threshold")
     key = fitness.key()
     assert key == gs.make_fitness(Threshold(0.25), source, seed=1).key()
@@ -138,7 +138,7 @@ BAD = [
 
 @pytest.mark.parametrize("fn, what", BAD, ids=[f.__name__ for f, _ in BAD])
 def test_bad_returns_are_recorded_as_failed(source, fn, what):
-    ev = gs.CustomFitness(fn, source).evaluate((1, 3))
+    ev = gs.fitness.CustomFitness(fn, source).evaluate((1, 3))
     assert ev.failed and math.isnan(ev.val_accuracy) and ev.fidelity == fn.__name__
     assert f"The fitness '{fn.__name__}' " in ev.error
     assert "selection 1;3 (bits 10100)" in ev.error
@@ -157,7 +157,7 @@ def test_unimplemented_subclass_fails_clearly(source):
     class Empty(gs.FitnessFunction):
         pass
 
-    ev = gs.CustomFitness(Empty(), source).evaluate((2,))
+    ev = gs.fitness.CustomFitness(Empty(), source).evaluate((2,))
     assert ev.failed and "Empty must implement __call__(self, ctx)" in ev.error
 
 
@@ -165,9 +165,9 @@ def test_construction_errors(source):
     with pytest.raises(gs.ParameterError, match=r"'fn' parameter must be a callable fn\(ctx\) or a "
                                                 r"FitnessFunction instance\. Got 'the class Threshold' "
                                                 r"instead\. Pass an instance: Threshold\(\)\."):
-        gs.CustomFitness(Threshold, source)
+        gs.fitness.CustomFitness(Threshold, source)
     with pytest.raises(gs.ParameterError, match=r"'fn' parameter must be a callable .* Got 'float'"):
-        gs.CustomFitness(0.9, source)
+        gs.fitness.CustomFitness(0.9, source)
     with pytest.raises(gs.ParameterError, match=r"'settings' parameter must be no proxy settings with a "
                                                 r"custom fitness\. Got \['epochs'\]"):
         gs.make_fitness(_nan, source, seed=0, epochs=3)

@@ -19,7 +19,7 @@ from graftsearch.data._images import load_image, open_rgb, to_tensor01
 from datagen import (make_deepweeds_subset, make_folder, read_csv, save_image, truncate,
                      write_csv)
 
-PRE = gs.Preprocessing(image_size=16, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+PRE = gs.donors.Preprocessing(image_size=16, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
 
 
 @pytest.fixture

@@ -40,10 +40,10 @@ def test_checkpoint_with_wrong_shapes_names_the_tensor(tmp_path):
     sd["fc.bias"] = torch.zeros(7)
     path = tmp_path / "r18.pt"
     torch.save(sd, path)
-    with pytest.raises(gs.CheckpointError, match=r"'fc.weight': checkpoint \(7, 512\), 'resnet18' needs \(9, 512\)"):
+    with pytest.raises(gs.errors.CheckpointError, match=r"'fc.weight': checkpoint \(7, 512\), 'resnet18' needs \(9, 512\)"):
         gs.load_donor("resnet18", checkpoint=str(path), num_classes=9)
     torch.save(state, path)
-    with pytest.raises(gs.CheckpointError, match=r"key\(s\) missing, first \['conv1.weight'"):
+    with pytest.raises(gs.errors.CheckpointError, match=r"key\(s\) missing, first \['conv1.weight'"):
         gs.load_donor("resnet18", checkpoint=str(path), num_classes=9)
 
 
@@ -58,7 +58,7 @@ def test_state_dict_checkpoint_round_trip(tmp_path):
 def test_graftsearch_donor_checkpoint_keeps_name_and_preprocessing(tmp_path):
     donor = gs.load_donor("paper_vgg16", weights="none", num_classes=3, image_size=64)
     path = tmp_path / "donor.pt"
-    gs.save_donor_checkpoint(donor, path, class_names=["a", "b", "c"])
+    gs.donors.save_donor_checkpoint(donor, path, class_names=["a", "b", "c"])
     again = gs.load_donor(checkpoint=str(path))
     assert again.name == "paper_vgg16" and again.image_size == 64
     assert again.class_names == ["a", "b", "c"]
@@ -68,7 +68,7 @@ def test_graftsearch_donor_checkpoint_keeps_name_and_preprocessing(tmp_path):
 def test_pickled_model_needs_trust(tmp_path):
     path = tmp_path / "whole.pt"
     torch.save(TinyCNN(), path)
-    with pytest.raises(gs.CheckpointError, match=r"can run arbitrary code.*--trust-checkpoint"):
+    with pytest.raises(gs.errors.CheckpointError, match=r"can run arbitrary code.*--trust-checkpoint"):
         gs.load_donor(checkpoint=str(path))
     donor = gs.load_donor(checkpoint=str(path), trust_checkpoint=True, image_size=32)
     assert len(donor.taps(32)) == 6
@@ -92,34 +92,34 @@ def test_torchscript_donor_is_tapped_like_the_original(tmp_path):
 
 
 def test_missing_checkpoint_file():
-    with pytest.raises(gs.CheckpointError, match=r"'checkpoint' parameter must be an existing file"):
+    with pytest.raises(gs.errors.CheckpointError, match=r"'checkpoint' parameter must be an existing file"):
         gs.load_donor("resnet18", checkpoint="/nonexistent/x.pt")
 
 
 def test_tap_index_out_of_range(tiny):
-    with pytest.raises(gs.SelectionError, match=r"tap indices in 1\.\.6\. Got 7 instead.*graftsearch taps --donor tiny"):
+    with pytest.raises(gs.errors.SelectionError, match=r"tap indices in 1\.\.6\. Got 7 instead.*graftsearch taps --donor tiny"):
         tiny.taps(32).cost([1, 7], gs.HeadSpec(num_classes=3))
 
 
 def test_tap_index_duplicated(tiny):
-    with pytest.raises(gs.SelectionError, match=r"distinct tap indices\. Got duplicates \[2\]"):
+    with pytest.raises(gs.errors.SelectionError, match=r"distinct tap indices\. Got duplicates \[2\]"):
         tiny.taps(32).normalize([2, 2, 3])
 
 
 def test_empty_selection(tiny):
-    with pytest.raises(gs.SelectionError, match=r"at least one tap\. Got an empty selection"):
+    with pytest.raises(gs.errors.SelectionError, match=r"at least one tap\. Got an empty selection"):
         gs.GraftedModel(tiny, "000000", gs.HeadSpec(num_classes=3), image_size=32)
 
 
 def test_explicit_tap_that_is_not_a_module():
     donor = gs.load_donor("vgg16", weights="none", taps=["features.1", "features.99"])
-    with pytest.raises(gs.TapError, match=r"Got 'features.99' instead\. Did you mean 'features.9'"):
+    with pytest.raises(gs.errors.TapError, match=r"Got 'features.99' instead\. Did you mean 'features.9'"):
         donor.taps(64)
 
 
 def test_explicit_taps_off_the_main_path():
     donor = gs.load_donor("resnet18", weights="none", taps=["layer2.0.conv1", "layer2.0.downsample"])
-    with pytest.raises(gs.TapError, match=r"does not depend on the earlier tap"):
+    with pytest.raises(gs.errors.TapError, match=r"does not depend on the earlier tap"):
         donor.taps(64)
 
 

@@ -16,8 +16,8 @@ from graftsearch.graft._export import load_torchscript, read_record
 def _deployable(donor, selection=(2, 4), seed=0):
     torch.manual_seed(seed)
     graft = gs.GraftedModel(donor, list(selection), gs.HeadSpec(num_classes=3, hidden=8))
-    return gs.DeployableModel(graft, mean=donor.preprocessing.mean, std=donor.preprocessing.std,
-                              image_size=donor.image_size, class_names=["ant", "bee", "cat"]).eval()
+    return gs.graft.DeployableModel(graft, mean=donor.preprocessing.mean, std=donor.preprocessing.std,
+                                    image_size=donor.image_size, class_names=["ant", "bee", "cat"]).eval()
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_torchscript_in_fresh_process_without_graftsearch(tiny, images, tmp_path
 def test_load_model_needs_donor_for_in_memory_module(tiny, images, tmp_path):
     model = _deployable(tiny)
     gs.export_model(model, tmp_path, donor=tiny, onnx=False)
-    with pytest.raises(gs.ExportError, match="cannot rebuild from a name.*model.torchscript.pt"):
+    with pytest.raises(gs.errors.ExportError, match="cannot rebuild from a name.*model.torchscript.pt"):
         gs.load_model(tmp_path / "model.pt")
     from tiny import tiny_donor
 
@@ -106,7 +106,7 @@ def test_load_model_needs_donor_for_in_memory_module(tiny, images, tmp_path):
 
 @pytest.fixture(scope="module")
 def mobilenet():
-    return gs.load_donor("mobilenet_v3_small", image_size=32)
+    return gs.load_donor("mobilenet_v3_small", weights="none", image_size=32)  # no download
 
 
 @pytest.mark.slow
@@ -124,19 +124,19 @@ def test_load_model_rebuilds_named_donor_without_weights(mobilenet, tmp_path):
 
 
 def test_load_model_missing_file(tmp_path):
-    with pytest.raises(gs.ExportError, match="The 'path' parameter must be an existing model.pt file"):
+    with pytest.raises(gs.errors.ExportError, match="The 'path' parameter must be an existing model.pt file"):
         gs.load_model(tmp_path / "nope.pt")
 
 
 def test_load_model_on_torchscript_file(tiny, tmp_path):
     result = gs.export_model(_deployable(tiny), tmp_path, onnx=False)
-    with pytest.raises(gs.ExportError, match="is a TorchScript file; load it with torch.jit.load"):
+    with pytest.raises(gs.errors.ExportError, match="is a TorchScript file; load it with torch.jit.load"):
         gs.load_model(result.torchscript)
 
 
 def test_load_model_on_foreign_file(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(gs.ExportError, match="is not a graftsearch model.pt"):
+    with pytest.raises(gs.errors.ExportError, match="is not a graftsearch model.pt"):
         gs.load_model(tmp_path / "other.pt")
 
 

@@ -32,10 +32,10 @@ class DuckFitness:
         return gs.Evaluation(val_accuracy=0.5)
 
 
-def _taps(n: int = 5) -> gs.TapList:
-    taps = [gs.Tap(index=i, name=f"layer{i}", channels=4, height=4, width=4, params_upto=100 * i,
-                   macs_upto=1000 * i) for i in range(1, n + 1)]
-    return gs.TapList(taps, donor_name="generated", image_size=16)
+def _taps(n: int = 5) -> gs.taps.TapList:
+    taps = [gs.taps.Tap(index=i, name=f"layer{i}", channels=4, height=4, width=4, params_upto=100 * i,
+                        macs_upto=1000 * i) for i in range(1, n + 1)]
+    return gs.taps.TapList(taps, donor_name="generated", image_size=16)
 
 
 def test_fitness_without_evaluate_cannot_be_instantiated():

@@ -23,7 +23,7 @@ def blobs(n_train=120, n_val=60, d=6, k=3, seed=0, spread=1.5, offset=5.0, scale
     return (*draw(n_train), *draw(n_val))
 
 
-SCHEDULE = gs.TrainSchedule(epochs=6, batch_size=16, lr=1e-2)
+SCHEDULE = gs.training.TrainSchedule(epochs=6, batch_size=16, lr=1e-2)
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +36,7 @@ def one_thread():
 
 
 def test_paper_schedule():
-    assert gs.PAPER_SCHEDULE == gs.TrainSchedule(epochs=18, batch_size=16, lr=1e-3, weight_decay=0.0,
+    assert gs.training.PAPER_SCHEDULE == gs.training.TrainSchedule(epochs=18, batch_size=16, lr=1e-3, weight_decay=0.0,
                                                   patience=None, keep_best=True)
 
 
@@ -52,13 +52,13 @@ def test_schedule_rejects_bad_values(field, value, match):
     kwargs = dict(epochs=3, batch_size=8, lr=1e-3)
     kwargs[field] = value
     with pytest.raises(gs.ParameterError, match=match):
-        gs.TrainSchedule(**kwargs)
+        gs.training.TrainSchedule(**kwargs)
 
 
 def test_folded_head_takes_raw_features_and_has_exact_params():
     xt, yt, xv, yv = blobs()
     head = gs.HeadSpec(num_classes=3, hidden=16, dropout=0.3)
-    fit = gs.train_head(xt, yt, xv, yv, head=head, schedule=SCHEDULE, seed=1)
+    fit = gs.training.train_head(xt, yt, xv, yv, head=head, schedule=SCHEDULE, seed=1)
     assert not fit.head.training
     assert sum(p.numel() for p in fit.head.parameters()) == head.params(xt.shape[1])
     # the folded head on raw features = the same weights unfolded on standardised features
@@ -81,14 +81,14 @@ def test_folded_head_takes_raw_features_and_has_exact_params():
 def test_history_and_kept_epoch():
     xt, yt, xv, yv = blobs()
     head = gs.HeadSpec(num_classes=3, hidden=8)
-    fit = gs.train_head(xt, yt, xv, yv, head=head, schedule=SCHEDULE, seed=0)
+    fit = gs.training.train_head(xt, yt, xv, yv, head=head, schedule=SCHEDULE, seed=0)
     assert [h["epoch"] for h in fit.history] == list(range(1, 7))
     assert set(fit.history[0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"}
     best = min(fit.history, key=lambda h: h["val_loss"])
     assert fit.best_epoch == best["epoch"]
     assert (fit.val_loss, fit.val_accuracy) == (best["val_loss"], best["val_accuracy"])
-    last = gs.train_head(xt, yt, xv, yv, head=head, seed=0,
-                         schedule=gs.TrainSchedule(epochs=6, batch_size=16, lr=1e-2, keep_best=False))
+    last = gs.training.train_head(xt, yt, xv, yv, head=head, seed=0,
+                         schedule=gs.training.TrainSchedule(epochs=6, batch_size=16, lr=1e-2, keep_best=False))
     assert (last.val_loss, last.val_accuracy) == (last.history[-1]["val_loss"], last.history[-1]["val_accuracy"])
     assert last.history == fit.history  # keep_best only changes what is kept
 
@@ -97,8 +97,8 @@ def test_early_stop_on_val_loss():
     rng = np.random.default_rng(0)
     xt, xv = rng.normal(size=(80, 20)).astype(np.float32), rng.normal(size=(40, 20)).astype(np.float32)
     yt, yv = rng.integers(0, 2, 80), rng.integers(0, 2, 40)  # pure noise: val loss rises fast
-    sched = gs.TrainSchedule(epochs=50, batch_size=8, lr=1e-2, patience=2)
-    fit = gs.train_head(xt, yt, xv, yv, head=gs.HeadSpec(num_classes=2, hidden=32), schedule=sched, seed=0)
+    sched = gs.training.TrainSchedule(epochs=50, batch_size=8, lr=1e-2, patience=2)
+    fit = gs.training.train_head(xt, yt, xv, yv, head=gs.HeadSpec(num_classes=2, hidden=32), schedule=sched, seed=0)
     assert len(fit.history) < 50
     assert len(fit.history) == fit.best_epoch + 2
     assert all(h["val_loss"] >= fit.val_loss for h in fit.history)
@@ -110,10 +110,10 @@ def test_deterministic_and_leaves_global_rng_alone():
     torch.manual_seed(123)
     expected_next = torch.rand(3)
     torch.manual_seed(123)
-    a = gs.train_head(xt, yt, xv, yv, head=head, schedule=SCHEDULE, seed=7)
+    a = gs.training.train_head(xt, yt, xv, yv, head=head, schedule=SCHEDULE, seed=7)
     assert torch.equal(torch.rand(3), expected_next)
-    b = gs.train_head(xt, yt, xv, yv, head=head, schedule=SCHEDULE, seed=7)
-    c = gs.train_head(xt, yt, xv, yv, head=head, schedule=SCHEDULE, seed=8)
+    b = gs.training.train_head(xt, yt, xv, yv, head=head, schedule=SCHEDULE, seed=7)
+    c = gs.training.train_head(xt, yt, xv, yv, head=head, schedule=SCHEDULE, seed=8)
     assert a.history == b.history
     for (ka, va), (kb, vb) in zip(a.head.state_dict().items(), b.head.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
@@ -125,16 +125,16 @@ def test_accepts_float16_memmaps(tmp_path):
     path = tmp_path / "x.npy"
     np.save(path, xt.astype(np.float16))
     mm = np.load(path, mmap_mode="r")
-    fit = gs.train_head(mm, yt, xv.astype(np.float16), yv, head=gs.HeadSpec(num_classes=3, hidden=8),
-                        schedule=SCHEDULE, seed=0)
+    fit = gs.training.train_head(mm, yt, xv.astype(np.float16), yv, head=gs.HeadSpec(num_classes=3, hidden=8),
+                                 schedule=SCHEDULE, seed=0)
     assert fit.val_accuracy > 0.8
 
 
 def test_progress_reports_each_epoch():
     xt, yt, xv, yv = blobs()
     seen = []
-    gs.train_head(xt, yt, xv, yv, head=gs.HeadSpec(num_classes=3, hidden=4), schedule=SCHEDULE, seed=0,
-                  progress=seen.append)
+    gs.training.train_head(xt, yt, xv, yv, head=gs.HeadSpec(num_classes=3, hidden=4), schedule=SCHEDULE, seed=0,
+                           progress=seen.append)
     assert [(p.stage, p.done, p.total) for p in seen] == [("train", e, 6) for e in range(1, 7)]
     assert set(seen[0].info) == {"train_loss", "val_loss", "val_accuracy"}
 
@@ -145,8 +145,8 @@ def test_linear_head_matches_logistic_regression():
     from sklearn.linear_model import LogisticRegression
 
     xt, yt, xv, yv = blobs(n_train=150, n_val=60, d=4, k=3, spread=0.8)
-    sched = gs.TrainSchedule(epochs=800, batch_size=150, lr=0.05, keep_best=False)
-    fit = gs.train_head(xt, yt, xv, yv, head=gs.HeadSpec(num_classes=3, hidden=0), schedule=sched, seed=0)
+    sched = gs.training.TrainSchedule(epochs=800, batch_size=150, lr=0.05, keep_best=False)
+    fit = gs.training.train_head(xt, yt, xv, yv, head=gs.HeadSpec(num_classes=3, hidden=0), schedule=sched, seed=0)
     ref = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10_000).fit(xt.astype(np.float64), yt)
     with torch.no_grad():
         ours = torch.softmax(fit.head(torch.from_numpy(xv)), dim=1).numpy()
@@ -179,10 +179,10 @@ def test_bad_inputs(case, match):
         xt = xt.copy()
         xt[3, 2] = np.nan
     with pytest.raises(gs.DataError, match=match):
-        gs.train_head(xt, yt, xv, yv, head=gs.HeadSpec(num_classes=3), schedule=SCHEDULE, seed=0)
+        gs.training.train_head(xt, yt, xv, yv, head=gs.HeadSpec(num_classes=3), schedule=SCHEDULE, seed=0)
 
 
 def test_bad_head_or_schedule_type():
     xt, yt, xv, yv = blobs()
     with pytest.raises(gs.ParameterError, match=r"'schedule' parameter must be a TrainSchedule\. Got 'dict'"):
-        gs.train_head(xt, yt, xv, yv, head=gs.HeadSpec(num_classes=3), schedule={"epochs": 2}, seed=0)
+        gs.training.train_head(xt, yt, xv, yv, head=gs.HeadSpec(num_classes=3), schedule={"epochs": 2}, seed=0)

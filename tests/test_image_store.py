@@ -77,7 +77,8 @@ def test_augment_is_a_seeded_flip_and_crop_of_the_same_size():
 
 
 def test_feature_cache_and_loaders_read_the_store_with_the_same_values(folder, tmp_path):
-    from graftsearch import build_cache, make_loader
+    from graftsearch import build_cache
+    from graftsearch.data import make_loader
     from tiny import tiny_donor
 
     donor = tiny_donor(image_size=16)

@@ -18,8 +18,9 @@ PACKAGE = Path(graftsearch.__file__).parent
 # A module may import its own stage and the stages before it.
 STAGES = ("_utils", "taps", "donors", "data", "training", "cultivate", "features", "fitness",
           "optimize", "graft", "report", "pipeline", "_cli")
-# Modules that sit outside the stages: the package root re-exports every stage.
-ROOT_MODULES = {"graftsearch", "graftsearch.__main__", "graftsearch._version"}
+# Modules that sit outside the stages: the package root re-exports every stage, graftsearch.errors
+# every error type of _utils/errors.py.
+ROOT_MODULES = {"graftsearch", "graftsearch.__main__", "graftsearch._version", "graftsearch.errors"}
 
 
 def _module_name(path: Path) -> str:

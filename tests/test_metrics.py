@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from graftsearch import ParameterError, compute_metrics
+from graftsearch import ParameterError
+from graftsearch.training import compute_metrics
 from graftsearch.training._metrics import binary_roc_auc, confusion_matrix
 
 # rows: true class, columns: predicted class

@@ -17,13 +17,13 @@ CHANNELS = (4, 6, 5, 3, 4)
 SIGNAL_TAP = 3
 
 
-def make_taps(channels=CHANNELS) -> gs.TapList:
+def make_taps(channels=CHANNELS) -> gs.taps.TapList:
     taps, params = [], 0
     for i, c in enumerate(channels, start=1):
         params += 10 * c
-        taps.append(gs.Tap(index=i, name=f"layer{i}", channels=c, height=4, width=4,
-                           params_upto=params, macs_upto=16 * params))
-    return gs.TapList(taps, donor_name="generated", image_size=16)
+        taps.append(gs.taps.Tap(index=i, name=f"layer{i}", channels=c, height=4, width=4,
+                                params_upto=params, macs_upto=16 * params))
+    return gs.taps.TapList(taps, donor_name="generated", image_size=16)
 
 
 def make_source(*, signal_tap=SIGNAL_TAP, sizes=(150, 90, 30), k=3, seed=0, strength=2.5,
@@ -100,18 +100,18 @@ def test_make_fitness_kinds_and_errors(source):
 
 def test_source_must_have_train_and_val(source):
     with pytest.raises(gs.ParameterError, match=r"'source' parameter must be a FeatureSource .* Got 'dict'"):
-        gs.FastProxy({"train": 1})
+        gs.fitness.FastProxy({"train": 1})
     only_train = gs.ArrayFeatures(source.taps, source.classes,
                                   {"train": [source.features("train", i) for i in range(1, 6)]},
                                   {"train": source.labels("train")})
     with pytest.raises(gs.DataError, match=r"'source' parameter must be features with a 'train' and a "
                                            r"'val' split\. Got \"splits \['train'\]\""):
-        gs.MLPProxy(only_train)
+        gs.fitness.MLPProxy(only_train)
 
 
 def test_selection_is_validated(source):
-    fast = gs.FastProxy(source)
-    with pytest.raises(gs.SelectionError, match=r"'selection' parameter must be tap indices in 1\.\.5\. Got 6"):
+    fast = gs.fitness.FastProxy(source)
+    with pytest.raises(gs.errors.SelectionError, match=r"'selection' parameter must be tap indices in 1\.\.5\. Got 6"):
         fast.evaluate((2, 6))
     assert fast.evaluate("00100") == fast.evaluate((3,))
 
@@ -157,7 +157,7 @@ def test_same_numbers_in_joblib_worker_processes(source):
 
 def test_threads_setting_is_used_and_restored(source, monkeypatch):
     seen = []
-    real = gs.train_head
+    real = gs.training.train_head
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
@@ -170,7 +170,7 @@ def test_threads_setting_is_used_and_restored(source, monkeypatch):
 
 
 def test_fast_pickles_light_and_rebuilds_the_same(source):
-    fast = gs.FastProxy(source, seed=1)
+    fast = gs.fitness.FastProxy(source, seed=1)
     blob = pickle.dumps(fast)
     copy = pickle.loads(blob)
     assert copy._stats is None
@@ -181,13 +181,13 @@ def test_fast_pickles_light_and_rebuilds_the_same(source):
 
 
 def test_key_names_settings_features_and_seed(source):
-    key = gs.FastProxy(source, seed=1).key()
-    assert key == gs.FastProxy(source, seed=1).key()
+    key = gs.fitness.FastProxy(source, seed=1).key()
+    assert key == gs.fitness.FastProxy(source, seed=1).key()
     assert source.fingerprint in key and '"seed":1' in key and '"fitness":"fast"' in key
-    assert key != gs.FastProxy(source, seed=2).key()
-    assert key != gs.FastProxy(source, seed=1, settings=gs.FastSettings(shrinkage=0.3)).key()
-    assert key != gs.FastProxy(make_source(seed=1), seed=1).key()
-    assert gs.MLPProxy(source).key() != gs.MLPProxy(source, settings=gs.MLPSettings(epochs=3)).key()
+    assert key != gs.fitness.FastProxy(source, seed=2).key()
+    assert key != gs.fitness.FastProxy(source, seed=1, settings=gs.FastSettings(shrinkage=0.3)).key()
+    assert key != gs.fitness.FastProxy(make_source(seed=1), seed=1).key()
+    assert gs.fitness.MLPProxy(source).key() != gs.fitness.MLPProxy(source, settings=gs.MLPSettings(epochs=3)).key()
 
 
 # -- honesty: the test split is never read -------------------------------------------------------
@@ -234,8 +234,8 @@ def test_selections_with_the_signal_tap_rank_above_all_others(kind, settings):
 # -- acceptance 3: agreement with brute-force references -----------------------------------------
 
 def _standardised(source, split, sel):
-    xt = gs.selection_features(source, "train", sel).astype(np.float64)
-    x = gs.selection_features(source, split, sel).astype(np.float64)
+    xt = gs.features.selection_features(source, "train", sel).astype(np.float64)
+    x = gs.features.selection_features(source, split, sel).astype(np.float64)
     return (x - xt.mean(0)) / xt.std(0)
 
 
@@ -250,13 +250,13 @@ def test_fast_lda_matches_sklearn(source, sel):
     gamma = ledoit_wolf_shrinkage(centred, assume_centered=True)
     ref = LinearDiscriminantAnalysis(solver="lsqr", covariance_estimator=ShrunkCovariance(shrinkage=gamma))
     ref.fit(zt, yt)
-    fit = gs.FastProxy(source).fit(sel)
+    fit = gs.fitness.FastProxy(source).fit(sel)
     assert fit.regularization == pytest.approx(gamma, rel=1e-9)
     np.testing.assert_allclose(fit.val_scores, ref.decision_function(zv), rtol=1e-8, atol=1e-8)
     assert fit.val_accuracy == ref.score(zv, yv)
     # val loss: cross-entropy of the LDA posteriors
     assert fit.val_loss == pytest.approx(-np.log(ref.predict_proba(zv)[np.arange(len(yv)), yv]).mean(), rel=1e-8)
-    fixed = gs.FastProxy(source, settings=gs.FastSettings(shrinkage=0.3)).fit(sel)
+    fixed = gs.fitness.FastProxy(source, settings=gs.FastSettings(shrinkage=0.3)).fit(sel)
     ref = LinearDiscriminantAnalysis(solver="lsqr", covariance_estimator=ShrunkCovariance(shrinkage=0.3)).fit(zt, yt)
     np.testing.assert_allclose(fixed.val_scores, ref.decision_function(zv), rtol=1e-8, atol=1e-8)
 
@@ -277,13 +277,13 @@ def test_fast_ridge_matches_direct_solve_and_brute_force_gcv(source):
         resid = onehot - hat @ onehot
         gcv.append((resid ** 2).sum() / n / (1 - np.trace(hat) / n) ** 2)
     best = alphas[int(np.argmin(gcv))]
-    fit = gs.FastProxy(source, settings=gs.FastSettings(probe="ridge", alphas=alphas)).fit(sel)
+    fit = gs.fitness.FastProxy(source, settings=gs.FastSettings(probe="ridge", alphas=alphas)).fit(sel)
     assert fit.regularization == best
     ref = Ridge(alpha=best * n).fit(zt, onehot)
     np.testing.assert_allclose(fit.val_scores, ref.predict(zv), rtol=1e-8, atol=1e-8)
     assert fit.val_accuracy == np.mean(ref.predict(zv).argmax(1) == yv)
     assert fit.val_loss == pytest.approx(((ref.predict(zv) - np.eye(3)[yv]) ** 2).sum(1).mean(), rel=1e-8)
-    fixed = gs.FastProxy(source, settings=gs.FastSettings(probe="ridge", alpha=0.5)).fit(sel)
+    fixed = gs.fitness.FastProxy(source, settings=gs.FastSettings(probe="ridge", alpha=0.5)).fit(sel)
     np.testing.assert_allclose(fixed.val_scores, Ridge(alpha=0.5 * n).fit(zt, onehot).predict(zv), rtol=1e-8)
 
 
@@ -295,7 +295,7 @@ def test_mlp_with_a_linear_head_matches_logistic_regression():
     source = make_source(seed=2, strength=0.8)
     sel = (2, 3)
     settings = gs.MLPSettings(hidden=0, epochs=800, batch_size=150, lr=0.05, patience=None, keep_best=False)
-    ev = gs.MLPProxy(source, settings=settings).evaluate(sel)
+    ev = gs.fitness.MLPProxy(source, settings=settings).evaluate(sel)
     zt, zv = _standardised(source, "train", sel), _standardised(source, "val", sel)
     ref = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10_000).fit(zt, source.labels("train"))
     yv = source.labels("val")
@@ -333,7 +333,7 @@ def test_a_feature_cache_or_its_path_works_as_the_source(tmp_path):
         ev = by_path.evaluate((2, 5))
         assert ev == by_object.evaluate((2, 5)) and not ev.failed
         assert pickle.loads(pickle.dumps(by_path)).evaluate((2, 5)) == ev
-    with pytest.raises(gs.CacheError, match=r"'path' parameter must be a feature cache directory"):
+    with pytest.raises(gs.errors.CacheError, match=r"'path' parameter must be a feature cache directory"):
         gs.make_fitness("fast", str(tmp_path / "not-a-cache"), seed=0)
 
 

@@ -44,7 +44,9 @@ def small_run(tmp_path):
                 "--image-size", "32", "--population", "8", "--generations", "3",
                 "--final-epochs", "3", "--latency-runs", "2", "--batch-size", "16",
                 "--cache-dir", str(cache_dir), "--run-dir", str(run_dir), "--quiet",
-                "--objective", "min-size", "--p-min", "0.5", *extra]
+                "--objective", "min-size", "--p-min", "0.5",
+                # the default path (cultivation, fine-tuning, distillation), one epoch each
+                "--cultivate", "1", "--fine-tune-epochs", "1", *extra]
     return args
 
 
@@ -146,6 +148,14 @@ def test_infeasible_p_min_exits_1_with_the_closest_result(small_run, tmp_path, c
     (["--crossover", "three-point"], r"argument --crossover: invalid choice"),
     (["--preset", "nope"], r"argument --preset"),
     (["--donor-checkpoint", "/nonexistent/donor.pt"], r"'checkpoint' parameter must be an existing file"),
+    (["--objective", "max-accuracy", "--size-max", "0%"], r"share of the donor's size above 0%"),
+    (["--objective", "max-accuracy", "--size-max", "130%"], r"at most 100% \('30%'\)\. Got '130%'"),
+    (["--objective", "max-accuracy", "--size-max", "30 %x"], r"Got '30 %x' instead"),
+    (["--cultivate", "lots"], r"'cultivate' parameter must be 'auto' or an integer >= 0"),
+    (["--recipe", "fancy"], r"argument --recipe: invalid choice"),
+    (["--distill-alpha", "1.5"], r"'distill_alpha' parameter must be a float in \[0, 1\]"),
+    (["--distill-temperature", "0"], r"'distill_temperature' parameter must be a float > 0"),
+    (["--fine-tune-epochs", "0"], r"'fine_tune_epochs' parameter must be an integer >= 1"),
 ])
 def test_cli_user_errors_are_one_line_and_exit_2(small_run, tmp_path, extra, pattern, capfd):
     argv = small_run(tmp_path / "run", tmp_path / "cache") + extra

@@ -144,7 +144,8 @@ def test_cache_command_cache_is_the_one_a_real_run_reuses(tmp_path, capsys):
     code = main(["run", "--donor", "efficientnet_lite0", "--data", str(data), "--cache-dir",
                  str(cache_dir), "--p-min", "0.3", "--population", "4", "--generations", "0",
                  "--final-epochs", "1", "--latency-runs", "0", "--run-dir", str(run_dir),
-                 "--quiet"])
+                 # from the pretrained weights as they are: a cultivated donor has its own cache
+                 "--cultivate", "0", "--no-fine-tune", "--quiet"])
     assert code in (0, 1)
     log = (run_dir / "log.txt").read_text()
     assert f"reusing the feature cache {path}" in log
@@ -157,7 +158,8 @@ def test_cache_command_cache_is_the_one_a_real_run_reuses(tmp_path, capsys):
 
 def test_run_settings_defaults_are_the_parts_defaults():
     settings = settings_from({"p_min": 0.9})
-    assert settings.search_settings() == gs.SearchSettings(p_min=0.9)
+    # a run re-ranks its front with the mlp proxy; the bare search has no second fitness
+    assert settings.search_settings() == gs.SearchSettings(p_min=0.9, refine="front")
     assert settings.mlp_settings() == gs.MLPSettings()
     assert settings.head_spec(9) == gs.HeadSpec(num_classes=9)
     assert settings.final_settings() == gs.FinalSettings()
@@ -171,7 +173,8 @@ def test_parts_that_share_a_setting_agree_on_its_default():
     # RunSettings takes a shared setting's default from its first part; the others must agree
     own = {name for name, f in FIELDS.items()
            if f.metadata["part"] is None or f.default != PARTS[f.metadata["part"]].default(name)}
-    assert own == {"data", "image_size", "cultivate", "proxy", "top_k", "run_dir", "preset"}
+    assert own == {"data", "image_size", "cultivate", "proxy", "refine", "top_k", "run_dir",
+                   "preset"}
     # CultivateSettings' num_workers (0) is filled from `workers` (unset: by cores), which only
     # decides how fast images are decoded, never what is computed
     derived = {("cultivate", "workers")}
@@ -187,7 +190,7 @@ def test_api_search_has_the_run_defaults():
                          ("objective", "objective"), ("image_size", "image_size"),
                          ("cache_dir", "cache_dir"), ("seed", "seed")):
         assert params[arg].default == DEFAULTS[setting], arg
-    assert DEFAULTS["refine"] == "none" == gs.SearchSettings(p_min=0.5).refine
+    assert DEFAULTS["refine"] == "front" != gs.SearchSettings(p_min=0.5).refine
     assert DEFAULTS["weights"] == "DEFAULT" == gs.DonorSpec().weights
 
 
@@ -245,7 +248,7 @@ def test_donor_train_is_the_runs_cultivation():
     values = values_from({k: v for k, v in vars(args).items() if k in FIELDS})
     trained = build_part("cultivate", values, epochs=args.epochs)
     in_run = settings_from({"p_min": 0.9, "cultivate": args.epochs, "workers": 0})
-    assert trained == in_run.cultivate_settings()
+    assert trained == in_run.cultivate_settings(in_run.cultivate_epochs(donor_fits=False))
     assert dataclasses.replace(trained, image_size=None) == gs.CultivateSettings(num_workers=0)
 
 

@@ -128,7 +128,7 @@ def test_tap_list_csv_round_trip(tiny, tmp_path):
     import csv
 
     rows = list(csv.DictReader(path.open()))
-    again = gs.TapList.from_records(rows, donor_name="tiny", image_size=32)
+    again = gs.taps.TapList.from_records(rows, donor_name="tiny", image_size=32)
     assert again == taps
 
 

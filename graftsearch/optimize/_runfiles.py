@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, 
 from graftsearch.optimize._archive import Record
 from graftsearch._utils.atomic import write_json, write_bytes, write_text
 from graftsearch._utils.errors import ParameterError, SearchError, param_message
+from graftsearch.taps._records import SIZE_METRICS
 
 if TYPE_CHECKING:  # pandas is imported when a run is read, not with the package
     import pandas as pd
@@ -328,9 +329,13 @@ class SavedRun:
         return RunFiles(self.root)
 
     def setting(self, *keys: str, default: Any = None) -> Any:
-        """The first of ``keys`` found anywhere in config.json (nested sections included)."""
+        """The first of ``keys`` found anywhere in config.json (nested sections included); the
+        search's resolved settings first (a relative ``size_max`` is resolved there)."""
         for key in keys:
-            found = _find(self.config, key)
+            found = _find(self.config.get("search") or {}, key) if isinstance(self.config, dict) \
+                else None
+            if found is None:
+                found = _find(self.config, key)
             if found is not None:
                 return found
         return default
@@ -342,7 +347,7 @@ class SavedRun:
     @property
     def size_metric(self) -> str:
         metric = str(self.setting("size_metric", default="params"))
-        return metric if metric in ("params", "size_mib", "macs") else "params"
+        return metric if metric in SIZE_METRICS else "params"
 
 
 def load_run(run_dir) -> SavedRun:

@@ -17,7 +17,8 @@ from graftsearch._utils.atomic import write_json
 from graftsearch._utils.errors import (DataError, DonorError, GraftSearchError, ParameterError,
                                       SearchError, param_message)
 from graftsearch._utils.progress import ProgressCallback, report
-from graftsearch.pipeline._settings import RunSettings, cache_kwargs, prepare_data
+from graftsearch.pipeline._settings import (RunSettings, cache_kwargs, prepare_data, relative_size,
+                                          resolve_size_max)
 from graftsearch.optimize._runfiles import CHECKPOINT, EVALUATIONS, versions
 from graftsearch.optimize._settings import RESUMABLE_CHANGES
 
@@ -100,10 +101,24 @@ def _same_weights(key: str, old: Dict[str, Any], new: Dict[str, Any]) -> bool:
         return False
 
 
-def write_config(run_dir: Path, settings: RunSettings) -> None:
-    write_json(run_dir / CONFIG, {"settings": settings.as_dict(),
-                                  "search": settings.search_settings().as_dict(),
+def write_config(run_dir: Path, settings: RunSettings, search=None) -> None:
+    """config.json: every setting as given, and the search's settings as resolved (a relative
+    ``size_max`` is written before the donor is loaded without them, and again with them)."""
+    if search is None and relative_size(settings.size_max):
+        search_part = None
+    else:
+        search_part = (search or settings.search_settings()).as_dict()
+    write_json(run_dir / CONFIG, {"settings": settings.as_dict(), "search": search_part,
                                   "versions": versions()})
+
+
+def _use_image_store(dataset, settings: RunSettings, progress) -> None:
+    from graftsearch.data._store import build_image_store
+    from graftsearch.features._cache import default_cache_dir
+
+    cache_dir = Path(settings.cache_dir).expanduser() if settings.cache_dir else default_cache_dir()
+    dataset.use_store(build_image_store(dataset, settings.image_size, cache_dir=cache_dir,
+                                        progress=progress))
 
 
 def _stage(progress: Optional[ProgressCallback], name: str, message: str) -> None:
@@ -162,8 +177,22 @@ def run(settings: RunSettings, *, progress: Optional[ProgressCallback] = None) -
             if "download" in str(exc).lower():
                 raise DonorError(f"{exc} {OFFLINE_HINT}") from exc
             raise
-        if settings.cultivate:
-            donor = _cultivate(donor, dataset, settings, run_dir, outcome, progress)
+        from graftsearch.graft._final import donor_has_classifier_for
+
+        epochs = settings.cultivate_epochs(donor_has_classifier_for(donor, dataset.classes))
+        tunes = settings.fine_tune is not False
+        if epochs or tunes:
+            # images are read many times from here on: decode and resize each once
+            _stage(progress, "images", "decoding and resizing every image once")
+            _use_image_store(dataset, settings, progress)
+        if epochs:
+            donor = _cultivate(donor, dataset, settings, epochs, run_dir, outcome, progress)
+        search_settings = settings.search_settings(size_max=resolve_size_max(
+            settings.size_max, donor, settings.size_metric, settings.image_size))
+        if search_settings.size_max is not None and relative_size(settings.size_max):
+            logger.info("size_max %s of the donor: %s", settings.size_max,
+                        search_settings.format_size(search_settings.size_max))
+        write_config(run_dir, settings, search_settings)
         outcome.timings["prepare_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -175,7 +204,7 @@ def run(settings: RunSettings, *, progress: Optional[ProgressCallback] = None) -
         t0 = time.perf_counter()
         _stage(progress, "search", f"searching ({settings.objective}, {settings.proxy} proxy)")
         fitness, refine_fitness = _fitnesses(cache, settings)
-        result = run_search(cache.taps, head, fitness, settings.search_settings(), run_dir=run_dir,
+        result = run_search(cache.taps, head, fitness, search_settings, run_dir=run_dir,
                             refine_fitness=refine_fitness, progress=progress, resume=True)
         outcome.result = result
         outcome.timings["search_s"] = time.perf_counter() - t0
@@ -213,8 +242,8 @@ def _fitnesses(cache, settings: RunSettings):
     return fast, (mlp if settings.refine != "none" else None)
 
 
-def _cultivate(donor, dataset, settings: RunSettings, run_dir: Path, outcome: RunOutcome,
-               progress: Optional[ProgressCallback]):
+def _cultivate(donor, dataset, settings: RunSettings, epochs: int, run_dir: Path,
+               outcome: RunOutcome, progress: Optional[ProgressCallback]):
     """Fine-tune the donor once per run; a finished cultivation is reused on resume."""
     import json
 
@@ -224,8 +253,9 @@ def _cultivate(donor, dataset, settings: RunSettings, run_dir: Path, outcome: Ru
     checkpoint = run_dir / DONOR_CHECKPOINT
     marker = run_dir / CULTIVATION
     if not (checkpoint.is_file() and marker.is_file()):
-        _stage(progress, "cultivate", f"fine-tuning the donor for up to {settings.cultivate} epochs")
-        cultivation = cultivate_donor(donor, dataset, settings=settings.cultivate_settings(),
+        _stage(progress, "cultivate", f"fine-tuning the donor for up to {epochs} epochs "
+               f"({settings.recipe} recipe)")
+        cultivation = cultivate_donor(donor, dataset, settings=settings.cultivate_settings(epochs),
                                       progress=progress)
         cultivation.save(checkpoint)
         write_json(marker, cultivation.table_row())

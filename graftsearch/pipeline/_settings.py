@@ -16,7 +16,13 @@ line shows) and the settings no part has a default for:
 
 - ``data="deepweeds"``: the paper's data (a :class:`DataSpec` needs a source);
 - ``image_size=128``: the paper's input size (the parts' unset means the donor's own size);
-- ``cultivate=0``: no cultivation (a positive number is :class:`CultivateSettings`' epochs);
+- ``cultivate="auto"``: cultivate the donor (at most :data:`AUTO_CULTIVATE_EPOCHS` epochs,
+  early stopping on validation loss) whenever its classifier does not already have the data's
+  classes; ``0`` grafts from the weights as they are, ``N`` cultivates for at most N epochs;
+- ``refine="front"``: the search's front is re-ranked with the mlp proxy (the same default as
+  :func:`graftsearch.search`);
+- ``size_max`` may be relative, ``"30%"``: that share of the (cultivated) donor's size in the
+  size metric, resolved to a number before the search (:func:`resolve_size_max`);
 - ``proxy="fast"``, ``top_k=1``, ``run_dir`` and ``preset``, which belong to the run alone.
 
 Every `graftsearch` command takes the flags it shares with ``run`` from these fields, and builds
@@ -54,6 +60,46 @@ from graftsearch.training._headtrain import PAPER_SCHEDULE, TrainSchedule
 
 GROUPS = ("donor", "data", "head", "cache", "fitness", "search", "final", "run")
 DEMO_DATA = "demo:digits"
+#: The cap on epochs of ``cultivate="auto"``; early stopping usually ends cultivation sooner.
+AUTO_CULTIVATE_EPOCHS = 8
+#: ``refine`` of a whole run and of :func:`graftsearch.search`: the fast proxy's front re-ranked
+#: with the mlp proxy (SearchSettings' own default is "none": it has no second fitness).
+RUN_REFINE = "front"
+_RELATIVE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
+
+
+def relative_size(value: Any) -> Optional[float]:
+    """The fraction of ``value`` when it is a relative size ("30%" -> 0.3), else None; a
+    malformed or out-of-range percentage is an error."""
+    if not isinstance(value, str) or "%" not in value:
+        return None
+    found = _RELATIVE.match(value)
+    share = float(found.group(1)) if found else None
+    if share is None or not 0 < share <= 100:
+        raise ParameterError(param_message(
+            "size_max", "a size ('2M', '1934665', '7.5MiB') or a share of the donor's size "
+            "above 0% and at most 100% ('30%')", value))
+    return share / 100.0
+
+
+def resolve_size_max(value: Any, donor, size_metric: str, image_size: int) -> Any:
+    """``size_max`` as the search takes it: a relative size becomes that share of ``donor``'s
+    size in ``size_metric`` (parameters, MiB of float32 parameters, or MACs at ``image_size``)."""
+    share = relative_size(value)
+    if share is None:
+        return value
+    import torch
+
+    from graftsearch.taps._records import params_mib
+    from graftsearch.taps._trace import count_macs, count_params
+
+    params = count_params(donor.module)
+    if size_metric == "params":
+        return str(int(share * params))
+    if size_metric == "size_mib":
+        return f"{share * params_mib(params)!r}MiB"
+    macs = count_macs(donor.module, torch.zeros(1, 3, image_size, image_size))
+    return str(int(share * macs))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,8 +154,11 @@ PARTS: Dict[str, Part] = {
                            defaults=PAPER_SCHEDULE),
     "final": Part(FinalSettings, {"seed": "seed", "fine_tune": "fine_tune", "quantize": "quantize",
                                   "latency_runs": "latency_runs", "device": "device",
-                                  "batch_size": "batch_size"}),
-    "cultivate": Part(CultivateSettings, {"cultivate": "epochs", "seed": "seed", "device": "device",
+                                  "batch_size": "batch_size", "recipe": "recipe",
+                                  "fine_tune_epochs": "fine_tune_epochs", "distill": "distill",
+                                  "distill_temperature": "distill_temperature",
+                                  "distill_alpha": "distill_alpha"}),
+    "cultivate": Part(CultivateSettings, {"seed": "seed", "device": "device", "recipe": "recipe",
                                           "image_size": "image_size", "workers": "num_workers"}),
 }
 
@@ -140,7 +189,10 @@ def _cultivate_workers(workers: Optional[int]) -> int:
 _DERIVED: Dict[str, Callable[[Mapping[str, Any]], Dict[str, Any]]] = {
     "data": lambda v: {"source": _data_source(v["data"])},
     # the mlp proxy is already the refining fitness: nothing to refine with
-    "search": lambda v: {"refine": "none" if v["proxy"] == "mlp" else v["refine"]},
+    "search": lambda v: {"refine": "none" if v["proxy"] == "mlp" else v["refine"],
+                         # a share of the donor is resolved once the donor is there; until then
+                         # any size stands in, so that the other fields are still checked
+                         "size_max": "1" if relative_size(v["size_max"]) else v["size_max"]},
     "final": lambda v: {"schedule": build_part("final_schedule", v)},
     "cultivate": lambda v: {"num_workers": _cultivate_workers(v["workers"])},
 }
@@ -272,9 +324,16 @@ class RunSettings:
                                                      "(checkpoints, paper_vgg16, random weights)")
     taps: Optional[str] = _setting("donor", "comma-separated module names to tap instead of the "
                                             "automatic taps", kind=str)
-    cultivate: int = _setting("donor", "first fine-tune the donor on the train split for this "
-                                       "many epochs (the paper's step 1; 0: graft from the "
-                                       "weights as they are)", default=0)
+    cultivate: str = _setting("donor", "first fine-tune the donor on the train split (the "
+                                       "paper's step 1): 'auto' whenever its classifier does not "
+                                       f"have the data's classes (at most {AUTO_CULTIVATE_EPOCHS} "
+                                       "epochs, early stopping on val loss), N: at most N epochs, "
+                                       "0: graft from the weights as they are", default="auto",
+                              kind=str)
+    recipe: str = _setting("donor", "fine-tuning recipe of cultivation and of the graft: "
+                                    "'standard' (AdamW, warm-up + cosine, label smoothing, flips "
+                                    "and crops) or 'paper' (Adam 1e-4, batch 16, no augmentation)",
+                           choices=("standard", "paper"))
     # data
     data: str = _setting("data", "image folder (one sub-folder per class), CSV listing "
                                  "(path,label), DeepWeeds directory (labels.csv + images/); "
@@ -307,7 +366,7 @@ class RunSettings:
     proxy: str = _setting("fitness", "fitness proxy during the search", default="fast",
                           choices=FITNESS_KINDS)
     refine: str = _setting("fitness", "re-rank the final front (and neighbours) with the mlp "
-                                      "proxy")
+                                      "proxy", default=RUN_REFINE)
     proxy_epochs: int = _setting("fitness", "most epochs of an mlp proxy training")
     proxy_batch_size: int = _setting("fitness", "batch size of an mlp proxy training")
     proxy_lr: float = _setting("fitness", "learning rate of an mlp proxy training")
@@ -318,7 +377,8 @@ class RunSettings:
                                         "--size-max)")
     p_min: Optional[float] = _setting("search", "lowest acceptable validation accuracy (min-size)")
     size_max: Optional[str] = _setting("search", "largest acceptable size (max-accuracy), e.g. "
-                                                 "2M, 1934665, 7.5MiB")
+                                                 "2M, 1934665, 7.5MiB, or 30% (of the donor's "
+                                                 "size, after cultivation)")
     size_metric: str = _setting("search", "what 'size' means")
     population: int = _setting("search", "selections per generation")
     generations: int = _setting("search", "generations after the initial population")
@@ -346,7 +406,18 @@ class RunSettings:
     final_lr: float = _setting("final", "learning rate of the final head training")
     top_k: int = _setting("final", "train the best k picks of the front and keep the best on val",
                           default=1)
-    fine_tune: bool = _setting("final", "also fine-tune the kept trunk end to end (slow on CPU)")
+    fine_tune: Optional[bool] = _setting("final", "fine-tune the graft end to end on the images "
+                                                  "after the search (unset: on; also with "
+                                                  "distillation from a cultivated donor; the "
+                                                  "best on val is kept)")
+    fine_tune_epochs: int = _setting("final", "most epochs of each end-to-end fine-tuning "
+                                              "(early stopping on val loss)")
+    distill: bool = _setting("final", "also fine-tune with knowledge distillation from the "
+                                      "cultivated donor")
+    distill_temperature: float = _setting("final", "temperature of the distillation's softened "
+                                                   "logits")
+    distill_alpha: float = _setting("final", "weight of the distillation term (1 - alpha on the "
+                                             "labels)")
     quantize: bool = _setting("final", "also export an int8 copy and report its accuracy")
     latency_runs: int = _setting("final", "timed passes for the latency measurement (0: skip)")
     # run
@@ -357,18 +428,24 @@ class RunSettings:
                                             "efficientnet_lite0)", default=None, kind=str)
 
     def __post_init__(self) -> None:
+        if isinstance(self.cultivate, int) and not isinstance(self.cultivate, bool):
+            object.__setattr__(self, "cultivate", str(self.cultivate))  # epochs from Python/TOML
         for f in dataclasses.fields(self):
             _check_type(f, getattr(self, f.name))
         object.__setattr__(self, "weights", normalize_weights(self.weights))
+        self.cultivate_epochs(None)  # checks the cultivate value
+        relative_size(self.size_max)
         if self.preset is not None and self.preset not in PRESETS:
             raise ParameterError(param_message("preset", f"one of {sorted(PRESETS)}", self.preset))
-        for name, low in (("cultivate", 0), ("top_k", 1)):
+        for name, low in (("top_k", 1),):
             if getattr(self, name) < low:
                 raise ParameterError(param_message(name, f"an integer >= {low}", getattr(self, name)))
         # the parts check their own fields; building them here reports a bad value before any work
         for name in PARTS:
-            if name != "cultivate" or self.cultivate:
-                build_part(name, self.as_dict(), **({"num_classes": 2} if name == "head" else {}))
+            given = {"num_classes": 2} if name == "head" else {}
+            if name == "cultivate":
+                given = {"epochs": AUTO_CULTIVATE_EPOCHS}
+            build_part(name, self.as_dict(), **given)
 
     # -- the parts -----------------------------------------------------------------------------
 
@@ -384,8 +461,17 @@ class RunSettings:
     def cache_options(self) -> CacheOptions:
         return build_part("cache", self.as_dict())
 
-    def search_settings(self) -> SearchSettings:
-        return build_part("search", self.as_dict())
+    def search_settings(self, size_max: Any = None) -> SearchSettings:
+        """The search's settings; a relative ``size_max`` needs its resolved value (see
+        :func:`resolve_size_max`)."""
+        values = self.as_dict()
+        if size_max is not None:
+            values["size_max"] = size_max
+        elif relative_size(self.size_max):
+            raise ParameterError(param_message(
+                "size_max", "resolved against the donor before the search", self.size_max,
+                "graftsearch run resolves it after loading (and cultivating) the donor."))
+        return build_part("search", values)
 
     def mlp_settings(self) -> MLPSettings:
         return build_part("mlp", self.as_dict())
@@ -393,8 +479,20 @@ class RunSettings:
     def final_settings(self) -> FinalSettings:
         return build_part("final", self.as_dict())
 
-    def cultivate_settings(self) -> CultivateSettings:
-        return build_part("cultivate", self.as_dict())
+    def cultivate_epochs(self, donor_fits: Optional[bool]) -> int:
+        """Epochs to cultivate for: ``auto`` -> :data:`AUTO_CULTIVATE_EPOCHS` unless the donor's
+        classifier already has the data's classes (``donor_fits``), an integer as it is."""
+        value = str(self.cultivate).strip().lower()
+        if value == "auto":
+            return 0 if donor_fits else AUTO_CULTIVATE_EPOCHS
+        if not value.isdigit():
+            raise ParameterError(param_message("cultivate", "'auto' or an integer >= 0 (epochs)",
+                                               self.cultivate))
+        return int(value)
+
+    def cultivate_settings(self, epochs: Optional[int] = None) -> CultivateSettings:
+        return build_part("cultivate", self.as_dict(),
+                          epochs=epochs if epochs else AUTO_CULTIVATE_EPOCHS)
 
     # -- serialisation -------------------------------------------------------------------------
 
@@ -468,6 +566,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "donor": "efficientnet_lite0", "weights": "IMAGENET", "data": DEMO_DATA,
         "image_size": 64, "proxy": "fast", "refine": "front", "population": 16, "generations": 8,
         "final_epochs": 18, "latency_runs": 20,
+        # seconds, not minutes: the demo grafts from ImageNet weights and trains heads only
+        "cultivate": "0", "fine_tune": False,
     },
 }
 

@@ -14,6 +14,8 @@ from graftsearch.taps._selection import SelectionLike, as_indices, to_bits
 
 BYTES_PER_PARAM = 4
 MIB = 2**20
+# What "size" can mean: float32 parameters, MiB at 4 bytes per parameter, multiply-accumulates.
+SIZE_METRICS = ("params", "size_mib", "macs")
 
 
 def params_mib(params: int) -> float:
@@ -60,8 +62,9 @@ class Cost:
         return cls(params=params, size_mib=params_mib(params), macs=macs)
 
     def metric(self, name: str) -> float:
-        if name not in ("params", "size_mib", "macs"):
-            raise ParameterError(param_message("size_metric", "one of 'params', 'size_mib', 'macs'", name))
+        if name not in SIZE_METRICS:
+            raise ParameterError(param_message(
+                "size_metric", "one of " + ", ".join(f"'{m}'" for m in SIZE_METRICS), name))
         return getattr(self, name)
 
 

@@ -36,7 +36,8 @@ RESULTS = BENCH / "results"
 DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
 EXAMPLE = ROOT / "examples" / "plant_seedlings.py"
 EXAMPLE_DIR = ROOT / "runs" / "benchmarks-example"
-ORDER = ("cache_extraction", "fitness_proxies", "search_quality", "graft_vs_donor", "peers")
+ORDER = ("cache_extraction", "fitness_proxies", "search_quality", "graft_vs_donor", "peers",
+         "grafting")
 FULL_ARGS: Dict[str, List[str]] = {
     "cache_extraction": [],
     # 200 selections (the fitness issue's minimum); 15 for the settings table, which chose the
@@ -45,6 +46,7 @@ FULL_ARGS: Dict[str, List[str]] = {
     "search_quality": [],
     "graft_vs_donor": ["--runs", "50", "--warmup", "10", "--threads", "1"],
     "peers": [],
+    "grafting": ["--seeds", "0,1,2", "--threads", "2"],
 }
 QUICK_ARGS: Dict[str, List[str]] = {
     "cache_extraction": ["--donors", "efficientnet_lite0", "--lite0-images", "24"],
@@ -52,12 +54,14 @@ QUICK_ARGS: Dict[str, List[str]] = {
     "search_quality": ["--quick"],
     "graft_vs_donor": ["--runs", "2", "--warmup", "1", "--no-int8"],
     "peers": ["--quick"],
+    "grafting": ["--quick"],
 }
-NEEDS_DATA = ("cache_extraction",)
+NEEDS_DATA = ("cache_extraction", "grafting")
 TITLES = {"peers": "Peers: graftsearch vs Optuna, pymoo, random search, greedy, the manual pick",
           "search_quality": "Search quality: NSGA-II vs random search and greedy forward selection",
           "fitness_proxies": "Fitness proxies", "cache_extraction": "Cache extraction",
-          "graft_vs_donor": "Graft vs donor at inference"}
+          "graft_vs_donor": "Graft vs donor at inference",
+          "grafting": "Grafting: the pick against the cultivated donor, probes and the truncated donor"}
 # Runs a benchmark's main() in a fresh interpreter, its tables going to OUT: modules that have
 # no --out option write to their module-level RESULTS, which is pointed there first.
 _RUN_ONE = """

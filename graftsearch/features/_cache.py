@@ -134,7 +134,7 @@ class CacheShard:
 
 
 class FeatureCache:
-    """A finished feature cache, opened read-only; a :class:`~graftsearch.FeatureSource`.
+    """A finished feature cache, opened read-only; a :class:`~graftsearch.features.FeatureSource`.
 
     Arrays are memory-mapped on first use. Pickling sends only the path (a worker reopens it).
     """

@@ -3,7 +3,8 @@
 :class:`Fitness` is what the search accepts: a bound, picklable, deterministic function from a
 selection of taps to an :class:`~graftsearch.Evaluation`. The built-in ``mlp`` and ``fast``
 proxies derive from :class:`_Proxy` (here), a user callable is wrapped by
-:class:`~graftsearch.CustomFitness`, and anything else subclasses :class:`Fitness` directly.
+:class:`~graftsearch.fitness.CustomFitness`, and anything else subclasses :class:`Fitness`
+directly.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ class Fitness(abc.ABC):
       and fix torch's thread count when a result depends on it.
     * **Picklable.** With ``n_jobs != 1`` the instance is pickled to worker processes (once per
       chunk of selections), with a Dask scheduler scattered to every worker once per batch.
-      Keep features as a :class:`~graftsearch.FeatureSource` (a FeatureCache pickles as its
-      path), not as open files or lambdas; large derived state can be left out of the pickle
-      (``__getstate__``) and rebuilt once per process, as the ``fast`` proxy does. A Dask
+      Keep features as a :class:`~graftsearch.features.FeatureSource` (a FeatureCache pickles
+      as its path), not as open files or lambdas; large derived state can be left out of the
+      pickle (``__getstate__``) and rebuilt once per process, as the ``fast`` proxy does. A Dask
       worker may call :meth:`evaluate` of the same instance from several threads at once, so
       keep no per-call state on ``self``.
     * **Honest.** Fit on the ``train`` split, score on ``val``; ``test`` is kept for the final

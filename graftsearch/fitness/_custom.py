@@ -55,7 +55,7 @@ class SelectionContext:
     """What a custom fitness sees for one selection.
 
     ``selection`` holds the sorted 1-based tap indices, ``bits`` the 0/1 string, ``taps`` the
-    selected :class:`~graftsearch.Tap` records, ``classes`` the class names, ``seed`` a seed for
+    selected :class:`~graftsearch.taps.Tap` records, ``classes`` the class names, ``seed`` a seed for
     this selection (derived from the run's seed and ``bits``: use it for anything random, so that
     the result does not depend on which process evaluates the selection or when).
     ``features(split)`` is the (images, d) float32 concatenation of the selected taps' features

@@ -62,7 +62,7 @@ class MLPSettings:
 class MLPProxy(_Proxy):
     """P = val accuracy of the run's head trained on the selection's cached train features.
 
-    One :func:`~graftsearch.train_head` run per evaluation, seeded with
+    One :func:`~graftsearch.training.train_head` run per evaluation, seeded with
     ``derive_seed(seed, bits)``; features standardised with train-split statistics.
     """
 

@@ -21,7 +21,7 @@ class GraftedModel(nn.Module):
     ``donor`` is a :class:`~graftsearch.Donor`; ``selection`` is tap indices (1-based), a bit
     string or booleans; ``head`` is a :class:`HeadSpec` (the default head is built) or any
     ``nn.Module`` mapping the concatenated pooled features to logits. The model takes inputs
-    already normalised as the donor expects (see :class:`~graftsearch.Preprocessing`); it holds
+    already normalised as the donor expects (see :class:`~graftsearch.donors.Preprocessing`); it holds
     its own copy of the kept donor layers and none of the others.
     """
 

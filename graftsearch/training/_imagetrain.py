@@ -1,7 +1,7 @@
 """Passes of a whole model over image loaders: one training epoch, and logits of a split.
 
 Shared by donor cultivation and end-to-end fine-tuning of a graft; loaders yield
-``(normalised images, labels, positions)`` as :func:`~graftsearch.make_loader` makes them.
+``(normalised images, labels, positions)`` as :func:`~graftsearch.data.make_loader` makes them.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 import torch
 from torch import nn
@@ -155,16 +155,3 @@ def check_distillation(temperature: Any, alpha: Any) -> None:
         raise ParameterError(param_message("distill_temperature", "a float > 0", temperature))
     if not is_real(alpha) or not 0 <= alpha <= 1:
         raise ParameterError(param_message("distill_alpha", "a float in [0, 1]", alpha))
-
-
-def head_prefixes_of(module: nn.Module, new: Iterable[str]) -> List[str]:
-    """The names of ``new`` that are modules of ``module`` (checked, so a typo cannot silently
-    give the classifier the body's rate)."""
-    names = {n for n, _ in module.named_modules()}
-    out = []
-    for n in new:
-        if n not in names:
-            raise ParameterError(param_message("head_prefixes", f"module names of the network",
-                                               n))
-        out.append(n)
-    return out

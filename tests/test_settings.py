@@ -37,14 +37,14 @@ def _flag_help(parser: argparse.ArgumentParser) -> dict:
 
 
 def test_default_weights_resolve_per_family_without_loading():
-    assert gs.DonorSpec().weights == "DEFAULT" == DEFAULTS["weights"]
+    assert gs.donors.DonorSpec().weights == "DEFAULT" == DEFAULTS["weights"]
     assert resolve_weights("vgg16", "DEFAULT") == "IMAGENET1K_V1"
     assert resolve_weights("paper_vgg16", "default") == "IMAGENET1K_V1"
     assert resolve_weights("efficientnet_lite0", "DEFAULT") == "IMAGENET"
     assert resolve_weights("efficientnet_lite0", "IMAGENET1K_V1") == "IMAGENET"
     for random in (None, "none", "None", "NONE"):
         assert resolve_weights("vgg16", random) is None
-        assert gs.DonorSpec(name="vgg16", weights=random).weights is None
+        assert gs.donors.DonorSpec(name="vgg16", weights=random).weights is None
     donor = gs.load_donor("vgg16", load_weights=False)
     assert donor.weights == "IMAGENET1K_V1" and donor.weights_text == "weights IMAGENET1K_V1"
     assert gs.load_donor("resnet18", weights="none").weights_text == "random weights (none)"
@@ -53,14 +53,14 @@ def test_default_weights_resolve_per_family_without_loading():
 def test_weights_with_a_checkpoint_is_an_error():
     with pytest.raises(gs.ParameterError, match=r"'weights' parameter must be unset, 'DEFAULT' or "
                                                 r"'none' with a checkpoint .*Got 'IMAGENET1K_V1'"):
-        gs.DonorSpec(name="resnet18", checkpoint="ft.pt", weights="IMAGENET1K_V1")
-    assert gs.DonorSpec(checkpoint="ft.pt").weights is None  # the checkpoint's own
+        gs.donors.DonorSpec(name="resnet18", checkpoint="ft.pt", weights="IMAGENET1K_V1")
+    assert gs.donors.DonorSpec(checkpoint="ft.pt").weights is None  # the checkpoint's own
 
 
 def test_weights_must_be_text():
     with pytest.raises(gs.ParameterError, match=r"'weights' parameter must be a weights name, "
                                                 r"'DEFAULT' .* or 'none' .*Got 3 instead"):
-        gs.DonorSpec(name="vgg16", weights=3)
+        gs.donors.DonorSpec(name="vgg16", weights=3)
 
 
 def test_lite0_weights_name_lists_the_choices():
@@ -163,10 +163,10 @@ def test_run_settings_defaults_are_the_parts_defaults():
     assert settings.mlp_settings() == gs.MLPSettings()
     assert settings.head_spec(9) == gs.HeadSpec(num_classes=9)
     assert settings.final_settings() == gs.FinalSettings()
-    assert settings.final_settings().schedule == gs.PAPER_SCHEDULE
+    assert settings.final_settings().schedule == gs.training.PAPER_SCHEDULE
     assert settings.cache_options() == CacheOptions(image_size=128)
-    assert settings.donor_spec() == gs.DonorSpec(image_size=128)
-    assert settings.data_spec() == gs.DataSpec(source="deepweeds")
+    assert settings.donor_spec() == gs.donors.DonorSpec(image_size=128)
+    assert settings.data_spec() == gs.data.DataSpec(source="deepweeds")
 
 
 def test_parts_that_share_a_setting_agree_on_its_default():
@@ -191,7 +191,7 @@ def test_api_search_has_the_run_defaults():
                          ("cache_dir", "cache_dir"), ("seed", "seed")):
         assert params[arg].default == DEFAULTS[setting], arg
     assert DEFAULTS["refine"] == "front" != gs.SearchSettings(p_min=0.5).refine
-    assert DEFAULTS["weights"] == "DEFAULT" == gs.DonorSpec().weights
+    assert DEFAULTS["weights"] == "DEFAULT" == gs.donors.DonorSpec().weights
 
 
 def test_checkpoint_every_reaches_the_search_settings(tmp_path):
@@ -259,3 +259,13 @@ def test_loaded_weights_need_their_own_classifier():
     # the architecture alone (taps, costs) may have any classifier
     donor = gs.load_donor("resnet18", num_classes=9, load_weights=False)
     assert donor.module.fc.out_features == 9 and donor.class_names is None
+
+
+@pytest.mark.parametrize("command", [["run"], ["resume"], ["taps"], ["cache"], ["donor", "train"],
+                                     ["data", "download"], ["report"], ["predict"]])
+def test_every_command_help_renders(command, capsys):
+    # argparse formats help text with %: a literal '%' in a setting's help must not break it
+    with pytest.raises(SystemExit) as done:
+        main(command + ["--help"])
+    assert done.value.code == 0
+    assert "usage: graftsearch" in capsys.readouterr().out

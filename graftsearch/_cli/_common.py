@@ -50,6 +50,7 @@ def add_setting(parser, f: dataclasses.Field, default: Any = argparse.SUPPRESS) 
         help_text += f" (default: {f.default})"
     elif "unset" not in help_text:  # the help says what unset means where it means something
         help_text += " (default: unset)"
+    help_text = help_text.replace("%", "%%")  # argparse formats help with %: '30%' is text
     choices = f.metadata.get("choices") or None
     if kind is bool:
         parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=default,

@@ -23,10 +23,9 @@ from typing import Any, Dict, Optional, Union
 
 from graftsearch._utils.checks import is_int, is_real
 from graftsearch._utils.errors import ParameterError, param_message
-from graftsearch.taps._records import BYTES_PER_PARAM, MIB
+from graftsearch.taps._records import BYTES_PER_PARAM, MIB, SIZE_METRICS
 
 OBJECTIVES = ("min-size", "max-accuracy")
-SIZE_METRICS = ("params", "size_mib", "macs")
 CROSSOVERS = ("uniform", "two-point")
 REFINES = ("none", "front", "front+neighbours")
 

@@ -7,20 +7,7 @@ the package's top level::
     from graftsearch.errors import CacheError, CheckpointError
 """
 
-from graftsearch._utils.errors import (CacheError, CheckpointError, DataError, DonorError, ExportError,
-                                       FitnessError, GraftSearchError, ParameterError, SearchError,
-                                       SelectionError, TapError)
+from graftsearch._utils import errors as _errors
+from graftsearch._utils.errors import *  # noqa: F401,F403 - the error types, listed once there
 
-__all__ = [
-    "GraftSearchError",
-    "ParameterError",
-    "DonorError",
-    "CheckpointError",
-    "TapError",
-    "SelectionError",
-    "DataError",
-    "CacheError",
-    "FitnessError",
-    "SearchError",
-    "ExportError",
-]
+__all__ = list(_errors.__all__)

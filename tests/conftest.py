@@ -7,8 +7,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-# Two cores in CI: keep torch from oversubscribing them.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two cores in CI: keep torch from oversubscribing them, one share per pytest-xdist worker
+# (`-n 2`: two workers of one thread beat one of two on these tiny models).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _WORKERS))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

@@ -114,8 +114,9 @@ def test_quick_run_writes_every_table_and_leaves_the_reported_ones_alone(quick_r
     out, proc, before, after = quick_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     names = ["search_quality", "graft_vs_donor", "peers"]
-    if (ROOT.parent / "shared" / "data" / "plant-seedlings" / "images").is_dir():
-        names.append("cache_extraction")
+    has_data = (ROOT.parent / "shared" / "data" / "plant-seedlings" / "images").is_dir()
+    if has_data:
+        names += ["cache_extraction", "grafting"]
     for name in names:
         assert (out / f"{name}.csv").is_file() and (out / f"{name}.md").is_file(), name
     assert (out / "peers_runs.csv").is_file()
@@ -130,6 +131,8 @@ def test_quick_run_writes_every_table_and_leaves_the_reported_ones_alone(quick_r
     for heading in ("## Targets", "## The paper's figures beside our worked example", "## Peers:",
                     "## Search quality", "## Graft vs donor", "| params | 16,880,201 | 1,934,665 |"):
         assert heading in results, heading
+    if has_data:  # the grafting runs fill the worked example's column
+        assert "## Grafting" in results and "| our graft (plant seedlings, test) |" in results
 
 
 def test_quick_peers_table_measures_every_tool_and_objective(quick_run):
@@ -159,3 +162,31 @@ def test_quick_refuses_to_write_over_the_reported_tables():
                           text=True, timeout=60)
     assert proc.returncode == 2
     assert "must not write over benchmarks/results" in proc.stderr
+
+
+def test_worked_example_is_the_mean_of_each_seeds_donor_and_kept_variant(tmp_path):
+    from benchmarks.__main__ import paper_vs_ours, worked_example
+    from benchmarks.grafting import COLUMNS, ROWS, VARIANT_ROWS
+
+    def row(seed, name, params, val, test, latency):
+        return {"seed": seed, "row": name, "taps": "3;5", "params": params,
+                "size_mib": params * 4 / 2**20, "macs": 1, "latency_ms": latency,
+                "val_accuracy": val, "test_accuracy": test, "test_f1_macro": test, "seconds": 1}
+
+    rows = [row(0, ROWS[0], 1000, 0.8, 0.7, 10.0), row(0, VARIANT_ROWS["head_only"], 300, 0.5, 0.5, 4.0),
+            row(0, VARIANT_ROWS["distilled"], 300, 0.9, 0.8, 4.0),
+            row(1, ROWS[0], 1000, 0.6, 0.5, 10.0), row(1, VARIANT_ROWS["fine_tuned"], 200, 0.7, 0.6, 6.0),
+            {"seed": 0, "row": "whole graftsearch run", "kept": "distilled"},
+            {"seed": 1, "row": "whole graftsearch run", "kept": "fine_tuned"}]
+    with open(tmp_path / "grafting.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS + ["kept", "size_max"])
+        w.writeheader()
+        w.writerows(rows)
+    ours = worked_example(tmp_path)
+    assert ours["seeds"] == 2
+    assert ours["donor"]["test_accuracy"] == pytest.approx(0.6)
+    assert ours["graft"]["test_accuracy"] == pytest.approx(0.7)  # the kept variants only
+    assert ours["graft"]["params"] == pytest.approx(250)
+    page = "\n".join(paper_vs_ours(tmp_path))
+    assert "| test accuracy | not reported | 90.45% | 60.00% | 70.00% |" in page
+    assert "| latency donor / graft (CPU, batch 1) | not reported | not reported |  | 2.00x |" in page

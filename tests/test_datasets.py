@@ -267,6 +267,47 @@ def test_missing_image_files_are_listed_with_their_count(folder, tmp_path):
         load_dataset(str(more))
 
 
+def test_skip_bad_images_leaves_missing_listed_files_out_with_a_count(folder, tmp_path, caplog):
+    listing = _listing(folder, tmp_path)
+    rows = read_csv(listing)
+    gone = [{"path": f"gone/{i}.png", "label": "crop", "fold": "train"} for i in range(7)]
+    mixed = rows[:10] + gone + rows[10:]  # missing rows in the middle: the columns stay aligned
+    more = write_csv(tmp_path / "more.csv", ["path", "label", "fold"],
+                     [list(r.values()) for r in mixed])
+    with caplog.at_level("WARNING", logger="graftsearch"):
+        data = load_dataset(str(more), split="column", split_column="fold", skip_missing=True)
+    assert "7 of 37 image file(s) listed for" in caplog.text and "left out" in caplog.text
+    want = load_dataset(str(listing), split="column", split_column="fold")
+    for name in ("train", "val", "test"):
+        assert data.split(name).names == want.split(name).names
+        assert data.split(name).labels.tolist() == want.split(name).labels.tolist()
+    with pytest.raises(DataError, match=r"7 of 37 image file\(s\) .*--skip-bad-images"):
+        load_dataset(str(more), split="column", split_column="fold")
+
+
+def test_run_with_skip_bad_images_reads_a_listing_with_missing_files(folder, tmp_path):
+    from graftsearch.pipeline._pipeline import run
+    from graftsearch.pipeline._settings import settings_from
+
+    listing = _listing(folder, tmp_path, with_split=False)
+    rows = read_csv(listing) + [{"path": "gone.png", "label": "crop"}]
+    more = write_csv(tmp_path / "more.csv", ["path", "label"], [list(r.values()) for r in rows])
+    settings = settings_from({"data": str(more), "donor": "resnet18", "weights": None,
+                              "p_min": 0.9, "run_dir": str(tmp_path / "run")})
+    stages = []
+
+    def stop_at_the_donor(event):  # the data are read: nothing after them is needed here
+        stages.append(event.info.get("name") if event.stage == "stage" else None)
+        if "donor" in stages:
+            raise KeyboardInterrupt
+
+    with pytest.raises(gs.DataError, match="do not exist"):
+        run(settings, progress=stop_at_the_donor)
+    with pytest.raises(KeyboardInterrupt):
+        run(settings_from({**settings.as_dict(), "skip_bad_images": True}),
+            progress=stop_at_the_donor)
+
+
 # ---------------------------------------------------------------------------------------------
 # DeepWeeds
 

@@ -128,10 +128,23 @@ def test_image_size_too_small_for_deepest_tap():
         gs.load_donor("vgg16", weights="none").taps(16)
 
 
+def test_image_size_below_the_downsampling_of_a_padded_donor():
+    # padding keeps every map at >= 1 px, so nothing fails: the size itself must be refused
+    donor = gs.load_donor("efficientnet_lite0", weights="none")
+    with pytest.raises(gs.ParameterError, match=r"'image_size' parameter must be at least 32 for "
+                                                r"the donor 'efficientnet_lite0' \(it downsamples "
+                                                r"32x.*Got 8 instead"):
+        donor.taps(8)
+    assert len(donor.taps(32)) == 18
+    early = gs.load_donor("efficientnet_lite0", weights="none", taps=["features.1.0", "features.2.1"])
+    assert [t.height for t in early.taps(8)] == [4, 2]  # early taps alone still see the image
+
+
 @pytest.mark.parametrize("argv, pattern", [
     (["taps", "--donor", "vgg61"], "Did you mean"),
     (["taps", "--donor", "vgg16", "--weights", "NOPE"], "'weights' parameter"),
     (["taps", "--donor", "vgg16", "--image-size", "16"], "at least 32"),
+    (["taps", "--donor", "efficientnet_lite0", "--image-size", "8"], "at least 32"),
     (["taps", "--donor", "vgg16", "--taps", "features.1,nope"], "'taps' parameter"),
 ])
 def test_cli_prints_one_line_and_exits_2(argv, pattern, capsys):
@@ -157,3 +170,23 @@ def test_cli_taps_writes_csv(tmp_path, capsys):
     lines = out.read_text().splitlines()
     assert lines[0] == "index,name,channels,height,width,params_upto,macs_upto"
     assert len(lines) == 19 and lines[9].startswith("9,features.15,256,32,32,1735488,")
+
+
+def test_cli_taps_table_fits_80_columns_without_cutting_numbers(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    screen = io.StringIO()
+    monkeypatch.setattr("graftsearch._cli._taps.console", lambda: Console(file=screen, width=80))
+    assert main(["taps", "--donor", "vgg16", "--image-size", "224"]) == 0
+    text = screen.getvalue()
+    assert "…" not in text
+    table = text.split("'graft' columns")[0]
+    assert max(len(line) for line in table.splitlines()) <= 80
+    taps = gs.load_donor("vgg16", weights="none").taps(224)
+    head = gs.HeadSpec(num_classes=9, hidden=256)
+    for t in taps:
+        for number in (t.params_upto, t.macs_upto, taps.cost([t.index], head).params):
+            assert f" {number:,} " in table or f" {number:,}\n" in table, number
+    assert "7,635,264" in table  # features.23, cut to "7,635,2…" before

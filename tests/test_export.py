@@ -186,9 +186,95 @@ def test_predict_cli_bad_image(tiny, tmp_path, capsys):
 
     gs.export_model(_deployable(tiny), tmp_path, onnx=False)
     (tmp_path / "broken.png").write_bytes(b"not an image")
-    assert main(["predict", str(tmp_path), str(tmp_path / "broken.png")]) == 2
+    assert main(["predict", str(tmp_path), str(tmp_path / "broken.png")]) == 1
     err = capsys.readouterr().err
     assert "cannot be decoded" in err and "Traceback" not in err
+
+
+def test_predict_cli_bad_image_in_a_batch_spares_the_others(tiny, tmp_path, capsys):
+    from graftsearch._cli import main
+
+    gs.export_model(_deployable(tiny), tmp_path / "best", donor=tiny, onnx=False)
+    good = _save_pngs(tmp_path)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    images = [str(good[0]), str(broken), str(good[1]), str(tmp_path / "gone.png"), str(good[2])]
+    assert main(["predict", "--batch-size", "4", str(tmp_path / "best")] + images) == 1
+    out, err = capsys.readouterr()
+    assert [line.split("\t")[0] for line in out.strip().splitlines()] == [str(p) for p in good]
+    err = " ".join(err.split())
+    assert "broken.png' cannot be decoded" in err and "gone.png' does not exist" in err
+    assert "2 of 5 image(s) could not be read" in err and "Traceback" not in err
+    assert main(["predict", "--json", str(tmp_path / "best")] + images) == 1
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["image"] for r in records] == images
+    assert ["error" in r for r in records] == [False, True, False, True, False]
+    assert "exit codes: 0 every image classified, 1 some image could not be read" in " ".join(
+        _help(["predict", "--help"]).split())
+
+
+def _help(argv):
+    import contextlib
+    import io
+
+    from graftsearch._cli import main
+
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        assert main(argv) == 0
+    return text.getvalue()
+
+
+def _fake_run_dir(run_dir, *, feasible):
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"settings": {}}))
+    (run_dir / "pareto.csv").write_text(f"bits,taps,feasible\n010100,2;4,{feasible}\n")
+    return run_dir
+
+
+def test_predict_cli_takes_a_run_directory(tiny, tmp_path, capsys):
+    from graftsearch._cli import main
+
+    run_dir = _fake_run_dir(tmp_path / "run", feasible=True)
+    gs.export_model(_deployable(tiny), run_dir / "best", donor=tiny, onnx=False)
+    image = _save_pngs(tmp_path, 1)[0]
+    assert main(["predict", str(run_dir), str(image)]) == 0
+    assert capsys.readouterr().out.startswith(f"{image}\t")
+
+
+def test_predict_of_a_run_with_nothing_feasible_says_so(tmp_path, capsys):
+    from graftsearch._cli import main
+    from graftsearch._cli._predict import open_model
+
+    run_dir = _fake_run_dir(tmp_path / "run", feasible=False)
+    with pytest.raises(gs.errors.ExportError, match=r"holds no model: its search found nothing "
+                                                    r"feasible.*Relax --p-min or --size-max"):
+        open_model(run_dir)
+    assert main(["predict", str(run_dir), "x.png"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing feasible" in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_of_a_run_stopped_before_its_model_says_resume(tmp_path):
+    from graftsearch._cli._predict import open_model
+
+    run_dir = _fake_run_dir(tmp_path / "run", feasible=True)
+    with pytest.raises(gs.errors.ExportError, match=r"holds no best/ model yet.*graftsearch resume"):
+        open_model(run_dir)
+
+
+def test_predict_lets_no_future_warning_escape(tiny, tmp_path):
+    import warnings
+
+    from graftsearch._cli._predict import open_model, predict_files
+
+    gs.export_model(_deployable(tiny), tmp_path / "best", donor=tiny, onnx=False)
+    image = _save_pngs(tmp_path, 1)[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # over pytest's filters, which hide torch.jit's notices
+        model, meta = open_model(tmp_path / "best")
+        assert "predictions" in predict_files(model, meta, [str(image)])[0]
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []
 
 
 def test_predict_cli_missing_model(tmp_path, capsys):

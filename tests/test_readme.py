@@ -50,3 +50,10 @@ def test_readme_command_parses(command):
 @pytest.mark.parametrize("block", _blocks("python"))
 def test_readme_python_compiles(block):
     compile(block, "README.md", "exec")
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (README.parent / ".ci" / "run").read_text().splitlines()
+    command = [line for line in ci if line.startswith("python -m pytest")]
+    assert len(command) == 1
+    assert any(command[0] in block.splitlines() for block in _blocks("bash"))

@@ -213,3 +213,26 @@ def test_report_after_a_tiny_run(tmp_path):
         (run / p).unlink()
     assert main(["report", str(run)]) == 0
     assert {p: (run / p).read_bytes() for p in before} == before
+
+
+def test_regenerate_command_works_pasted_where_the_run_started(tmp_path, monkeypatch, capsys):
+    import shlex
+
+    start = tmp_path / "project"
+    run = write_fake_run(start / "runs" / "exp 1")
+    config = json.loads((run / "config.json").read_text())
+    config["settings"] = {"run_dir": "runs/exp 1"}  # as `graftsearch run --run-dir` was given it
+    (run / "config.json").write_text(json.dumps(config))
+    monkeypatch.chdir(tmp_path)  # the report is rebuilt from elsewhere: it still names that path
+    text = gs.write_report(run.relative_to(tmp_path)).read_text()
+    assert "Regenerate this report with `graftsearch report 'runs/exp 1'`." in text
+    command = text.split("Regenerate this report with `")[1].split("`")[0]
+    monkeypatch.chdir(start)
+    assert main(shlex.split(command)[1:]) == 0
+    capsys.readouterr()
+
+    # a search run from Python has no run settings: the path the report was written with
+    del config["settings"]
+    (run / "config.json").write_text(json.dumps(config))
+    text = gs.write_report(run).read_text()
+    assert f"`graftsearch report {shlex.quote(str(run))}`" in text

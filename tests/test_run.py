@@ -1,6 +1,7 @@
 """`graftsearch run` / `resume`: the whole path, resumption, CLI errors and config files."""
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -115,16 +116,20 @@ def test_run_then_interrupted_runs_resume_to_the_same_result(small_run, tmp_path
 
 
 @pytest.mark.slow
-def test_infeasible_p_min_exits_1_with_the_closest_result(small_run, tmp_path, capsys):
+def test_infeasible_p_min_exits_1_with_the_closest_result(small_run, tmp_path, capsys, caplog):
     run_dir = tmp_path / "run"
     argv = small_run(run_dir, tmp_path / "cache")
     noise = colour_folder(tmp_path / "noise", signal=False)
     argv[argv.index("--data") + 1] = str(noise)
     argv[argv.index("--p-min") + 1] = "0.999"
     argv += ["--generations", "1"]
-    assert main(argv) == 1
+    with caplog.at_level(logging.INFO, logger="graftsearch"):
+        assert main(argv) == 1
     err = capsys.readouterr().err
     assert "nothing feasible" in err and "0.999" in err
+    # said once, on stderr: not also as a logged warning (the CLI shows warnings on stderr)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING
+                and "nothing feasible" in r.getMessage()]
     pareto = pd.read_csv(run_dir / "pareto.csv")
     assert len(pareto) >= 1 and not pareto["feasible"].astype(bool).any()
     assert (run_dir / "report.md").is_file() and (run_dir / "pareto.png").is_file()
@@ -133,10 +138,46 @@ def test_infeasible_p_min_exits_1_with_the_closest_result(small_run, tmp_path, c
     assert not (run_dir / "best" / "model.pt").exists()
 
 
+def _infeasible_outcome(message):
+    """What pipeline.run returns when nothing is feasible, without running anything."""
+    from types import SimpleNamespace
+
+    def fake_run(settings, progress=None):
+        pareto = pd.DataFrame([{"rank": 1, "taps": "3", "params": 1200, "size_mib": 0.01,
+                                "val_accuracy": 0.41}])
+        result = SimpleNamespace(feasible=False, message=message, best=None, pareto=pareto)
+        run_dir = Path(settings.run_dir)
+        return SimpleNamespace(result=result, feasible=False, final=None, run_dir=run_dir,
+                               report=run_dir / "report.md")
+
+    return fake_run
+
+
+def test_nothing_feasible_is_said_once_and_resume_names_itself(tmp_path, monkeypatch, capsys):
+    message = "No selection reached p_min = 0.999. The closest was taps 3, 0.5890 short."
+    monkeypatch.setattr("graftsearch.pipeline._pipeline.run", _infeasible_outcome(message))
+    run_dir = tmp_path / "run"
+    argv = ["run", "--preset", "demo", "--p-min", "0.999", "--run-dir", str(run_dir), "--quiet"]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert (out + err).count("nothing feasible") == 1
+    assert (out + err).count("No selection reached") == 1
+    assert "graftsearch run ->" in out
+
+    run_dir.mkdir()
+    settings = settings_from({"preset": "demo", "p_min": 0.999, "run_dir": str(run_dir)})
+    (run_dir / "config.json").write_text(json.dumps({"settings": settings.as_dict()}))
+    assert main(["resume", str(run_dir), "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    assert "graftsearch resume ->" in out and "graftsearch run" not in out
+    assert (out + err).count("nothing feasible") == 1
+
+
 @pytest.mark.parametrize("extra, pattern", [
     (["--donor", "vgg61"], r"Did you mean .*'vgg16'"),
     (["--weights", "IMAGENET2K"], r"'weights' parameter must be a weights name"),
     (["--donor", "vgg16", "--image-size", "16"], r"'image_size' parameter must be at least 32"),
+    (["--donor", "efficientnet_lite0", "--image-size", "8"], r"'image_size' parameter must be at least 32"),
     (["--taps", "features.0,features.99"], r"'taps' parameter must be names of modules"),
     (["--data", "/nonexistent/images"], r"data"),
     (["--split", "official:7"], r"split"),
@@ -180,6 +221,40 @@ def test_missing_data_offline_says_what_is_missing_and_the_two_ways(tmp_path, mo
     err = capfd.readouterr().err
     assert "no network" in err and "--data PATH" in err and "--preset demo" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("extra", [["--data", "/nonexistent/images"], ["--donor", "vgg61"],
+                                   ["--taps", "features.0,features.99"]])
+def test_a_failed_start_leaves_no_run_directory(small_run, tmp_path, extra, capfd):
+    run_dir = tmp_path / "runs" / "first-try"
+    assert main(small_run(run_dir, tmp_path / "cache") + extra) == 2
+    assert not (tmp_path / "runs").exists()  # nor the folder made to hold it
+    capfd.readouterr()
+
+    # a directory the user made, or one holding anything else, stays
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    assert main(small_run(mine, tmp_path / "cache") + extra) == 2
+    assert sorted(p.name for p in mine.iterdir()) == ["config.json", "log.txt"]
+    notes = tmp_path / "new" / "notes.txt"
+    from graftsearch.pipeline._pipeline import _remove_failed_start
+
+    notes.parent.mkdir()
+    (notes.parent / "config.json").write_text("{}")
+    notes.write_text("keep me")
+    _remove_failed_start(notes.parent, [notes.parent])
+    assert notes.read_text() == "keep me" and (notes.parent / "config.json").is_file()
+
+
+def test_missing_data_offline_leaves_no_run_directory(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("GRAFTSEARCH_DATA", str(tmp_path / "data"))
+
+    def offline(*a, **k):
+        raise gs.DataError("Could not download 'images.zip': no network.")
+
+    monkeypatch.setattr("graftsearch.data._download.download_deepweeds", offline)
+    assert main(["run", "--p-min", "0.89", "--run-dir", str(tmp_path / "run"), "--quiet"]) == 2
+    assert not (tmp_path / "run").exists()
 
 
 def test_print_config_round_trip(tmp_path, capsys):

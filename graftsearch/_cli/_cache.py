@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                     markup=False)
     prepare_data(values["data"])
     with _bar("download") as (bar, callback):
-        dataset = load_dataset(spec, progress=callback)
+        dataset = load_dataset(spec, progress=callback, skip_missing=values["skip_bad_images"])
     with _bar("cache") as (bar, callback):
         result = build_cache(donor, dataset, **options, progress=callback)
     if isinstance(result, CacheShard):

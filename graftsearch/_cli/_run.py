@@ -80,7 +80,7 @@ def run_command(args: argparse.Namespace) -> int:
     if getattr(args, "print_config", False):
         console().print(settings.to_toml(), end="", highlight=False, markup=False, soft_wrap=True)
         return EXIT_OK
-    return _execute(settings.resolved(), quiet=getattr(args, "quiet", False))
+    return _execute(settings.resolved(), quiet=getattr(args, "quiet", False), command="run")
 
 
 def resume_command(args: argparse.Namespace) -> int:
@@ -92,14 +92,14 @@ def resume_command(args: argparse.Namespace) -> int:
     stored = read_config(run_dir)
     stored["run_dir"] = str(run_dir)
     settings = settings_from(stored, _flags(args))
-    return _execute(settings, quiet=args.quiet)
+    return _execute(settings, quiet=args.quiet, command="resume")
 
 
-def _execute(settings: RunSettings, *, quiet: bool) -> int:
+def _execute(settings: RunSettings, *, quiet: bool, command: str) -> int:
     from graftsearch.pipeline._pipeline import run
 
     out = console()
-    out.print(f"[bold]graftsearch run[/] -> {escape(str(settings.run_dir))}", highlight=False)
+    out.print(f"[bold]graftsearch {command}[/] -> {escape(str(settings.run_dir))}", highlight=False)
     live = LiveProgress(out, enabled=not quiet)
     try:
         with live:
@@ -148,4 +148,5 @@ def summary(outcome) -> None:
         best.add_row("files", escape(str(outcome.run_dir / "best")))
     best.add_row("report", escape(str(outcome.report)))
     out.print(best)
-    out.print(result.message, highlight=False, markup=False)
+    if result.feasible:  # otherwise the "nothing feasible" line on stderr says it
+        out.print(result.message, highlight=False, markup=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from rich import box
 from rich.table import Table
 
 from graftsearch.donors._spec import NO_WEIGHTS
@@ -37,11 +38,14 @@ def run(args: argparse.Namespace) -> int:
     head = build_part("head", values, num_classes=args.classes)
     donor = load_donor(build_part("donor", values), load_weights=False)
     taps = donor.taps(values["image_size"])
-    table = Table(title=f"{donor.name} at {taps.image_size} px: {len(taps)} taps")
-    table.add_column("#", justify="right")
-    table.add_column("name", no_wrap=True)
-    for col in ("ch", "HxW", "params_upto", "MACs_upto", "graft params", "graft MiB"):
-        table.add_column(col, justify="right")
+    # Numbers never wrap or shrink (a cut number is worse than none); without side borders and
+    # with two-line headers VGG16 at 224 px takes 76 columns, and a long tap name folds.
+    table = Table(title=f"{donor.name} at {taps.image_size} px: {len(taps)} taps",
+                  box=box.SIMPLE_HEAVY, show_edge=False, pad_edge=False, collapse_padding=True)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("name", overflow="fold")
+    for col in ("ch", "HxW", "params\nupto", "MACs\nupto", "graft\nparams", "graft\nMiB"):
+        table.add_column(col, justify="right", no_wrap=True)
     for t in taps:
         cost = taps.cost([t.index], head)
         table.add_row(str(t.index), t.name, str(t.channels), f"{t.height}x{t.width}",

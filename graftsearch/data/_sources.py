@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -138,7 +138,8 @@ class _Listing:
 
 def load_dataset(spec: Union[DataSpec, str, os.PathLike], *,
                  classes: Optional[Sequence[str]] = None, download: Optional[bool] = None,
-                 progress: Optional[ProgressCallback] = None, **kwargs: Any) -> ImageDataset:
+                 progress: Optional[ProgressCallback] = None, skip_missing: bool = False,
+                 **kwargs: Any) -> ImageDataset:
     """Read a data source and split it.
 
     ``load_dataset("images/")``, ``load_dataset("deepweeds:/data/dw", split="official:0")``,
@@ -146,6 +147,8 @@ def load_dataset(spec: Union[DataSpec, str, os.PathLike], *,
     order of a folder tree or CSV listing (every label must be one of them). The bare source
     ``"deepweeds"`` downloads DeepWeeds into the default data directory when it is not there
     (``download=False`` refuses, ``download=True`` also allows it for an explicit path).
+    Files a CSV listing or DeepWeeds' labels name that do not exist stop the loading with a list
+    of them, or, with ``skip_missing`` (``--skip-bad-images``), are left out with a warning.
     """
     if isinstance(spec, DataSpec):
         if kwargs:
@@ -194,7 +197,7 @@ def load_dataset(spec: Union[DataSpec, str, os.PathLike], *,
         raise DataError(param_message("split", "'paper' for an image folder or DeepWeeds directory",
                                       spec.split, "A split column needs a CSV listing: "
                                       "`--data csv:list.csv --split column`."))
-    _check_files_exist(lst)
+    lst = _check_files_exist(lst, skip_missing)
     if spec.split == "paper":
         rows = stratified_split(lst.labels, lst.classes, spec.seed)
     elif spec.fold is not None:
@@ -367,9 +370,25 @@ def _read_csv(path: Path, spec: DataSpec, classes: Optional[Sequence[str]]) -> _
                     classes=class_list, column=column)
 
 
-def _check_files_exist(lst: _Listing) -> None:
-    missing = [n for n, p in zip(lst.names, lst.paths) if not p.is_file()]
-    if missing:
-        raise DataError(f"{len(missing)} of {len(lst.paths)} image file(s) listed for '{lst.root}' "
-                        f"do not exist: {listing(missing)}. Restore them or remove them from the "
-                        "listing.")
+def _check_files_exist(lst: _Listing, skip_missing: bool = False) -> _Listing:
+    present = [p.is_file() for p in lst.paths]
+    missing = [n for n, ok in zip(lst.names, present) if not ok]
+    if not missing:
+        return lst
+    what = (f"{len(missing)} of {len(lst.paths)} image file(s) listed for '{lst.root}' do not "
+            f"exist: {listing(missing)}")
+    if not skip_missing or len(missing) == len(lst.paths):
+        raise DataError(f"{what}. Restore them or remove them from the listing, or leave them "
+                        "out with `--skip-bad-images` (load_dataset(..., skip_missing=True)).")
+    logger.warning("%s; left out (--skip-bad-images).", what)
+    return _keep_rows(lst, present)
+
+
+def _keep_rows(lst: _Listing, keep: Sequence[bool]) -> _Listing:
+    rows = [i for i, k in enumerate(keep) if k]
+    new_row = {old: new for new, old in enumerate(rows)}
+    official = None if lst.official is None else {
+        split: [new_row[i] for i in idx if i in new_row] for split, idx in lst.official.items()}
+    return replace(lst, paths=[lst.paths[i] for i in rows], names=[lst.names[i] for i in rows],
+                   labels=lst.labels[np.asarray(rows, dtype=np.int64)], official=official,
+                   column=None if lst.column is None else [lst.column[i] for i in rows])

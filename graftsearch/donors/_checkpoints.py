@@ -8,6 +8,7 @@ Building the architecture a state dict belongs to is the zoo's part (:func:`load
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,15 @@ def is_torchscript(path) -> bool:
         return False
     with zipfile.ZipFile(path) as zf:
         return any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist())
+
+
+def jit_load(path, **kwargs: Any) -> torch.jit.ScriptModule:
+    """``torch.jit.load`` without torch's deprecation notice of TorchScript: graftsearch reads
+    TorchScript on purpose (it is what a graft deploys as), so the notice would only tell
+    users of ``predict`` and of TorchScript donors about a choice that is not theirs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is", category=FutureWarning)
+        return torch.jit.load(str(path), **kwargs)
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,7 @@ def read_checkpoint(path, *, trust: bool = False) -> CheckpointContents:
 def _read(path: Path, trust: bool) -> Any:
     if is_torchscript(path):
         try:
-            return torch.jit.load(str(path), map_location="cpu")
+            return jit_load(path, map_location="cpu")
         except Exception as exc:
             raise CheckpointError(f"The checkpoint '{path}' looks like TorchScript but cannot be "
                                   f"loaded: {exc}") from exc

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from graftsearch._utils.atomic import atomic_path
-from graftsearch.donors._checkpoints import is_torchscript
+from graftsearch.donors._checkpoints import is_torchscript, jit_load
 from graftsearch._utils.errors import ExportError, ParameterError, param_message
 from graftsearch.graft._model import GraftedModel
 from graftsearch.taps._head import HeadSpec
@@ -256,7 +256,7 @@ def read_record(path) -> Dict[str, Any]:
 def load_torchscript(path) -> Tuple[torch.jit.ScriptModule, Dict[str, Any]]:
     """The scripted model and its description (class names, image size, normalisation)."""
     extra = {META_FILE: ""}
-    module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    module = jit_load(path, map_location="cpu", _extra_files=extra)
     text = extra[META_FILE]
     meta = json.loads(text.decode() if isinstance(text, bytes) else text) if text else {}
     return module.eval(), meta

@@ -170,6 +170,9 @@ def fine_tune(graft: GraftedModel, dataset, pre: Preprocessing, settings: FinalS
                     best, since_best = (val_loss, copy.deepcopy(graft.state_dict()), epoch), 0
                 else:
                     since_best += 1
+                # the log shows what the callback shows: fine-tuning takes minutes per variant
+                logger.info("%s epoch %d: train loss %.4f, val loss %.4f acc %.4f", tag, epoch,
+                            entry.get("train_loss", math.nan), val_loss, val_acc)
                 report(progress, tag, epoch, settings.fine_tune_epochs, val_loss=val_loss,
                        val_accuracy=val_acc)
                 if settings.fine_tune_patience is not None and since_best >= settings.fine_tune_patience:
@@ -221,6 +224,7 @@ class _Stages:
 
     def __call__(self, message: str) -> None:
         self.step += 1
+        logger.info("final %d/%d: %s", self.step, self.total, message)
         report(self.progress, "final", self.step, self.total, message=message)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import AbstractSet, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -28,9 +28,10 @@ logger = logging.getLogger("graftsearch")
 FAILED_VIOLATION = math.inf
 
 
-@dataclass(frozen=True)
-class Record:
-    """One evaluated selection, as it appears in ``evaluations.csv``."""
+@dataclass(frozen=True, kw_only=True)
+class Scored:
+    """A selection (``bits``, one 0/1 per tap), its exact size and its fitness: the fields a
+    :class:`Record` of the archive and a :class:`~graftsearch.optimize.Pick` share."""
 
     bits: str
     params: int
@@ -41,8 +42,21 @@ class Record:
     feasible: bool
     violation: float
     generation: int
-    evaluated_at: str
     extras: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def scored_fields(cls, source: "Scored") -> Dict[str, object]:
+        """The shared fields of ``source`` as keyword arguments (``extras`` copied)."""
+        out = {f.name: getattr(source, f.name) for f in fields(Scored)}
+        out["extras"] = dict(source.extras)
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Record(Scored):
+    """One evaluated selection, as it appears in ``evaluations.csv``."""
+
+    evaluated_at: str
     trained: bool = True
     failed: bool = False
     error: str = ""

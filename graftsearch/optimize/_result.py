@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from graftsearch.optimize._archive import Record
+from graftsearch.optimize._archive import Record, Scored
 from graftsearch.optimize._hypervolume import nondominated_indices
 from graftsearch.optimize._runfiles import CONVERGENCE_COLUMNS, RunFiles, parse_bool, records_frame
 from graftsearch.optimize._settings import SearchSettings
@@ -90,36 +90,23 @@ def front_or_closest(records: Sequence[Record], settings: SearchSettings) -> Tup
     return least_violating(records, settings), False
 
 
-@dataclass(frozen=True)
-class Pick:
+@dataclass(frozen=True, kw_only=True)
+class Pick(Scored):
     """One selection with its exact size and its fitness (a row of the CSV files).
 
     ``taps`` are the 1-based tap indices (use them as the selection of a
     :class:`~graftsearch.GraftedModel`); ``bits`` is the same selection as a 0/1 string.
     """
 
-    bits: str
     taps: Tuple[int, ...]
     n_taps: int
     deepest_tap: int
-    params: int
-    size_mib: float
-    macs: int
-    val_accuracy: float
-    val_loss: float
-    feasible: bool
-    violation: float
-    generation: int
-    extras: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_record(cls, record: Record) -> "Pick":
         taps = record.taps
-        return cls(bits=record.bits, taps=taps, n_taps=len(taps), deepest_tap=taps[-1],
-                   params=record.params, size_mib=record.size_mib, macs=record.macs,
-                   val_accuracy=record.val_accuracy, val_loss=record.val_loss,
-                   feasible=record.feasible, violation=record.violation,
-                   generation=record.generation, extras=dict(record.extras))
+        return cls(taps=taps, n_taps=len(taps), deepest_tap=taps[-1],
+                   **Scored.scored_fields(record))
 
     @property
     def selection(self) -> Tuple[int, ...]:

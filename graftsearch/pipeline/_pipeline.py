@@ -141,6 +141,7 @@ def run(settings: RunSettings, *, progress: Optional[ProgressCallback] = None) -
         raise ParameterError(param_message("run_dir", "a directory (created when missing)",
                                            str(run_dir), "Choose another --run-dir."))
     _check_run_dir(run_dir, settings)
+    created = [d for d in (run_dir, *run_dir.parents) if not d.exists()]  # deepest first
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -155,13 +156,15 @@ def run(settings: RunSettings, *, progress: Optional[ProgressCallback] = None) -
     previous_level = logger.level
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
+    failed = False
     try:
         t0 = time.perf_counter()
         # data first: without it nothing else is worth loading
         _stage(progress, "data", f"reading the data ({settings.data})")
         prepare_data(settings.data)
         try:
-            dataset = load_dataset(settings.data_spec(), progress=progress)
+            dataset = load_dataset(settings.data_spec(), progress=progress,
+                                   skip_missing=settings.skip_bad_images)
         except DataError as exc:
             if settings.data == "deepweeds":
                 raise DataError(f"{exc} {OFFLINE_HINT}") from exc
@@ -219,16 +222,37 @@ def run(settings: RunSettings, *, progress: Optional[ProgressCallback] = None) -
             outcome.timings["final_s"] = time.perf_counter() - t0
         else:
             # No model meets the constraint: the closest selections are in pareto.csv and the
-            # report; nothing is exported that would pass for a model meeting it.
-            logger.warning("nothing feasible: %s", result.message)
+            # report; nothing is exported that would pass for a model meeting it. The caller
+            # says so (outcome.feasible; the CLI's "nothing feasible" line), log.txt keeps it.
+            logger.info("nothing feasible: %s", result.message)
 
         _stage(progress, "report", "writing report.md, pareto.png and convergence.png")
         outcome.report = write_report(run_dir)
         return outcome
+    except Exception:  # not KeyboardInterrupt: an interrupted run is told to resume
+        failed = True
+        raise
     finally:
         logger.removeHandler(handler)
         handler.close()
         logger.setLevel(previous_level)
+        if failed and created:
+            _remove_failed_start(run_dir, created)
+
+
+def _remove_failed_start(run_dir: Path, created) -> None:
+    """Remove the directories this run created when it stopped before making anything but its
+    config.json and log.txt (a misspelt donor, missing data): they would only pile up beside the
+    real runs. A file anyone else put there keeps the directory."""
+    if any(p.name not in (CONFIG, LOG) for p in run_dir.iterdir()):
+        return
+    for name in (CONFIG, LOG):
+        (run_dir / name).unlink(missing_ok=True)
+    for d in created:
+        try:
+            d.rmdir()
+        except OSError:  # not empty (another run's directory): keep it and what is above it
+            return
 
 
 def _fitnesses(cache, settings: RunSettings):

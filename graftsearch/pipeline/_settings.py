@@ -348,8 +348,8 @@ class RunSettings:
                                                    "--split column; unset: 'split')")
     image_size: int = _setting("data", "input side length in pixels; the default is the paper's",
                                default=PAPER_IMAGE_SIZE)
-    skip_bad_images: bool = _setting("data", "leave undecodable images out (recorded) instead "
-                                             "of stopping")
+    skip_bad_images: bool = _setting("data", "leave undecodable images (recorded) and missing "
+                                             "files of a listing out instead of stopping")
     # head
     head_width: int = _setting("head", "hidden units of the grafted head (0: a linear head)")
     dropout: float = _setting("head", "dropout of the grafted head")

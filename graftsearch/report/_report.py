@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -307,8 +308,18 @@ def render_report(run: SavedRun, metrics: Optional[FinalMetrics] = None) -> str:
         files += [f"{best_dir.name}/{p.name}" for p in sorted(best_dir.iterdir()) if p.is_file()
                   and not p.name.startswith(".")]
     lines += ["## Files", ""] + [f"- `{f}`" for f in files if (run.root / f).exists()] + [""]
-    lines += ["Regenerate this report with `graftsearch report " + run.root.name + "`.", ""]
+    lines += [f"Regenerate this report with `graftsearch report {shlex.quote(_given_path(run))}`.",
+              ""]
     return "\n".join(lines)
+
+
+def _given_path(run: SavedRun) -> str:
+    """The run directory as the run was given it (relative to where it started, or absolute),
+    so the command pastes where the run was started; config.json keeps it, which keeps the report
+    a function of the run's files."""
+    settings = run.config.get("settings") if isinstance(run.config, dict) else None
+    given = settings.get("run_dir") if isinstance(settings, dict) else None
+    return str(given) if given else str(run.root)
 
 
 def _donor_point(metrics: Optional[FinalMetrics]) -> Optional[Dict[str, Any]]:

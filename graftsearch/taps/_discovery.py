@@ -197,6 +197,13 @@ def discover_taps(module: nn.Module, image_size: int, *, names: Optional[Sequenc
             "image_size", f"{need} for the donor '{donor_name}' (its deepest tap has no output at "
             f"{image_size} px)", image_size,
             "Use a larger --image-size, or tap only earlier layers with --taps."))
+    factor = _collapsed_factor(meta, kept, shapes, image_size)
+    if factor:
+        raise ParameterError(param_message(
+            "image_size", f"at least {factor} for the donor '{donor_name}' (it downsamples "
+            f"{factor}x before its deepest tap, which at {image_size} px sees 1 px of mostly "
+            "padding)", image_size, "Use a larger --image-size, or tap only earlier layers with "
+            "--taps."))
     if error is not None and uncalled:
         raise TapError(f"The forward pass of '{donor_name}' at {image_size} px failed before "
                        f"reaching the tap '{uncalled[0]}': {type(error).__name__}: "
@@ -228,6 +235,27 @@ def discover_taps(module: nn.Module, image_size: int, *, names: Optional[Sequenc
         taps.append(Tap(index=pos, name=n, channels=int(c), height=int(h), width=int(w),
                         params_upto=count_params(trunk), macs_upto=count_macs(trunk, example)))
     return TapList(taps, donor_name=donor_name, image_size=image_size)
+
+
+def _collapsed_factor(meta: nn.Module, kept: Sequence[str], shapes,
+                      image_size: int) -> Optional[int]:
+    """The downsampling factor of the deepest tap when ``image_size`` is below it, else None.
+
+    Padded convolutions never shrink a map below 1 px, so such a donor runs at any size, but
+    under its factor (EfficientNet-Lite0: 32) its deep taps are 1 px made mostly of padding and a
+    search on them finds nothing feasible only after minutes. A tap that is still 1 px at a
+    large input is pooled to that size on purpose and says nothing about the factor.
+    """
+    ones = [n for n in kept if min(shapes[n][2], shapes[n][3]) == 1]
+    if not ones:
+        return None
+    reference = max(512, 8 * image_size)
+    _, large, _ = _probe(meta, ones, reference)
+    sides = [min(large[n][2], large[n][3]) for n in ones
+             if isinstance(large.get(n), tuple) and len(large[n]) == 4]
+    factors = [round(reference / side) for side in sides if side > 1]
+    factor = max(factors, default=0)
+    return factor if image_size < factor else None
 
 
 def _looks_like_size_error(error: Exception) -> bool:

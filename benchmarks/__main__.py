@@ -35,7 +35,7 @@ BENCH = ROOT / "benchmarks"
 RESULTS = BENCH / "results"
 DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
 ORDER = ("cache_extraction", "fitness_proxies", "search_quality", "graft_vs_donor", "peers",
-         "grafting")
+         "grafting", "cultivation")
 FULL_ARGS: Dict[str, List[str]] = {
     "cache_extraction": [],
     # 200 selections (the fitness issue's minimum); 15 for the settings table, which chose the
@@ -45,6 +45,7 @@ FULL_ARGS: Dict[str, List[str]] = {
     "graft_vs_donor": ["--runs", "50", "--warmup", "10", "--threads", "1"],
     "peers": [],
     "grafting": ["--seeds", "0,1,2", "--threads", "2"],
+    "cultivation": ["--threads", "2"],
 }
 QUICK_ARGS: Dict[str, List[str]] = {
     "cache_extraction": ["--donors", "efficientnet_lite0", "--lite0-images", "24"],
@@ -53,13 +54,15 @@ QUICK_ARGS: Dict[str, List[str]] = {
     "graft_vs_donor": ["--runs", "2", "--warmup", "1", "--no-int8"],
     "peers": ["--quick"],
     "grafting": ["--quick"],
+    "cultivation": ["--quick"],
 }
-NEEDS_DATA = ("cache_extraction", "grafting")
+NEEDS_DATA = ("cache_extraction", "grafting", "cultivation")
 TITLES = {"peers": "Peers: graftsearch vs Optuna, pymoo, random search, greedy, the manual pick",
           "search_quality": "Search quality: NSGA-II vs random search and greedy forward selection",
           "fitness_proxies": "Fitness proxies", "cache_extraction": "Cache extraction",
           "graft_vs_donor": "Graft vs donor at inference",
-          "grafting": "Grafting: the pick against the cultivated donor, probes and the truncated donor"}
+          "grafting": "Grafting: the pick against the cultivated donor, probes and the truncated donor",
+          "cultivation": "Cultivation: the image store and the recipes"}
 # Runs a benchmark's main() in a fresh interpreter, its tables going to OUT: modules that have
 # no --out option write to their module-level RESULTS, which is pointed there first.
 _RUN_ONE = """
@@ -254,7 +257,7 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("GRAFTSEARCH_CACHE", Path.home() / ".cache" / "graftsearch"))
 
 
-SECTIONS = ("grafting", "peers", "search_quality", "fitness_proxies", "cache_extraction",
+SECTIONS = ("grafting", "cultivation", "peers", "search_quality", "fitness_proxies", "cache_extraction",
             "graft_vs_donor")
 
 

@@ -105,7 +105,7 @@ def quick_run(tmp_path_factory):
     reported = ROOT / "benchmarks" / "results"
     before = {p.name: p.stat().st_mtime_ns for p in reported.glob("*")} if reported.is_dir() else {}
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], cwd=ROOT,
-                          env=_env(), capture_output=True, text=True, timeout=400)
+                          env=_env(), capture_output=True, text=True, timeout=900)
     after = {p.name: p.stat().st_mtime_ns for p in reported.glob("*")} if reported.is_dir() else {}
     return out, proc, before, after
 
@@ -116,7 +116,7 @@ def test_quick_run_writes_every_table_and_leaves_the_reported_ones_alone(quick_r
     names = ["search_quality", "graft_vs_donor", "peers"]
     has_data = (ROOT.parent / "shared" / "data" / "plant-seedlings" / "images").is_dir()
     if has_data:
-        names += ["cache_extraction", "grafting"]
+        names += ["cache_extraction", "grafting", "cultivation"]
     for name in names:
         assert (out / f"{name}.csv").is_file() and (out / f"{name}.md").is_file(), name
     assert (out / "peers_runs.csv").is_file()
@@ -133,6 +133,7 @@ def test_quick_run_writes_every_table_and_leaves_the_reported_ones_alone(quick_r
         assert heading in results, heading
     if has_data:  # the grafting runs fill the worked example's column
         assert "## Grafting" in results and "| our graft (plant seedlings, test) |" in results
+        assert "## Cultivation" in results and "ImageFolder + DataLoader, 2 workers" in results
 
 
 def test_quick_peers_table_measures_every_tool_and_objective(quick_run):

@@ -8,6 +8,7 @@ from rich import box
 from rich.table import Table
 
 from graftsearch.donors._spec import NO_WEIGHTS
+from graftsearch.donors import _timm
 from graftsearch.donors._zoo import donor_names, load_donor
 from graftsearch.pipeline._settings import build_part
 from ._common import DONOR_SETTINGS, add_settings, console, settings_values
@@ -29,10 +30,29 @@ def register(sub) -> None:
     p.set_defaults(handler=run)
 
 
+def _print_timm_families() -> None:
+    # timm has 1000+ models: one line per family keeps --list readable
+    families = _timm.families()
+    if not families:
+        console().print(f"timm:NAME (timm's models: not installed; `{_timm.INSTALL_HINT}`)",
+                        highlight=False, markup=False, soft_wrap=True)
+        return
+    total = sum(len(v) for v in families.values())
+    console().print(f"timm:NAME, {total} timm models in {len(families)} families "
+                    "(all names: python -c \"import timm; print(timm.list_models())\"):",
+                    highlight=False, markup=False, soft_wrap=True)
+    for family, names in families.items():
+        shown = ", ".join(f"{_timm.PREFIX}{n}" for n in names[:3])
+        more = f", ... ({len(names)})" if len(names) > 3 else ""
+        console().print(f"  {family}: {shown}{more}", highlight=False, markup=False,
+                        soft_wrap=True)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.list:
         for name in donor_names():
             console().print(name, highlight=False)
+        _print_timm_families()
         return 0
     values = settings_values(args)
     head = build_part("head", values, num_classes=args.classes)

@@ -1,5 +1,5 @@
-"""Donor checkpoints: reading any supported file (a state dict, a graftsearch donor checkpoint, a
-TorchScript archive, a trusted pickled model), writing graftsearch donor checkpoints, and
+"""Donor checkpoints: reading any supported file (a state dict, as torch.save or .safetensors, a
+graftsearch donor checkpoint, a TorchScript archive, a trusted pickled model), writing graftsearch donor checkpoints, and
 rebuilding TorchScript classifiers so that their trunk can be tapped.
 
 Building the architecture a state dict belongs to is the zoo's part (:func:`load_donor`).
@@ -71,7 +71,25 @@ def read_checkpoint(path, *, trust: bool = False) -> CheckpointContents:
     return CheckpointContents(mapping=obj, meta=meta)
 
 
+def _read_safetensors(path: Path) -> Dict[str, torch.Tensor]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError as exc:
+        raise CheckpointError(f"The checkpoint '{path}' is a .safetensors file, which needs the "
+                              "package safetensors. Install it with "
+                              '`pip install "graftsearch[timm]"` (or `pip install safetensors`).'
+                              ) from exc
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise CheckpointError(f"The checkpoint '{path}' cannot be read as safetensors: "
+                              f"{type(exc).__name__}: {exc}") from exc
+
+
 def _read(path: Path, trust: bool) -> Any:
+    # safetensors holds tensors only (no pickle), so it needs no trust
+    if path.suffix.lower() == ".safetensors":
+        return _read_safetensors(path)
     if is_torchscript(path):
         try:
             return jit_load(path, map_location="cpu")

@@ -1,7 +1,8 @@
 """The donor zoo: every donor :func:`load_donor` can build by name, and what its weights are.
 
 A donor is a torchvision classification model (with one of its weights names), the offline
-EfficientNet-Lite0 (``_lite0.py``), the paper's VGG16 donor, or a checkpoint file (read by
+EfficientNet-Lite0 (``_lite0.py``), the paper's VGG16 donor, a timm model (``timm:NAME``,
+``_timm.py``, when timm is installed), or a checkpoint file (read by
 ``_checkpoints.py``, built here). ``weights="DEFAULT"`` resolves per family in
 :func:`resolve_weights`, the one place that says what a donor's pretrained weights are.
 """
@@ -21,6 +22,7 @@ from graftsearch.donors._checkpoints import load_state_checked, read_checkpoint,
 from graftsearch.donors._preprocessing import IMAGENET_MEAN, IMAGENET_STD, PAPER_IMAGE_SIZE
 from graftsearch.donors._spec import (DEFAULT_WEIGHTS, NO_WEIGHTS, Donor, DonorSpec,
                                       normalize_weights, weights_text)
+from graftsearch.donors import _timm
 
 logger = logging.getLogger("graftsearch")
 
@@ -40,8 +42,21 @@ def torchvision_names() -> List[str]:
 
 
 def donor_names() -> List[str]:
-    """Every donor name :func:`load_donor` accepts."""
+    """Every donor name :func:`load_donor` accepts besides ``timm:NAME`` (timm's 1000+ models
+    are listed by :func:`graftsearch.donors._timm.families`)."""
     return sorted(set(torchvision_names()) | {LITE0, PAPER_DONOR})
+
+
+def is_donor_name(name: object) -> bool:
+    """Whether :func:`load_donor` can build ``name`` from its name alone (timm names only when
+    timm is installed)."""
+    if _timm.is_timm_name(name):
+        try:
+            _timm.arch_of(name)
+        except DonorError:
+            return False
+        return True
+    return isinstance(name, str) and name in donor_names()
 
 
 def resolve_weights(name: Optional[str], weights: Optional[str]) -> Optional[str]:
@@ -55,6 +70,8 @@ def resolve_weights(name: Optional[str], weights: Optional[str]) -> Optional[str
     weights = normalize_weights(weights)
     if weights is None or name is None:
         return None
+    if _timm.is_timm_name(name):
+        return _timm.resolve_tag(_timm.arch_of(name), weights)
     if name == LITE0:
         if weights.upper() not in _LITE0_ALIASES:
             raise DonorError(param_message("weights", f"one of {', '.join(_LITE0_ALIASES)} or "
@@ -137,6 +154,8 @@ def load_donor(spec: Union[DonorSpec, str, None] = None, /, *, progress: bool = 
             donor = _paper(spec, None, progress, load_weights=load_weights)
         elif spec.name == LITE0:
             donor = _lite0(spec, load_weights=load_weights)
+        elif _timm.is_timm_name(spec.name):
+            donor = _timm_donor(spec, load_weights=load_weights)
         else:
             donor = _torchvision(spec, progress, load_weights=load_weights)
     logger.info("donor %s: %s%s", donor.name, donor.weights_text,
@@ -145,9 +164,13 @@ def load_donor(spec: Union[DonorSpec, str, None] = None, /, *, progress: bool = 
 
 
 def _check_name(name: str) -> None:
+    if _timm.is_timm_name(name):
+        _timm.arch_of(name)
+        return
     if name not in donor_names():
         raise DonorError(param_message(
-            "donor", "a torchvision classification model, 'efficientnet_lite0' or 'paper_vgg16'",
+            "donor", "a torchvision classification model, 'efficientnet_lite0', 'paper_vgg16' "
+            "or 'timm:NAME'",
             name, (close_matches_hint(name, donor_names()) + " Use `graftsearch taps --list` to "
                    "see every name, or load a checkpoint with `--donor-checkpoint FILE`.").strip()))
 
@@ -226,6 +249,20 @@ def _lite0(spec: DonorSpec, *, load_weights: bool = True) -> Donor:
     return _finish(model, spec, LITE0, 224, MEAN, STD, class_names, resolved or NO_WEIGHTS)
 
 
+def _timm_donor(spec: DonorSpec, *, load_weights: bool = True) -> Donor:
+    arch = _timm.arch_of(spec.name)
+    tag = _timm.resolve_tag(arch, spec.weights)
+    if tag is not None:
+        n_out = _timm.pretrained_classes(arch, tag)
+        if n_out is not None:
+            _check_classes(spec, n_out, f"the classes of the timm weights '{arch}.{tag}'",
+                           load_weights)
+    model = _timm.create(arch, tag, num_classes=spec.num_classes, pretrained=load_weights
+                         and tag is not None)
+    size, mean, std = _timm.preprocessing_of(model)
+    return _finish(model, spec, spec.name, size, mean, std, None, tag or NO_WEIGHTS)
+
+
 def _check_classes(spec: DonorSpec, n_out: int, what: str, load_weights: bool) -> None:
     """Loaded weights need their own classifier; the architecture alone (``load_weights=False``,
     enough for taps and costs) may have any."""
@@ -294,6 +331,8 @@ def _from_checkpoint(spec: DonorSpec) -> Donor:
         donor = _paper(base, state, progress=False)
     elif name == LITE0:
         donor = _lite0(base, load_weights=False)
+    elif _timm.is_timm_name(name):
+        donor = _timm_donor(base, load_weights=False)
     else:
         donor = _torchvision(base, progress=False)
     load_state_checked(donor.module, state, path=str(path), arch=name)

@@ -113,9 +113,9 @@ def rebuild_spec(donor, graft: GraftedModel) -> Optional[Dict[str, Any]]:
     :meth:`Donor.from_module`, TorchScript donors and pickled models cannot be rebuilt.
     """
     from graftsearch.donors._spec import DonorSpec
-    from graftsearch.donors._zoo import donor_names
+    from graftsearch.donors._zoo import is_donor_name
 
-    if donor is None or donor.name not in donor_names():
+    if donor is None or not is_donor_name(donor.name):
         return None
     spec = donor.spec
     from_checkpoint = spec.checkpoint is not None

@@ -308,16 +308,18 @@ class RunSettings:
     """Everything ``graftsearch run`` does, with the paper's setup as defaults."""
 
     # donor
-    donor: Optional[str] = _setting("donor", "torchvision model, 'efficientnet_lite0' or "
-                                             "'paper_vgg16' (unset with --donor-checkpoint: "
-                                             "what the checkpoint holds)")
+    donor: Optional[str] = _setting("donor", "torchvision model, 'efficientnet_lite0', "
+                                             "'paper_vgg16' or 'timm:NAME' (extra timm; unset "
+                                             "with --donor-checkpoint: what the checkpoint "
+                                             "holds)")
     weights: Optional[str] = _setting(
         "donor", "the donor's weights: DEFAULT (its pretrained ones: torchvision's DEFAULT, "
-                 "IMAGENET for efficientnet_lite0, ImageNet VGG16 for paper_vgg16), a weights "
-                 "name such as IMAGENET1K_V1, or 'none' for random weights")
+                 "IMAGENET for efficientnet_lite0, ImageNet VGG16 for paper_vgg16, the default "
+                 "pretrained tag of a timm model), a weights name such as IMAGENET1K_V1 (a "
+                 "pretrained tag such as a1_in1k for timm), or 'none' for random weights")
     donor_checkpoint: Optional[str] = _setting(
-        "donor", "load the donor from this file instead: a state dict, a graftsearch donor "
-                 "checkpoint, TorchScript or a whole model")
+        "donor", "load the donor from this file instead: a state dict (.pth or "
+                 ".safetensors), a graftsearch donor checkpoint, TorchScript or a whole model")
     trust_checkpoint: bool = _setting("donor", "allow a pickled whole-model checkpoint (it can "
                                                "run code when loaded)")
     donor_classes: Optional[int] = _setting("donor", "outputs of the donor's classifier "

@@ -5,7 +5,8 @@ convolution, taken after its normalisation and activation, and every pooling lay
 Keras fuses a convolution with its activation, so this numbering equals the paper's layer indices
 (vgg16: 18 taps, 8 = block3_conv2, 9 = block3_conv3, 10 = block3_pool). For networks built of
 blocks (ResNet, MobileNet, EfficientNet) each block's output is a tap: cutting inside a residual
-block would drop its skip connection.
+block would drop its skip connection. A network that names its stages in ``feature_info``
+(timm's convention) taps every block of every stage, not only the stage ends that list names.
 """
 
 from __future__ import annotations
@@ -48,8 +49,52 @@ def _walk(module: nn.Module, prefix: str, out: List[Tuple[str, nn.Module]]) -> b
     return False
 
 
+def _stage_blocks(stage_name: str, stage: nn.Module) -> List[str]:
+    # A stage is a plain chain of blocks (ResNet's layer1), or holds one under ``blocks`` after
+    # its downsampling (ConvNeXt); anything else is one block on its own (a stem's last layer).
+    if _is_plain_container(stage) and len(stage) > 0:
+        return [f"{stage_name}.{n}" for n, _ in stage.named_children()]
+    inner = getattr(stage, "blocks", None)
+    if isinstance(inner, nn.Module) and _is_plain_container(inner) and len(inner) > 0:
+        return [f"{stage_name}.blocks.{n}" for n, _ in inner.named_children()]
+    return [stage_name]
+
+
+def staged_tap_names(module: nn.Module) -> Optional[List[str]]:
+    """Every block of every stage, when ``module`` names its stages in ``feature_info`` (timm);
+    None otherwise.
+
+    ``feature_info`` lists one module per output stride, so stages that keep the stride
+    (MobileNetV3's ``blocks.3``) are missing from it: a listed ``parent.child`` stands for every
+    child of ``parent``, which is the model's chain of stages.
+    """
+    info = getattr(module, "feature_info", None)
+    if not isinstance(info, (list, tuple)) or not info:
+        return None
+    listed = [entry.get("module") for entry in info if isinstance(entry, dict)]
+    if not listed or not all(isinstance(n, str) and n for n in listed):
+        return None
+    modules = dict(module.named_modules())
+    stages: List[str] = []
+    for name in listed:
+        parent = name.rsplit(".", 1)[0] if "." in name else None
+        container = modules.get(parent) if parent is not None else None
+        if container is not None and _is_plain_container(container):
+            candidates = [f"{parent}.{n}" for n, _ in container.named_children()]
+        else:
+            candidates = [name]
+        stages.extend(c for c in candidates if c not in stages and c in modules)
+    names: List[str] = []
+    for stage in stages:
+        names.extend(_stage_blocks(stage, modules[stage]))
+    return names or None
+
+
 def auto_tap_names(module: nn.Module) -> List[str]:
     """Candidate tap names in registration order, before the forward pass checks them."""
+    staged = staged_tap_names(module)
+    if staged is not None:
+        return staged
     units: List[Tuple[str, nn.Module]] = []
     _walk(module, "", units)
     names: List[str] = []
@@ -215,8 +260,10 @@ def discover_taps(module: nn.Module, image_size: int, *, names: Optional[Sequenc
     # forward order, not registration order
     kept.sort(key=calls.index)
     if not kept:
-        raise TapError(f"No usable taps were found in the donor '{donor_name}' at {image_size} px. "
-                       "Pass the module names to tap explicitly (`--taps NAME,NAME,...`).")
+        why = (f" (the candidate '{problems[0][0]}' {problems[0][1]}; graftsearch taps "
+               "convolutional feature maps)") if problems else ""
+        raise TapError(f"No usable taps were found in the donor '{donor_name}' at {image_size} "
+                       f"px{why}. Pass the module names to tap explicitly (`--taps NAME,NAME,...`).")
 
     example = torch.zeros(1, 3, image_size, image_size, device=_device_of(meta))
     taps: List[Tap] = []

@@ -280,7 +280,7 @@ def write_results(out: Path, records: List[dict], *, command: str, total: float,
         md = out / f"{name}.md"
         if name not in ran and md.is_file():  # --only: the other sections are an earlier run's
             stamp = datetime.fromtimestamp(md.stat().st_mtime, timezone.utc)
-            lines.append(f"| {name} | `python -m benchmarks.{name} {' '.join(FULL_ARGS.get(name, []))}`"
+            lines.append(f"| {name} | `{' '.join(['python -m benchmarks.' + name] + FULL_ARGS.get(name, []))}`"
                          f" | not run this time: its table of {stamp:%Y-%m-%d %H:%M} UTC is shown | |")
     lines += ["", "Raw numbers: `benchmarks/results/*.csv`; each section below is that benchmark's own "
               "`results/<name>.md` (command, settings, machine, threads, seeds).", ""]

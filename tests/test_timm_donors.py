@@ -159,14 +159,19 @@ def test_timm_donor_run_end_to_end(tmp_path):
                  "--image-size", str(SIZE), "--population", "8", "--generations", "2",
                  "--final-epochs", "1", "--latency-runs", "0", "--refine", "none", "--batch-size", "16",
                  "--cache-dir", str(tmp_path / "cache"), "--run-dir", str(run_dir), "--quiet",
-                 "--objective", "min-size", "--p-min", "0.4", "--cultivate", "0",
+                 "--objective", "min-size", "--p-min", "0.4", "--cultivate", "1",
                  "--fine-tune-epochs", "1"])
     assert code == 0
-    for name in ("taps.csv", "pareto.csv", "best/model.pt", "best/model.torchscript.pt",
+    # the whole default path on a timm donor: cultivated (a new 3-class classifier), the graft
+    # fine-tuned with and without distillation from it, exported to TorchScript and ONNX
+    for name in ("taps.csv", "pareto.csv", "donor.pt", "best/model.pt", "best/model.torchscript.pt",
                  "best/metrics.json"):
         assert (run_dir / name).is_file(), name
     metrics = json.loads((run_dir / "best" / "metrics.json").read_text())
     assert metrics["donor"]["name"] == "timm:resnet18"
+    assert set(metrics["graft"]["variants"]) == {"head_only", "fine_tuned", "distilled"}
+    pytest.importorskip("onnxruntime")
+    assert "model.onnx" in metrics["export"]["files"], metrics["export"].get("onnx_note")
     scripted = torch.jit.load(str(run_dir / "best" / "model.torchscript.pt"))
     assert scripted(torch.rand(2, 3, SIZE, SIZE)).shape == (2, 3)
     record = torch.load(run_dir / "best" / "model.pt", map_location="cpu", weights_only=True)

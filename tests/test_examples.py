@@ -18,7 +18,7 @@ def _load(name):
 
 @pytest.mark.slow
 def test_paper_reproduction_example_on_generated_images(tmp_path, capsys):
-    from test_run import colour_folder
+    from tiny import colour_folder
 
     data = colour_folder(tmp_path / "images")
     code = _load("paper_reproduction").main([

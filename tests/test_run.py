@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from tiny import colour_folder
 import torch
 from PIL import Image
 
@@ -20,20 +22,6 @@ from graftsearch.pipeline._settings import read_config, settings_from
 RUN_FILES = ["config.json", "taps.csv", "evaluations.csv", "pareto.csv", "checkpoint.pkl",
              "convergence.csv", "report.md", "pareto.png", "convergence.png", "log.txt",
              "best/model.pt", "best/model.torchscript.pt", "best/metrics.json", "best/confusion.csv"]
-
-
-def colour_folder(root: Path, *, classes=3, per_class=15, side=24, seed=0, signal=True) -> Path:
-    """Images whose class is their dominant colour, with noise (or pure noise: signal=False)."""
-    rng = np.random.default_rng(seed)
-    for c in range(classes):
-        folder = root / f"class_{c}"
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            base = np.zeros((side, side, 3))
-            base[..., c % 3] = 0.6 if signal else 0.0
-            pixels = np.clip(base + rng.normal(0.2, 0.25, base.shape), 0, 1)
-            Image.fromarray((pixels * 255).astype("uint8")).save(folder / f"{i:03d}.png")
-    return root
 
 
 @pytest.fixture

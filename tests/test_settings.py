@@ -15,7 +15,7 @@ from graftsearch.donors._zoo import resolve_weights
 from graftsearch.features._cache import CacheOptions, build_cache
 from graftsearch.pipeline._settings import (DEFAULTS, FIELDS, PARTS, cache_kwargs, settings_from,
                                             values_from)
-from test_run import colour_folder
+from tiny import colour_folder
 
 
 def _subparser(command: str, action: str = None) -> argparse.ArgumentParser:

@@ -10,6 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from tiny import colour_folder
+
 timm = pytest.importorskip("timm")
 
 import graftsearch as gs  # noqa: E402
@@ -138,22 +140,9 @@ def test_taps_list_shows_the_timm_families(capsys):
     assert "resnet: timm:" in out and "convnext: timm:" in out
 
 
-def _colour_folder(root, classes=3, per_class=12, side=24, seed=0):
-    rng = np.random.default_rng(seed)
-    for c in range(classes):
-        folder = root / f"class_{c}"
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            base = np.zeros((side, side, 3))
-            base[..., c] = 0.6
-            pixels = np.clip(base + rng.normal(0.2, 0.2, base.shape), 0, 1)
-            Image.fromarray((pixels * 255).astype("uint8")).save(folder / f"{i:03d}.png")
-    return root
-
-
 @pytest.mark.slow
 def test_timm_donor_run_end_to_end(tmp_path):
-    data = _colour_folder(tmp_path / "images")
+    data = colour_folder(tmp_path / "images", per_class=12)
     run_dir = tmp_path / "run"
     code = main(["run", "--donor", "timm:resnet18", "--weights", "none", "--data", str(data),
                  "--image-size", str(SIZE), "--population", "8", "--generations", "2",

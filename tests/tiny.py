@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 
@@ -51,3 +55,17 @@ def tiny_donor(seed: int = 0, image_size: int = 32, num_classes: int = 3):
                 m.running_var.uniform_(0.5, 1.5)
     return gs.Donor.from_module(model, name="tiny", image_size=image_size,
                                 mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+def colour_folder(root: Path, *, classes=3, per_class=15, side=24, seed=0, signal=True) -> Path:
+    """Images whose class is their dominant colour, with noise (or pure noise: signal=False)."""
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        folder = root / f"class_{c}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            base = np.zeros((side, side, 3))
+            base[..., c % 3] = 0.6 if signal else 0.0
+            pixels = np.clip(base + rng.normal(0.2, 0.25, base.shape), 0, 1)
+            Image.fromarray((pixels * 255).astype("uint8")).save(folder / f"{i:03d}.png")
+    return root

@@ -18,7 +18,6 @@ Usage: ``python -m benchmarks [--quick] [--out DIR] [--only NAME[,NAME]] [--page
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys

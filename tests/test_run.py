@@ -6,13 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from tiny import colour_folder
 import torch
-from PIL import Image
 
 import graftsearch as gs
 from graftsearch._cli import main

@@ -5,10 +5,8 @@ import builtins
 import json
 import random
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from tiny import colour_folder
 

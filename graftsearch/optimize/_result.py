@@ -11,9 +11,9 @@ selection is feasible, ``feasible`` is False, ``pareto`` holds the least-violati
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from graftsearch.optimize._archive import Record, Scored
 from graftsearch.optimize._hypervolume import nondominated_indices

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import graftsearch as gs
+from graftsearch.taps import discover_taps
 from tiny import TINY_CHANNELS, TINY_TAPS, tiny_donor
 
 VGG16_TAPS = ["features.1", "features.3", "features.4", "features.6", "features.8", "features.9",
@@ -150,3 +151,46 @@ def test_efficientnet_lite0_weights_are_real():
     assert top1(skimage_data.chelsea()) in {"tabby", "tiger cat", "Persian cat", "Siamese cat",
                                             "Egyptian cat"}
     assert top1(skimage_data.coffee()) in {"espresso", "cup", "coffee mug"}
+
+
+def _per_prefix_reference(module, names, size):
+    # What discovery did before it counted in one pass: cut the donor after each tap and count
+    # the cut trunk's parameters and its MACs with torch's flop counter.
+    from graftsearch.taps._trace import build_trunk, count_macs, count_params
+
+    example = torch.zeros(1, 3, size, size)
+    out = []
+    for n in names:
+        trunk = build_trunk(module, [n])
+        out.append((count_params(trunk), count_macs(trunk, example)))
+    return out
+
+
+@pytest.mark.parametrize("name,size", [("tiny", 32), ("vgg16", 64), ("efficientnet_lite0", 128)])
+def test_one_pass_costs_equal_the_flop_counter_on_each_prefix(name, size):
+    donor, _ = _donor(name)
+    taps = discover_taps(donor.module, size)
+    want = _per_prefix_reference(donor.module, taps.names, size)
+    assert [(t.params_upto, t.macs_upto) for t in taps] == want
+    assert taps.tap(len(taps)).macs_upto > taps.tap(1).macs_upto > 0
+
+
+def test_nested_tap_names_are_cut_one_by_one(tiny):
+    # "features.6" is the residual block and "features.6.conv" its layer: together, torchvision
+    # would resolve them to other nodes than each alone, so their costs come from separate cuts.
+    from graftsearch.taps._trace import prefix_costs
+
+    names = ["features.2", "features.6.conv", "features.6"]
+    got = prefix_costs(tiny.module, names, torch.zeros(1, 3, 32, 32))
+    assert [(p, m) for _, p, m in got] == _per_prefix_reference(tiny.module, names, 32)
+
+
+def test_discovery_leaves_the_donor_as_it_was(tiny):
+    module = tiny.module.train()
+    module.features[1].eval()  # a frozen batch norm inside a training donor
+    bn = module.features[1]
+    before = (bn.running_mean.clone(), int(bn.num_batches_tracked))
+    discover_taps(module, 32)
+    assert module.training and not module.features[1].training
+    assert all(m.training for i, m in enumerate(module.features) if i != 1)
+    assert torch.equal(bn.running_mean, before[0]) and int(bn.num_batches_tracked) == before[1]

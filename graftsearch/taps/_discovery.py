@@ -11,6 +11,7 @@ block would drop its skip connection. A network that names its stages in ``featu
 
 from __future__ import annotations
 
+import contextlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -18,7 +19,7 @@ from torch import nn
 
 from graftsearch._utils.errors import ParameterError, TapError, close_matches_hint, param_message
 from graftsearch.taps._records import Tap, TapList
-from graftsearch.taps._trace import ScriptedLeaf, build_trunk, count_macs, count_params, meta_clone
+from graftsearch.taps._trace import ScriptedLeaf, meta_clone, prefix_costs
 
 _CONV = (nn.Conv2d,)
 _NORM = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
@@ -133,12 +134,12 @@ def auto_tap_names(module: nn.Module) -> List[str]:
     return names
 
 
-def _probe(meta: nn.Module, names: Sequence[str], image_size: int):
-    """Run a forward on zeros; return (call order, output shapes, error or None)."""
+def _probe(module: nn.Module, names: Sequence[str], image_size: int):
+    """Run a forward on zeros in eval mode; return (call order, output shapes, error or None)."""
     calls: List[str] = []
     shapes: Dict[str, object] = {}
     handles = []
-    modules = dict(meta.named_modules())
+    modules = dict(module.named_modules())
     for name in names:
         def hook(_m, _i, out, name=name):
             calls.append(name)
@@ -146,14 +147,31 @@ def _probe(meta: nn.Module, names: Sequence[str], image_size: int):
         handles.append(modules[name].register_forward_hook(hook))
     error = None
     try:
-        with torch.no_grad():
-            meta(torch.zeros(1, 3, image_size, image_size, device=_device_of(meta)))
+        with torch.no_grad(), _evaluating(module):
+            module(torch.zeros(1, 3, image_size, image_size, device=_device_of(module)))
     except Exception as exc:  # the classifier may not fit this image size; taps may be fine
         error = exc
     finally:
         for h in handles:
             h.remove()
     return calls, shapes, error
+
+
+@contextlib.contextmanager
+def _evaluating(module: nn.Module):
+    # A probe in train mode would update batch-norm statistics of the donor; each submodule gets
+    # its own mode back (a donor may hold frozen, eval-mode parts).
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _meta_for_probes(module: nn.Module, scripted: bool) -> nn.Module:
+    return module if scripted else meta_clone(module)
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -214,11 +232,12 @@ def discover_taps(module: nn.Module, image_size: int, *, names: Optional[Sequenc
             raise TapError(f"No candidate taps were found in the donor '{donor_name}'. "
                            "Pass the module names to tap explicitly (`--taps NAME,NAME,...`).")
 
-    # Shapes and MACs come from a forward on the meta device (no memory, no compute), except for
+    # One forward on the donor itself (batch 1, eval mode, no gradients) finds the shapes; the
+    # costs come from one trace and one flop-counted forward (``prefix_costs``). Probes at other
+    # sizes, only needed to word an error, run on a meta copy (no memory, no compute), except for
     # TorchScript pieces, which the TorchScript interpreter cannot run on meta tensors.
     scripted = any(isinstance(m, torch.jit.ScriptModule) for m in module.modules())
-    meta = module.eval() if scripted else meta_clone(module).eval()
-    calls, shapes, error = _probe(meta, names, image_size)
+    calls, shapes, error = _probe(module, names, image_size)
 
     problems = []
     kept: List[str] = []
@@ -236,13 +255,14 @@ def discover_taps(module: nn.Module, image_size: int, *, names: Optional[Sequenc
     uncalled = [n for n in names if n not in calls]
     too_small = [n for n in kept if shapes[n][2] < 1 or shapes[n][3] < 1]
     if too_small or (error is not None and uncalled and _looks_like_size_error(error)):
+        meta = _meta_for_probes(module, scripted)
         smallest = _min_image_size(meta, names, image_size)
         need = f"at least {smallest}" if smallest else "larger"
         raise ParameterError(param_message(
             "image_size", f"{need} for the donor '{donor_name}' (its deepest tap has no output at "
             f"{image_size} px)", image_size,
             "Use a larger --image-size, or tap only earlier layers with --taps."))
-    factor = _collapsed_factor(meta, kept, shapes, image_size)
+    factor = _collapsed_factor(lambda: _meta_for_probes(module, scripted), kept, shapes, image_size)
     if factor:
         raise ParameterError(param_message(
             "image_size", f"at least {factor} for the donor '{donor_name}' (it downsamples "
@@ -265,26 +285,26 @@ def discover_taps(module: nn.Module, image_size: int, *, names: Optional[Sequenc
         raise TapError(f"No usable taps were found in the donor '{donor_name}' at {image_size} "
                        f"px{why}. Pass the module names to tap explicitly (`--taps NAME,NAME,...`).")
 
-    example = torch.zeros(1, 3, image_size, image_size, device=_device_of(meta))
+    example = torch.zeros(1, 3, image_size, image_size, device=_device_of(module))
+    with _evaluating(module):
+        costs = prefix_costs(module, kept, example, donor_name=donor_name)
     taps: List[Tap] = []
-    previous: set = set()
+    previous: frozenset = frozenset()
     previous_name = None
-    for pos, n in enumerate(kept, start=1):
-        trunk = build_trunk(meta, [n], donor_name=donor_name)
-        param_names = {k for k, _ in trunk.named_parameters()}
-        if not previous <= param_names:
+    for pos, (n, (param_ids, params, macs)) in enumerate(zip(kept, costs), start=1):
+        if not previous <= param_ids:
             raise TapError(
                 f"The tap '{n}' of '{donor_name}' does not depend on the earlier tap "
                 f"'{previous_name}': taps must lie on one path through the trunk so that a graft "
                 f"keeps a prefix of the donor. Choose taps on the main path (block outputs). {hint}")
-        previous, previous_name = param_names, n
+        previous, previous_name = param_ids, n
         c, h, w = shapes[n][1], shapes[n][2], shapes[n][3]
         taps.append(Tap(index=pos, name=n, channels=int(c), height=int(h), width=int(w),
-                        params_upto=count_params(trunk), macs_upto=count_macs(trunk, example)))
+                        params_upto=params, macs_upto=macs))
     return TapList(taps, donor_name=donor_name, image_size=image_size)
 
 
-def _collapsed_factor(meta: nn.Module, kept: Sequence[str], shapes,
+def _collapsed_factor(make_meta, kept: Sequence[str], shapes,
                       image_size: int) -> Optional[int]:
     """The downsampling factor of the deepest tap when ``image_size`` is below it, else None.
 
@@ -297,7 +317,7 @@ def _collapsed_factor(meta: nn.Module, kept: Sequence[str], shapes,
     if not ones:
         return None
     reference = max(512, 8 * image_size)
-    _, large, _ = _probe(meta, ones, reference)
+    _, large, _ = _probe(make_meta(), ones, reference)
     sides = [min(large[n][2], large[n][3]) for n in ones
              if isinstance(large.get(n), tuple) and len(large[n]) == 4]
     factors = [round(reference / side) for side in sides if side > 1]

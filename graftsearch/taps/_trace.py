@@ -78,3 +78,84 @@ def count_macs(module: nn.Module, example: torch.Tensor) -> int:
 
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def _nested(names: Sequence[str]) -> bool:
+    return any(a != b and b.startswith(a + ".") for a in names for b in names)
+
+
+def _kept_nodes(graph, tap_node) -> set:
+    """The nodes that dead-code elimination keeps when ``tap_node`` is the only output.
+
+    The same rule as ``Graph.eliminate_dead_code`` (a node stays when it is impure or has a user
+    that stays), applied without editing the graph, so one trace serves every prefix.
+    """
+    kept: set = set()
+    for node in reversed(graph.nodes):
+        if node.op == "output":
+            continue
+        if node is tap_node or node.is_impure() or any(u in kept for u in node.users):
+            kept.add(node)
+    return kept
+
+
+def _node_params(trunk: nn.Module, nodes) -> Dict[int, int]:
+    """``{id(parameter): numel}`` of the attributes and modules that ``nodes`` reference."""
+    found: Dict[int, int] = {}
+    for node in nodes:
+        if node.op not in ("call_module", "get_attr"):
+            continue
+        owner = trunk
+        for part in str(node.target).split("."):
+            owner = getattr(owner, part)
+        tensors = owner.parameters() if isinstance(owner, nn.Module) else (
+            [owner] if isinstance(owner, nn.Parameter) else [])
+        for p in tensors:
+            found[id(p)] = p.numel()
+    return found
+
+
+def prefix_costs(module: nn.Module, tap_names: Sequence[str], example: torch.Tensor, *,
+                 donor_name: str = "donor") -> list:
+    """``[(parameter ids, parameters, MACs)]`` of the trunk cut after each tap, in one pass.
+
+    Each entry equals ``count_params`` and ``count_macs`` of ``build_trunk(module, [tap])``:
+    the trunk for every tap is traced once, each node's FLOPs are counted on one forward, and a
+    prefix sums the nodes its own trunk would keep (``_kept_nodes``). Nested tap names, which
+    ``create_feature_extractor`` resolves differently together than alone, are cut one by one.
+    """
+    if _nested(tap_names):
+        out = []
+        for name in tap_names:
+            trunk = build_trunk(module, [name], donor_name=donor_name)
+            ids = frozenset(id(p) for p in trunk.parameters())
+            out.append((ids, count_params(trunk), count_macs(trunk, example)))
+        return out
+    trunk = build_trunk(module, list(tap_names), donor_name=donor_name)
+    was_training = trunk.training
+    trunk.eval()  # selects the eval graph, the one count_macs runs
+    try:
+        graphs = [trunk.train_graph, trunk.eval_graph] if hasattr(trunk, "eval_graph") else [trunk.graph]
+        flops: Dict[object, int] = {}
+
+        class _PerNode(torch.fx.Interpreter):
+            def run_node(self, node):
+                before = counter.get_total_flops()
+                result = super().run_node(node)
+                flops[node] = counter.get_total_flops() - before
+                return result
+
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            _PerNode(trunk).run(example)
+        outputs = [next(n for n in g.nodes if n.op == "output").args[0] for g in graphs]
+        eval_outputs = next(n for n in trunk.graph.nodes if n.op == "output").args[0]
+        result = []
+        for i in range(len(tap_names)):
+            params: Dict[int, int] = {}
+            for graph, outs in zip(graphs, outputs):
+                params.update(_node_params(trunk, _kept_nodes(graph, outs[f"t{i}"])))
+            macs = sum(flops.get(n, 0) for n in _kept_nodes(trunk.graph, eval_outputs[f"t{i}"]))
+            result.append((frozenset(params), sum(params.values()), int(macs) // 2))
+        return result
+    finally:
+        trunk.train(was_training)

@@ -46,7 +46,7 @@ def _pairs():
     import torch
 
     import graftsearch as gs
-    from graftsearch.donors._preprocessing import Normalize
+    from graftsearch.donors._normalize import Normalize
 
     def deployable(donor, taps, classes):
         torch.manual_seed(0)

@@ -116,7 +116,7 @@ def run_seed(seed: int, data: Path, args) -> List[Dict[str, object]]:
 
     import graftsearch as gs
     from graftsearch.data._store import build_image_store
-    from graftsearch.donors._preprocessing import Normalize
+    from graftsearch.donors._normalize import Normalize
     from graftsearch.training import compute_metrics, train_head
 
     from benchmarks._head2toe import head2toe

@@ -12,51 +12,43 @@ and every error type in :mod:`graftsearch.errors`; ARCHITECTURE.md says where ea
 """
 
 from graftsearch._version import __version__
+from graftsearch import errors  # noqa: F401  (the module of every error type)
 from graftsearch._utils.errors import (DataError, DonorError, FitnessError, GraftSearchError,
                                        ParameterError, SearchError)
+from graftsearch._utils.lazy import lazy_exports as _lazy_exports
 from graftsearch._utils.progress import Progress, ProgressCallback
-from graftsearch.taps._head import HeadSpec
-from graftsearch.donors._spec import Donor
-from graftsearch.donors._zoo import load_donor
-from graftsearch.data._sources import load_dataset
-from graftsearch.cultivate._cultivate import CultivateSettings, cultivate_donor
-from graftsearch.features._cache import FeatureCache, build_cache
-from graftsearch.features._source import ArrayFeatures
-from graftsearch.fitness._base import Fitness
-from graftsearch.fitness._custom import FitnessFunction, SelectionContext
-from graftsearch.fitness._evaluation import Evaluation
-from graftsearch.fitness._factory import make_fitness
-from graftsearch.fitness._fast import FastSettings
-from graftsearch.fitness._mlp import MLPSettings
-from graftsearch.optimize._result import SearchResult
-from graftsearch.optimize._search import run_search
-from graftsearch.optimize._settings import SearchSettings
-from graftsearch.graft._model import GraftedModel
-from graftsearch.graft._settings import FinalSettings
-from graftsearch.graft._final import FinalModel, train_final, train_final_from_run
-from graftsearch.graft._export import export_model, load_model
-from graftsearch.report._report import write_report
-from graftsearch.pipeline._settings import RunSettings
-from graftsearch.pipeline._pipeline import RunOutcome, run
-from graftsearch.pipeline._api import search
-from graftsearch import errors
 
-__all__ = [
-    "__version__",
-    # entry points
-    "run", "search", "run_search", "load_donor", "load_dataset", "build_cache", "make_fitness",
-    "cultivate_donor", "train_final", "train_final_from_run", "export_model", "load_model",
-    "write_report",
-    # settings
-    "RunSettings", "SearchSettings", "FinalSettings", "CultivateSettings", "HeadSpec",
-    "FastSettings", "MLPSettings",
-    # results and the objects they hold
-    "SearchResult", "RunOutcome", "FinalModel", "Donor", "GraftedModel", "FeatureCache",
-    "ArrayFeatures", "Evaluation",
-    # your own fitness
-    "Fitness", "FitnessFunction", "SelectionContext",
-    # progress
-    "Progress", "ProgressCallback",
-    # errors (every one of them: graftsearch.errors)
-    "GraftSearchError", "ParameterError", "DataError", "DonorError", "SearchError", "FitnessError",
-]
+__all__ = ["__version__", "GraftSearchError", "ParameterError", "DataError",
+           "DonorError", "SearchError", "FitnessError", "Progress", "ProgressCallback"]
+
+# The stages' names load on first use (graftsearch._utils.lazy): `import graftsearch` and the
+# command line's --help stay free of torch.
+_LAZY, __getattr__, __dir__ = _lazy_exports(__name__, {
+    # entry points, with their settings and results
+    "graftsearch.pipeline._pipeline": ("run", "RunOutcome"),
+    "graftsearch.pipeline._api": ("search",),
+    "graftsearch.pipeline._settings": ("RunSettings",),
+    "graftsearch.optimize._search": ("run_search",),
+    "graftsearch.optimize._settings": ("SearchSettings",),
+    "graftsearch.optimize._result": ("SearchResult",),
+    "graftsearch.donors._zoo": ("load_donor",),
+    "graftsearch.donors._donor": ("Donor",),
+    "graftsearch.data._sources": ("load_dataset",),
+    "graftsearch.features._cache": ("build_cache", "FeatureCache"),
+    "graftsearch.features._source": ("ArrayFeatures",),
+    "graftsearch.cultivate._cultivate": ("cultivate_donor",),
+    "graftsearch.cultivate._settings": ("CultivateSettings",),
+    "graftsearch.graft._final": ("train_final", "train_final_from_run", "FinalModel"),
+    "graftsearch.graft._settings": ("FinalSettings",),
+    "graftsearch.graft._export": ("export_model", "load_model"),
+    "graftsearch.graft._model": ("GraftedModel",),
+    "graftsearch.report._report": ("write_report",),
+    "graftsearch.taps._head": ("HeadSpec",),
+    # fitness: the built-in proxies' settings and your own
+    "graftsearch.fitness._factory": ("make_fitness",),
+    "graftsearch.fitness._settings": ("FastSettings", "MLPSettings"),
+    "graftsearch.fitness._evaluation": ("Evaluation",),
+    "graftsearch.fitness._base": ("Fitness",),
+    "graftsearch.fitness._custom": ("FitnessFunction", "SelectionContext"),
+})
+__all__ += _LAZY

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import graftsearch as gs
-from graftsearch.training._headtrain import TrainSchedule
+from graftsearch.training._schedule import TrainSchedule
 from graftsearch.data._images import load_image
 from graftsearch.graft._record import FinalMetrics
 

@@ -9,14 +9,11 @@ from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-from graftsearch.features._cache import CacheShard, FeatureCache, build_cache, describe, find_caches
-from graftsearch.data import load_dataset
-from graftsearch.donors._zoo import load_donor
 from graftsearch._utils.errors import CacheError
 from graftsearch.pipeline._settings import build_part, cache_kwargs, prepare_data
 from graftsearch.taps._records import MIB
 from ._common import (CACHE_SETTINGS, DATA_SETTINGS, DONOR_SETTINGS, add_settings, console,
-                      console_err, settings_values)
+                      console_err, donor_spec, settings_values)
 
 
 def register(sub) -> None:
@@ -48,7 +45,13 @@ def run(args: argparse.Namespace) -> int:
     values = settings_values(args)
     spec = build_part("data", values)
     options = {**cache_kwargs(values), "shard": args.shard, "merge": args.merge}
-    donor = load_donor(build_part("donor", values))
+    donor_part = donor_spec(values)
+    # The stages load here, not with the parser: --help and argument errors stay free of torch.
+    from graftsearch.data import load_dataset
+    from graftsearch.donors._zoo import load_donor
+    from graftsearch.features._cache import CacheShard, build_cache
+
+    donor = load_donor(donor_part)
     console().print(f"donor {donor.name}: {donor.weights_text}", highlight=False, soft_wrap=True,
                     markup=False)
     prepare_data(values["data"])
@@ -111,7 +114,9 @@ class _bar:
                              rate=f"{rate:,.1f} images/s" if rate else "")
 
 
-def _print_cache(cache: FeatureCache) -> None:
+def _print_cache(cache) -> None:
+    from graftsearch.features._cache import describe
+
     d = describe(cache)
     n = sum(d["images"].values())
     out = console()
@@ -134,6 +139,8 @@ def _print_cache(cache: FeatureCache) -> None:
 
 def _info(path: str, *, as_json: bool) -> int:
     from pathlib import Path
+
+    from graftsearch.features._cache import FeatureCache, describe, find_caches
 
     p = Path(path).expanduser()
     if (p / "manifest.json").exists():

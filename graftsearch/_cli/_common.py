@@ -70,3 +70,15 @@ def add_settings(parser, names: Iterable[str]) -> None:
 def settings_values(args: argparse.Namespace) -> Dict[str, Any]:
     """Every setting, from the flags given and the defaults of the rest."""
     return values_from({k: v for k, v in vars(args).items() if k in FIELDS})
+
+
+def donor_spec(values: Dict[str, Any]):
+    """The donor part of ``values``, its name checked before torch is imported (a misspelt donor
+    is told in a fraction of a second)."""
+    from graftsearch.donors._names import check_donor_name
+    from graftsearch.pipeline._settings import build_part
+
+    spec = build_part("donor", values)
+    if spec.name is not None and spec.checkpoint is None:
+        check_donor_name(spec.name)
+    return spec

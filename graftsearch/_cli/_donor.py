@@ -8,14 +8,11 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from graftsearch.cultivate._cultivate import HEADS, CultivateSettings, cultivate_donor
-from graftsearch.data import load_dataset
+from graftsearch.cultivate._settings import HEADS, CultivateSettings
 from graftsearch.training._recipe import RECIPES
-from graftsearch.donors._zoo import load_donor
 from graftsearch._utils.errors import ParameterError, param_message
 from graftsearch.pipeline._settings import build_part, prepare_data
-from graftsearch.report._report import fmt_float, fmt_int, fmt_mib, fmt_pct
-from ._common import DATA_SETTINGS, DONOR_SETTINGS, add_settings, console, settings_values
+from ._common import DATA_SETTINGS, DONOR_SETTINGS, add_settings, console, donor_spec, settings_values
 
 
 def register(sub) -> None:
@@ -88,9 +85,16 @@ def run_train(args: argparse.Namespace) -> int:
                           trainable_taps=_trainable(args.trainable_taps), epochs=args.epochs,
                           batch_size=args.train_batch_size, lr=args.lr, weight_decay=args.weight_decay,
                           patience=args.patience or None, augment=args.augment)
+    donor_part = donor_spec(values)
+    # The stages load here, not with the parser: --help and argument errors stay free of torch.
+    from graftsearch.cultivate._cultivate import cultivate_donor
+    from graftsearch.data import load_dataset
+    from graftsearch.donors._zoo import load_donor
+    from graftsearch.report._report import fmt_float, fmt_int, fmt_mib, fmt_pct
+
     prepare_data(values["data"])
     dataset = load_dataset(build_part("data", values))
-    donor = load_donor(build_part("donor", values))
+    donor = load_donor(donor_part)
     console().print(f"donor {donor.name}: {donor.weights_text}", highlight=False, markup=False,
                     soft_wrap=True)
     out = Path(args.out) if args.out else Path(f"donor-{donor.name}.pt")

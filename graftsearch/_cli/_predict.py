@@ -7,15 +7,15 @@ import csv
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
-import torch
 from rich.markup import escape
 
 from graftsearch._utils.errors import DataError, ExportError, ParameterError, param_message
-from graftsearch.graft._export import MODEL_PT, TORCHSCRIPT, is_torchscript, load_model, load_torchscript
-from graftsearch.data._images import open_rgb, to_tensor01
 from graftsearch.optimize._runfiles import RunFiles, parse_bool
+
+if TYPE_CHECKING:
+    import torch
 from ._common import EXIT_OK, console_err
 
 logger = logging.getLogger("graftsearch")
@@ -62,8 +62,12 @@ def _model_dir(run_dir: Path) -> Path:
                       f"before its final training. Finish it with `graftsearch resume {run_dir}`.")
 
 
-def open_model(path) -> Tuple[torch.nn.Module, Dict[str, Any]]:
+def open_model(path) -> Tuple["torch.nn.Module", Dict[str, Any]]:
     """The model behind ``path`` and its description (image size, class names)."""
+    # torch loads here, not with the parser: --help and argument errors stay free of it
+    from graftsearch.graft._export import (MODEL_PT, TORCHSCRIPT, is_torchscript, load_model,
+                                           load_torchscript)
+
     path = Path(path)
     if path.is_dir() and not any((path / n).is_file() for n in (TORCHSCRIPT, MODEL_PT)) \
             and (RunFiles(path).config.is_file() or RunFiles(path).best.is_dir()):
@@ -90,10 +94,14 @@ def open_model(path) -> Tuple[torch.nn.Module, Dict[str, Any]]:
     return model, model.describe()
 
 
-def predict_files(model: torch.nn.Module, meta: Dict[str, Any], paths: List[str], *,
+def predict_files(model: "torch.nn.Module", meta: Dict[str, Any], paths: List[str], *,
                   top: int = 1, batch_size: int = 32) -> List[Dict[str, Any]]:
     """One result per path, in order: its ``predictions``, or the ``error`` that kept the image
     from being read (one bad file does not cost the others their answer)."""
+    import torch
+
+    from graftsearch.data._images import open_rgb, to_tensor01
+
     size = int(meta["image_size"])
     names = list(meta.get("class_names") or [])
     out: List[Dict[str, Any]] = []

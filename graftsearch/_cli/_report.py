@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from graftsearch.report._report import CONVERGENCE_PNG, PARETO_PNG, write_report
 from ._common import console
 
 
@@ -18,6 +17,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # pandas and matplotlib load here, not with the parser (--help stays quick)
+    from graftsearch.report._report import CONVERGENCE_PNG, PARETO_PNG, write_report
+
     path = write_report(args.run_dir)
     console().print(f"wrote {path}, {path.parent / PARETO_PNG}, {path.parent / CONVERGENCE_PNG}",
                     highlight=False, markup=False)

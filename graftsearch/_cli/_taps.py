@@ -7,11 +7,11 @@ import argparse
 from rich import box
 from rich.table import Table
 
-from graftsearch.donors._spec import NO_WEIGHTS
 from graftsearch.donors import _timm
-from graftsearch.donors._zoo import donor_names, load_donor
+from graftsearch.donors._names import donor_names, timm_families
+from graftsearch.donors._spec import NO_WEIGHTS
 from graftsearch.pipeline._settings import build_part
-from ._common import DONOR_SETTINGS, add_settings, console, settings_values
+from ._common import DONOR_SETTINGS, add_settings, console, donor_spec, settings_values
 
 
 def register(sub) -> None:
@@ -32,7 +32,7 @@ def register(sub) -> None:
 
 def _print_timm_families() -> None:
     # timm has 1000+ models: one line per family keeps --list readable
-    families = _timm.families()
+    families = timm_families()
     if not families:
         console().print(f"timm:NAME (timm's models: not installed; `{_timm.INSTALL_HINT}`)",
                         highlight=False, markup=False, soft_wrap=True)
@@ -56,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     values = settings_values(args)
     head = build_part("head", values, num_classes=args.classes)
-    donor = load_donor(build_part("donor", values), load_weights=False)
+    spec = donor_spec(values)
+    # torch loads here, not with the parser: --help, --list and argument errors stay free of it
+    from graftsearch.donors._zoo import load_donor
+
+    donor = load_donor(spec, load_weights=False)
     taps = donor.taps(values["image_size"])
     # Numbers never wrap or shrink (a cut number is worse than none); without side borders and
     # with two-line headers VGG16 at 224 px takes 76 columns, and a long tap name folds.

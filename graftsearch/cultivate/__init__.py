@@ -1,5 +1,9 @@
 """Stage 4, cultivation (the paper's step 1): fine-tune the donor on the train split before grafting."""
 
-from graftsearch.cultivate._cultivate import CultivateSettings, Cultivation, cultivate_donor
+from graftsearch._utils.lazy import lazy_exports as _lazy_exports
 
-__all__ = ['CultivateSettings', 'Cultivation', 'cultivate_donor']
+# Each name is imported from its module on first use (graftsearch._utils.lazy).
+__all__, __getattr__, __dir__ = _lazy_exports(__name__, {
+    "graftsearch.cultivate._settings": ("CultivateSettings",),
+    "graftsearch.cultivate._cultivate": ("Cultivation", "cultivate_donor"),
+})

@@ -1,9 +1,12 @@
 """Stage 3, data: image sources (DeepWeeds, image folders, CSV listings), their splits, loaders and
 the DeepWeeds download."""
 
-from graftsearch.data._spec import DataSpec
-from graftsearch.data._sources import ImageDataset, load_dataset
-from graftsearch.data._loading import make_loader
-from graftsearch.data._download import download_deepweeds
+from graftsearch._utils.lazy import lazy_exports as _lazy_exports
 
-__all__ = ['DataSpec', 'ImageDataset', 'load_dataset', 'make_loader', 'download_deepweeds']
+# Each name is imported from its module on first use (graftsearch._utils.lazy).
+__all__, __getattr__, __dir__ = _lazy_exports(__name__, {
+    "graftsearch.data._spec": ("DataSpec",),
+    "graftsearch.data._sources": ("ImageDataset", "load_dataset"),
+    "graftsearch.data._loading": ("make_loader",),
+    "graftsearch.data._download": ("download_deepweeds",),
+})

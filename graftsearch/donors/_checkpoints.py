@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from graftsearch._utils.errors import CheckpointError, param_message
-from graftsearch.donors._spec import Donor
+from graftsearch.donors._donor import Donor
 from graftsearch.taps._trace import ScriptedLeaf
 
 CHECKPOINT_FORMAT = "graftsearch-donor"

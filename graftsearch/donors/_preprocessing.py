@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Tuple
 
-import torch
-from torch import nn
-
 from graftsearch._utils.errors import ParameterError, param_message
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -43,15 +40,3 @@ def check_image_size(image_size: object) -> int:
         raise ParameterError(param_message("image_size", "a positive integer (pixels per side)",
                                            image_size))
     return image_size
-
-
-class Normalize(nn.Module):
-    """``(x - mean) / std`` on (N, 3, H, W) tensors in [0, 1]; buffers only, no parameters."""
-
-    def __init__(self, mean: Tuple[float, ...], std: Tuple[float, ...]):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std

@@ -8,9 +8,10 @@ timm knows without downloading anything, so taps and costs never need the networ
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
-from torch import nn
+if TYPE_CHECKING:  # timm brings torch; the names here load without either
+    from torch import nn
 
 from graftsearch._utils.errors import DonorError, close_matches_hint, param_message
 from graftsearch.donors._spec import DEFAULT_WEIGHTS, NO_WEIGHTS

@@ -20,31 +20,19 @@ from graftsearch._utils.errors import (CheckpointError, DonorError, ParameterErr
                                       param_message)
 from graftsearch.donors._checkpoints import load_state_checked, read_checkpoint, unwrap_state
 from graftsearch.donors._preprocessing import IMAGENET_MEAN, IMAGENET_STD, PAPER_IMAGE_SIZE
-from graftsearch.donors._spec import (DEFAULT_WEIGHTS, NO_WEIGHTS, Donor, DonorSpec,
-                                      normalize_weights, weights_text)
+from graftsearch.donors._donor import Donor
+from graftsearch.donors._spec import (DEFAULT_WEIGHTS, NO_WEIGHTS, DonorSpec, normalize_weights,
+                                      weights_text)
 from graftsearch.donors import _timm
+from graftsearch.donors._names import LITE0, PAPER_DONOR, check_donor_name, donor_names
 
 logger = logging.getLogger("graftsearch")
 
-PAPER_DONOR = "paper_vgg16"
-LITE0 = "efficientnet_lite0"
 #: The one weights set shipped for efficientnet_lite0, and the names accepted for it.
 LITE0_WEIGHTS = "IMAGENET"
 _LITE0_ALIASES = (LITE0_WEIGHTS, "IMAGENET1K", "IMAGENET1K_V1", DEFAULT_WEIGHTS)
 #: The paper's donor is VGG16's trunk with ImageNet weights under the paper's head.
 _PAPER_TRUNK = "vgg16"
-
-
-def torchvision_names() -> List[str]:
-    import torchvision
-
-    return sorted(torchvision.models.list_models(module=torchvision.models))
-
-
-def donor_names() -> List[str]:
-    """Every donor name :func:`load_donor` accepts besides ``timm:NAME`` (timm's 1000+ models
-    are listed by :func:`graftsearch.donors._timm.families`)."""
-    return sorted(set(torchvision_names()) | {LITE0, PAPER_DONOR})
 
 
 def is_donor_name(name: object) -> bool:
@@ -79,7 +67,7 @@ def resolve_weights(name: Optional[str], weights: Optional[str]) -> Optional[str
         return LITE0_WEIGHTS
     if name == PAPER_DONOR:
         return _weights_enum(_PAPER_TRUNK, weights).name
-    _check_name(name)
+    check_donor_name(name)
     return _weights_enum(name, weights).name
 
 
@@ -163,18 +151,6 @@ def load_donor(spec: Union[DonorSpec, str, None] = None, /, *, progress: bool = 
     return donor
 
 
-def _check_name(name: str) -> None:
-    if _timm.is_timm_name(name):
-        _timm.arch_of(name)
-        return
-    if name not in donor_names():
-        raise DonorError(param_message(
-            "donor", "a torchvision classification model, 'efficientnet_lite0', 'paper_vgg16' "
-            "or 'timm:NAME'",
-            name, (close_matches_hint(name, donor_names()) + " Use `graftsearch taps --list` to "
-                   "see every name, or load a checkpoint with `--donor-checkpoint FILE`.").strip()))
-
-
 def _weights_enum(name: str, weights: str):
     import torchvision
 
@@ -209,7 +185,7 @@ def _fetch_state(weights, progress: bool) -> Dict[str, torch.Tensor]:
 def _torchvision(spec: DonorSpec, progress: bool, *, load_weights: bool = True) -> Donor:
     import torchvision
 
-    _check_name(spec.name)
+    check_donor_name(spec.name)
     default = torchvision.models.get_model_weights(spec.name).DEFAULT
     size, mean, std = _preprocessing_of(default)
     class_names = None
@@ -317,7 +293,7 @@ def _from_checkpoint(spec: DonorSpec) -> Donor:
     if name is None:
         raise CheckpointError(f"The checkpoint '{path}' holds a state dict; say which "
                               "architecture it belongs to with `--donor ARCH` (and `--classes N`).")
-    _check_name(name)
+    check_donor_name(name)
     state = unwrap_state(contents.mapping)
     num_classes = spec.num_classes or meta.get("num_classes")
     if num_classes is None:

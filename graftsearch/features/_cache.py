@@ -32,86 +32,26 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from graftsearch._utils.device import check_device, resolve_device
+from graftsearch._utils.device import resolve_device
 from graftsearch._utils.atomic import write_json
 from graftsearch.data._spec import SPLITS
 from graftsearch.data._sources import ImageDataset
 from graftsearch.data._loading import bad_images_message
 from graftsearch._utils.errors import CacheError, DataError, ParameterError, param_message
-from graftsearch.features._extract import (Chunk, assemble, default_workers, extract_chunks, plan_chunks,
+from graftsearch.features._extract import (Chunk, assemble, extract_chunks, plan_chunks,
                        prepare_trunk, read_chunk)
 from graftsearch.data._images import RESIZE_METHOD
-from graftsearch.donors._preprocessing import Preprocessing, check_image_size
+from graftsearch.donors._preprocessing import Preprocessing
 from graftsearch._utils.progress import ProgressCallback, report
 from graftsearch.taps._records import TapList
 from graftsearch._version import __version__
+from graftsearch._utils.paths import default_cache_dir
+from graftsearch.features._options import DEFAULT_CHUNK, CacheOptions, default_workers
 
 logger = logging.getLogger("graftsearch")
 
 CACHE_FORMAT = 1
-DTYPES = ("float32", "float16")
-DEFAULT_CHUNK = 1024
 MANIFEST = "manifest.json"
-
-
-def default_cache_dir() -> Path:
-    """``$GRAFTSEARCH_CACHE`` or ``~/.cache/graftsearch``."""
-    env = os.environ.get("GRAFTSEARCH_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "graftsearch"
-
-
-def parse_shard(value: Union[str, Tuple[int, int], None]) -> Optional[Tuple[int, int]]:
-    """``"i/n"`` or ``(i, n)`` with 0 <= i < n, or None."""
-    if value is None:
-        return None
-    expected = "'i/n' with integers 0 <= i < n (shard 0/4 ... 3/4)"
-    try:
-        if isinstance(value, str):
-            i_text, n_text = value.split("/")
-            i, n = int(i_text), int(n_text)
-        else:
-            i, n = (int(v) for v in value)
-    except (ValueError, TypeError):
-        raise ParameterError(param_message("shard", expected, value)) from None
-    if not (n >= 1 and 0 <= i < n):
-        raise ParameterError(param_message("shard", expected, value))
-    return (i, n)
-
-
-@dataclass(frozen=True, kw_only=True)
-class CacheOptions:
-    """How to build a cache (only ``dtype`` and the image size change its contents)."""
-
-    image_size: Optional[int] = None
-    cache_dir: Optional[Path] = None
-    dtype: str = "float32"
-    device: str = "auto"
-    batch_size: int = 64
-    num_workers: Optional[int] = None
-    shard: Optional[Tuple[int, int]] = None
-    merge: bool = False
-    skip_bad_images: bool = False
-    chunk_size: int = DEFAULT_CHUNK
-
-    def __post_init__(self) -> None:
-        if self.image_size is not None:
-            check_image_size(self.image_size)
-        if self.cache_dir is not None:
-            object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
-        if self.dtype not in DTYPES:
-            raise ParameterError(param_message("dtype", f"one of {list(DTYPES)}", self.dtype))
-        check_device(self.device)
-        for name, low in (("batch_size", 1), ("chunk_size", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise ParameterError(param_message(name, "a positive integer", v))
-        w = self.num_workers
-        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 0):
-            raise ParameterError(param_message("num_workers", "a non-negative integer or None", w))
-        object.__setattr__(self, "shard", parse_shard(self.shard))
-        if self.merge and self.shard is not None:
-            raise ParameterError(param_message("merge", "False together with a shard", self.merge,
-                                               "Merge in a separate call without --shard."))
 
 
 @dataclass(frozen=True)

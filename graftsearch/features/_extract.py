@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 from contextlib import ExitStack
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,6 +261,3 @@ def assemble(path: Path, chunk_dir: Path, chunks: Sequence[Chunk], dataset: Imag
                            "skipped": [{"file": f, "error": e} for f, e in bad_all[split_name]]}
     return out
 
-
-def default_workers() -> int:
-    return max(0, min(4, (os.cpu_count() or 1) - 1))

@@ -145,12 +145,6 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
-def check_threads(threads: Any) -> None:
-    if threads is not None and (not is_int(threads) or threads < 1):
-        raise ParameterError(param_message(
-            "threads", "an integer >= 1, or None to keep the process's torch threads", threads))
-
-
 class _Proxy(Fitness):
     """What the built-in proxies share: the bound source and seed, selection checks, ``key()``.
 

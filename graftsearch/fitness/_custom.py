@@ -35,7 +35,8 @@ import numpy as np
 from graftsearch._utils.errors import FitnessError, ParameterError, param_message
 from graftsearch.fitness._evaluation import Evaluation
 from graftsearch.features._source import FeatureSource, selection_features
-from graftsearch.fitness._base import Fitness, as_feature_source, check_seed, check_threads
+from graftsearch.fitness._base import Fitness, as_feature_source, check_seed
+from graftsearch.fitness._settings import check_threads
 from graftsearch._utils.threads import torch_threads
 from graftsearch._utils.seeding import derive_seed
 from graftsearch.taps._selection import taps_string

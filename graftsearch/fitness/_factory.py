@@ -7,10 +7,10 @@ from typing import Any
 from graftsearch._utils.errors import Described, ParameterError, close_matches_hint, param_message
 from graftsearch.fitness._base import Fitness
 from graftsearch.fitness._custom import CustomFitness, FitnessFunction
-from graftsearch.fitness._fast import FastProxy, FastSettings
-from graftsearch.fitness._mlp import MLPProxy, MLPSettings
+from graftsearch.fitness._fast import FastProxy
+from graftsearch.fitness._mlp import MLPProxy
+from graftsearch.fitness._settings import FITNESS_KINDS, FastSettings, MLPSettings
 
-FITNESS_KINDS = ("mlp", "fast")
 
 
 def make_fitness(kind: Any, source: Any = None, *, seed: int = 0, fail_fast: bool = False,

@@ -6,72 +6,19 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
-from graftsearch._utils.checks import is_real
-from graftsearch._utils.errors import DataError, ParameterError, close_matches_hint, param_message
+from graftsearch._utils.errors import DataError, ParameterError, param_message
 from graftsearch._utils.threads import torch_threads
 from graftsearch.features._source import FeatureSource
-from graftsearch.fitness._base import _Proxy, check_threads
+from graftsearch.fitness._base import _Proxy
 from graftsearch.fitness._evaluation import Evaluation
+from graftsearch.fitness._settings import FastSettings
 from graftsearch.training._headtrain import standardisation
 from graftsearch.training._metrics import cross_entropy
-
-PROBES = ("lda", "ridge")
-
-
-def _check_choice(name: str, value: Any, choices: Tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value not in choices:
-        hint = close_matches_hint(value, choices) if isinstance(value, str) else ""
-        raise ParameterError(param_message(name, f"one of {', '.join(map(repr, choices))}", value,
-                                           hint or None))
-
-
-@dataclass(frozen=True, kw_only=True)
-class FastSettings:
-    """Settings of the ``fast`` proxy.
-
-    ``probe="lda"`` (default): linear discriminant analysis with the within-class covariance
-    shrunk towards a multiple of the identity, ``(1 - g) S + g tr(S)/d I``; ``shrinkage`` is g in
-    [0, 1] or ``"auto"``. ``probe="ridge"``: ridge least squares on one-hot targets with penalty
-    ``alpha * n_train`` on standardised features; ``alpha`` is a float > 0 or ``"gcv"``
-    (generalised cross-validation over ``alphas``, one eigendecomposition per evaluation).
-    ``threads`` is the torch thread count for the precomputation and every evaluation.
-    """
-
-    probe: str = "lda"
-    shrinkage: Union[float, str] = "auto"
-    alpha: Union[float, str] = "gcv"
-    alphas: Tuple[float, ...] = tuple(float(10.0 ** (k / 4)) for k in range(-16, 9))
-    threads: Optional[int] = 1
-
-    def __post_init__(self) -> None:
-        _check_choice("probe", self.probe, PROBES)
-        if self.shrinkage != "auto" and (not is_real(self.shrinkage)
-                                         or not 0.0 <= float(self.shrinkage) <= 1.0):
-            raise ParameterError(param_message("shrinkage", "a float in [0, 1] or 'auto'", self.shrinkage))
-        if self.alpha != "gcv" and (not is_real(self.alpha)
-                                    or self.alpha <= 0):
-            raise ParameterError(param_message("alpha", "a float > 0 or 'gcv'", self.alpha))
-        alphas = tuple(self.alphas) if isinstance(self.alphas, (tuple, list)) else None
-        if not alphas or not all(is_real(a) and a > 0 for a in alphas):
-            raise ParameterError(param_message("alphas", "a non-empty tuple of floats > 0", self.alphas))
-        object.__setattr__(self, "alphas", tuple(float(a) for a in alphas))
-        check_threads(self.threads)
-
-    def as_dict(self) -> Dict[str, Any]:
-        d: Dict[str, Any] = {"probe": self.probe, "threads": self.threads}
-        if self.probe == "lda":
-            d["shrinkage"] = self.shrinkage if self.shrinkage == "auto" else float(self.shrinkage)
-        else:
-            d["alpha"] = self.alpha if self.alpha == "gcv" else float(self.alpha)
-            if self.alpha == "gcv":
-                d["alphas"] = list(self.alphas)
-        return d
-
 
 class _GramStats:
     """Everything a ``fast`` evaluation needs, computed once over all taps of the train split.

@@ -1,12 +1,16 @@
 """Stage 8, the graft: the grafted model, its final training, export, int8 quantisation and
 measurement (latency, memory)."""
 
-from graftsearch.graft._model import GraftedModel
-from graftsearch.graft._settings import FinalSettings
-from graftsearch.graft._final import FinalModel, train_final, train_final_from_run
-from graftsearch.graft._record import FinalMetrics
-from graftsearch.graft._export import DeployableModel, ExportResult, export_model, load_model
-from graftsearch.graft._quantize import quantize_int8
-from graftsearch.graft._measure import Latency, PeakMemory, compare_latency, measure_latency, measure_peak_memory
+from graftsearch._utils.lazy import lazy_exports as _lazy_exports
 
-__all__ = ['GraftedModel', 'FinalModel', 'FinalMetrics', 'FinalSettings', 'train_final', 'train_final_from_run', 'DeployableModel', 'ExportResult', 'export_model', 'load_model', 'quantize_int8', 'Latency', 'PeakMemory', 'compare_latency', 'measure_latency', 'measure_peak_memory']
+# Each name is imported from its module on first use (graftsearch._utils.lazy).
+__all__, __getattr__, __dir__ = _lazy_exports(__name__, {
+    "graftsearch.graft._model": ("GraftedModel",),
+    "graftsearch.graft._settings": ("FinalSettings",),
+    "graftsearch.graft._final": ("FinalModel", "train_final", "train_final_from_run"),
+    "graftsearch.graft._record": ("FinalMetrics",),
+    "graftsearch.graft._export": ("DeployableModel", "ExportResult", "export_model", "load_model"),
+    "graftsearch.graft._quantize": ("quantize_int8",),
+    "graftsearch.graft._measure": (
+        "Latency", "PeakMemory", "compare_latency", "measure_latency", "measure_peak_memory"),
+})

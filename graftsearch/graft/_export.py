@@ -27,7 +27,7 @@ from graftsearch.donors._checkpoints import is_torchscript, jit_load
 from graftsearch._utils.errors import ExportError, ParameterError, param_message
 from graftsearch.graft._model import GraftedModel
 from graftsearch.taps._head import HeadSpec
-from graftsearch.donors._preprocessing import Normalize
+from graftsearch.donors._normalize import Normalize
 from graftsearch.taps._records import TapList
 from graftsearch._version import __version__
 

@@ -39,7 +39,8 @@ from graftsearch.graft._model import GraftedModel
 from graftsearch.training._imagetrain import logits_on_images, loss_and_accuracy, train_epoch
 from graftsearch.taps._head import HeadSpec
 from graftsearch.training._metrics import ClassificationMetrics, compute_metrics
-from graftsearch.donors._preprocessing import Normalize, Preprocessing
+from graftsearch.donors._normalize import Normalize
+from graftsearch.donors._preprocessing import Preprocessing
 from graftsearch._utils.progress import ProgressCallback, report
 from graftsearch._utils.seeding import derive_seed
 from graftsearch.taps._records import params_mib

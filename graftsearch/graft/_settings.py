@@ -59,7 +59,7 @@ class FinalSettings:
     onnx: Optional[bool] = None
 
     def __post_init__(self) -> None:
-        from graftsearch.training._headtrain import PAPER_SCHEDULE, TrainSchedule
+        from graftsearch.training._schedule import PAPER_SCHEDULE, TrainSchedule
 
         if self.schedule is None:
             object.__setattr__(self, "schedule", PAPER_SCHEDULE)

@@ -1,8 +1,11 @@
 """Stage 7, the search: a constraint-handling NSGA-II (on DEAP) over one bit per tap, its archive,
 parallel evaluation, checkpoints and result."""
 
-from graftsearch.optimize._settings import SearchSettings
-from graftsearch.optimize._search import run_search
-from graftsearch.optimize._result import Pick, SearchResult
+from graftsearch._utils.lazy import lazy_exports as _lazy_exports
 
-__all__ = ['SearchSettings', 'run_search', 'Pick', 'SearchResult']
+# Each name is imported from its module on first use (graftsearch._utils.lazy).
+__all__, __getattr__, __dir__ = _lazy_exports(__name__, {
+    "graftsearch.optimize._settings": ("SearchSettings",),
+    "graftsearch.optimize._search": ("run_search",),
+    "graftsearch.optimize._result": ("Pick", "SearchResult"),
+})

@@ -1,8 +1,11 @@
 """The whole path as one call: :func:`run` (what ``graftsearch run`` does) with its
 :class:`RunSettings`, and :func:`search` (donor + data or features -> search result)."""
 
-from graftsearch.pipeline._settings import RunSettings
-from graftsearch.pipeline._pipeline import RunOutcome, run
-from graftsearch.pipeline._api import search
+from graftsearch._utils.lazy import lazy_exports as _lazy_exports
 
-__all__ = ['RunSettings', 'RunOutcome', 'run', 'search']
+# Each name is imported from its module on first use (graftsearch._utils.lazy).
+__all__, __getattr__, __dir__ = _lazy_exports(__name__, {
+    "graftsearch.pipeline._settings": ("RunSettings",),
+    "graftsearch.pipeline._pipeline": ("RunOutcome", "run"),
+    "graftsearch.pipeline._api": ("search",),
+})

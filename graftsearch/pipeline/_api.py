@@ -39,7 +39,8 @@ def search(*, donor: Any = None, weights: Optional[str] = DEFAULTS["weights"], d
     :class:`SearchResult`.
     """
     from graftsearch.data import DataSpec, ImageDataset, load_dataset
-    from graftsearch.donors._spec import Donor, DonorSpec
+    from graftsearch.donors._donor import Donor
+    from graftsearch.donors._spec import DonorSpec
     from graftsearch.donors._zoo import load_donor
     from graftsearch.features._cache import build_cache
     from graftsearch.optimize._search import run_search

@@ -46,17 +46,16 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from graftsearch._utils.device import DEVICE_HELP
 from graftsearch._utils.errors import Described, ParameterError, close_matches_hint, param_message
-from graftsearch.cultivate._cultivate import CultivateSettings
+from graftsearch.cultivate._settings import CultivateSettings
 from graftsearch.data import DataSpec
 from graftsearch.donors._preprocessing import PAPER_IMAGE_SIZE
 from graftsearch.donors._spec import DonorSpec, NO_WEIGHTS, normalize_weights
-from graftsearch.features._cache import DTYPES, CacheOptions
-from graftsearch.fitness import MLPSettings
-from graftsearch.fitness._factory import FITNESS_KINDS
+from graftsearch.features._options import DTYPES, CacheOptions
+from graftsearch.fitness._settings import FITNESS_KINDS, MLPSettings
 from graftsearch.graft import FinalSettings
 from graftsearch.optimize._settings import SearchSettings
 from graftsearch.taps._head import HeadSpec
-from graftsearch.training._headtrain import PAPER_SCHEDULE, TrainSchedule
+from graftsearch.training._schedule import PAPER_SCHEDULE, TrainSchedule
 
 GROUPS = ("donor", "data", "head", "cache", "fitness", "search", "final", "run")
 DEMO_DATA = "demo:digits"
@@ -180,7 +179,7 @@ def prepare_data(data: str) -> None:
 
 
 def _cultivate_workers(workers: Optional[int]) -> int:
-    from graftsearch.features._extract import default_workers
+    from graftsearch.features._options import default_workers
 
     return default_workers() if workers is None else workers
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 from graftsearch._utils.errors import ParameterError, param_message
 
@@ -29,7 +31,9 @@ class HeadSpec:
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= float(self.dropout) < 1.0:
             raise ParameterError(param_message("dropout", "a float in [0, 1)", self.dropout))
 
-    def build(self, in_features: int) -> nn.Sequential:
+    def build(self, in_features: int) -> "nn.Sequential":
+        from torch import nn  # the settings stay importable without torch (the CLI's --help)
+
         if self.hidden == 0:
             return nn.Sequential(nn.Linear(in_features, self.num_classes))
         return nn.Sequential(

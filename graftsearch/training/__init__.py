@@ -1,7 +1,11 @@
 """The training loops and metrics the later stages share: a head on pooled features, a network on
 images, classification metrics."""
 
-from graftsearch.training._headtrain import PAPER_SCHEDULE, HeadFit, TrainSchedule, train_head
-from graftsearch.training._metrics import ClassificationMetrics, compute_metrics
+from graftsearch._utils.lazy import lazy_exports as _lazy_exports
 
-__all__ = ['PAPER_SCHEDULE', 'HeadFit', 'TrainSchedule', 'train_head', 'ClassificationMetrics', 'compute_metrics']
+# Each name is imported from its module on first use (graftsearch._utils.lazy).
+__all__, __getattr__, __dir__ = _lazy_exports(__name__, {
+    "graftsearch.training._schedule": ("PAPER_SCHEDULE", "TrainSchedule"),
+    "graftsearch.training._headtrain": ("HeadFit", "train_head"),
+    "graftsearch.training._metrics": ("ClassificationMetrics", "compute_metrics"),
+})

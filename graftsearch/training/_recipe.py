@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Sequence
 
-import torch
-from torch import nn
-from torch.nn import functional as F
+if TYPE_CHECKING:  # torch loads with the training, not with the settings (the CLI's --help)
+    import torch
+    from torch import nn
 
 from graftsearch._utils.checks import is_int, is_real
 from graftsearch._utils.errors import ParameterError, param_message
@@ -97,6 +97,8 @@ def make_optimizer(module: nn.Module, rec: Recipe, *, head_prefixes: Sequence[st
     with one of ``head_prefixes`` (the new classifier) get ``lr * head_lr_scale``.
 
     Biases and normalisation weights are not decayed (decay would pull BN scales to zero)."""
+    import torch
+
     groups: Dict[tuple, List[nn.Parameter]] = {}
     for name, p in module.named_parameters():
         if not p.requires_grad:
@@ -132,6 +134,8 @@ def lr_factor(rec: Recipe, total_steps: int) -> Callable[[int], float]:
 
 
 def make_scheduler(optimizer, rec: Recipe, total_steps: int):
+    import torch
+
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(rec, total_steps))
 
 
@@ -141,6 +145,8 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, target: torc
     """``(1 - alpha) * CE(student, target) + alpha * T^2 * KL(softmax(teacher / T) ||
     softmax(student / T))`` (Hinton et al., 2015): T^2 keeps the soft term's gradients on the
     scale of the hard term's as T changes."""
+    from torch.nn import functional as F
+
     hard = F.cross_entropy(student, target, label_smoothing=label_smoothing)
     if alpha == 0:
         return hard

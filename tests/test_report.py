@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -9,7 +10,12 @@ import pytest
 import graftsearch as gs
 from graftsearch._cli import main
 from graftsearch.optimize._runfiles import COLUMNS, load_run
-from graftsearch.report._report import pick_best, size_limit
+from graftsearch.graft._record import read_metrics
+from graftsearch.optimize._result import order_front
+from graftsearch.report import _labels as L
+from graftsearch.report._plots import draw_convergence, draw_pareto
+from graftsearch.report._report import (front_source, pick_best, read_refined, report_points,
+                                        size_limit)
 
 
 def _front(frame):
@@ -94,7 +100,7 @@ def test_report_and_plots_from_files_alone(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
         assert f"]({png})" in text
     assert "| Total parameters | 100,000 | 36,600 | 63,400 |" in text
-    assert "| Test accuracy | 68.00% | 80.00% |  |" in text
+    assert "| final test accuracy | 68.00% | 80.00% |  |" in text
     assert "**2.73x smaller**" in text and "63.40% fewer parameters" in text
     assert "| a | 4 | 1 |" in text  # confusion matrix
     assert "| Serialized size (MiB) | 0.14 | 0.05 |" in text
@@ -201,7 +207,7 @@ def test_report_after_a_tiny_run(tmp_path):
     text = path.read_text()
     assert (run / "pareto.png").stat().st_size > 5000 and (run / "convergence.png").stat().st_size > 5000
     assert f"| {final.metrics['taps']} (chosen) |" in text
-    assert f"| Test accuracy | n/a | {100 * final.test.accuracy:.2f}% |" in text
+    assert f"| final test accuracy | n/a | {100 * final.test.accuracy:.2f}% |" in text
     for section in ("## Donor vs rootstock", "## Test metrics", "## Deployment cost",
                     "## Pareto front", "## Convergence", "## Settings"):
         assert section in text
@@ -236,3 +242,212 @@ def test_regenerate_command_works_pasted_where_the_run_started(tmp_path, monkeyp
     (run / "config.json").write_text(json.dumps(config))
     text = gs.write_report(run).read_text()
     assert f"`graftsearch report {shlex.quote(str(run))}`" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# every accuracy names its source (issue 17): proxy val, refined val, final val, final test
+
+
+def refine_fake_run(run_dir, *, p_min=0.6, drop=0.05):
+    """Refine a fake run's front as the search does: refined.csv holds the front re-evaluated
+    (here ``drop`` lower, a little more for odd tap counts, so the refined front differs), and
+    the final pareto.csv is refined.csv's front, from which the pick is made."""
+    proxy = pd.read_csv(run_dir / "pareto.csv", dtype={"bits": str}).drop(columns=["rank"])
+    refined = proxy.copy()
+    refined["val_accuracy"] = (proxy["val_accuracy"] - drop - 0.02 * (proxy["n_taps"] % 2)).round(4)
+    refined["val_loss"] = 1 - refined["val_accuracy"]
+    refined["feasible"] = refined["val_accuracy"] >= p_min
+    refined["violation"] = (p_min - refined["val_accuracy"]).clip(lower=0.0)
+    refined["generation"] = 4
+    refined.to_csv(run_dir / "refined.csv", index=False)
+    front = _front(refined)
+    ordered = order_front(front.assign(rank=1), "min-size")
+    ordered.assign(rank=range(1, len(ordered) + 1)).to_csv(run_dir / "pareto.csv", index=False)
+    return run_dir
+
+
+def _refined_pick(run_dir):
+    run = load_run(run_dir)
+    return pick_best(run.pareto, run.objective, run.size_metric)
+
+
+def _with_bits(metrics, bits, taps):
+    m = json.loads(json.dumps(metrics))
+    m["bits"], m["taps"] = bits, taps
+    return m
+
+
+def test_accuracy_labels_are_one_wording_per_source():
+    assert [L.accuracy(s) for s in (L.PROXY_VAL, L.REFINED_VAL, L.FINAL_VAL, L.FINAL_TEST)] == [
+        "proxy val accuracy", "refined val accuracy", "final val accuracy", "final test accuracy"]
+    assert L.search_source(True) == L.REFINED_VAL and L.search_source(False) == L.PROXY_VAL
+    assert L.relabel("taps 1;2, val_accuracy 0.9248.", L.REFINED_VAL) == \
+        "taps 1;2, refined val accuracy 0.9248."
+    with pytest.raises(ValueError):
+        L.accuracy("val")
+
+
+def test_front_source_is_refined_only_when_pareto_holds_refined_values(tmp_path):
+    plain = write_fake_run(tmp_path / "plain")
+    assert front_source(load_run(plain), read_refined(load_run(plain))) == L.PROXY_VAL
+    refined = refine_fake_run(write_fake_run(tmp_path / "refined"))
+    assert front_source(load_run(refined), read_refined(load_run(refined))) == L.REFINED_VAL
+    # a resumed, longer search rewrites pareto.csv with proxy values beside the old refined.csv
+    stale = refine_fake_run(write_fake_run(tmp_path / "stale"))
+    evaluations = pd.read_csv(stale / "evaluations.csv", dtype={"bits": str})
+    _front(evaluations).assign(rank=1).to_csv(stale / "pareto.csv", index=False)
+    assert front_source(load_run(stale), read_refined(load_run(stale))) == L.PROXY_VAL
+
+
+def _drawn(fig):
+    """The coordinates pareto.png draws, read back from the figure's artists by gid."""
+    ax = fig.axes[0]
+    line = next(a for a in ax.get_lines() if a.get_gid() == "front")
+    front = list(zip(line.get_xdata().astype(float), line.get_ydata().astype(float)))
+    points = {c.get_gid(): [tuple(map(float, o)) for o in c.get_offsets()]
+              for c in ax.collections}
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    return front, points, legend
+
+
+@pytest.mark.parametrize("refined", [False, True])
+@pytest.mark.parametrize("trained", [False, True])
+def test_chosen_model_lies_on_the_drawn_front(tmp_path, refined, trained):
+    run_dir = write_fake_run(tmp_path / "run")
+    if refined:
+        refine_fake_run(run_dir)
+    pick = _refined_pick(run_dir)
+    if trained:
+        (run_dir / "best").mkdir()
+        (run_dir / "best" / "metrics.json").write_text(
+            json.dumps(_with_bits(METRICS, pick["bits"], pick["taps"])))
+    run = load_run(run_dir)
+    points = report_points(run, read_metrics(run_dir))
+    assert points.chosen == (float(pick["params"]), float(pick["val_accuracy"]))
+    assert points.chosen in points.front and points.chosen_on_front
+    front, drawn, legend = _drawn(draw_pareto(points))
+    assert drawn["chosen"] == [points.chosen] and points.chosen in front
+    assert drawn["front points"] == front == points.front
+
+
+def test_a_chosen_model_off_the_current_front_is_drawn_and_labelled_as_such(tmp_path):
+    # metrics.json of an earlier front (the search was resumed longer after final training)
+    run_dir = write_fake_run(tmp_path / "run", metrics=_with_bits(METRICS, "110000", "1;2"))
+    points = report_points(load_run(run_dir), read_metrics(run_dir))
+    assert points.chosen == (4200.0, pytest.approx(0.5)) and not points.chosen_on_front
+    assert points.chosen not in points.front
+    _, drawn, legend = _drawn(draw_pareto(points))
+    assert drawn["chosen"] == [points.chosen]
+    assert "chosen model (proxy val accuracy, not on this front)" in legend
+
+
+def test_chosen_model_of_a_refined_run_is_at_its_refined_accuracy(tmp_path):
+    run_dir = refine_fake_run(write_fake_run(tmp_path / "run"))
+    pick = _refined_pick(run_dir)
+    (run_dir / "best").mkdir()
+    (run_dir / "best" / "metrics.json").write_text(
+        json.dumps(_with_bits(METRICS, pick["bits"], pick["taps"])))
+    evaluations = load_run(run_dir).evaluations
+    proxy = float(evaluations.loc[evaluations["bits"] == pick["bits"], "val_accuracy"].iloc[0])
+    refined = pd.read_csv(run_dir / "refined.csv", dtype={"bits": str})
+    refined_acc = float(refined.loc[refined["bits"] == pick["bits"], "val_accuracy"].iloc[0])
+    assert proxy != refined_acc
+    points = report_points(load_run(run_dir), read_metrics(run_dir))
+    assert points.chosen[1] == refined_acc and points.front_source == L.REFINED_VAL
+
+
+def test_pareto_legend_and_axis_name_each_points_source(tmp_path):
+    run_dir = refine_fake_run(write_fake_run(tmp_path / "run"))
+    pick = _refined_pick(run_dir)
+    (run_dir / "best").mkdir()
+    (run_dir / "best" / "metrics.json").write_text(
+        json.dumps(_with_bits(METRICS, pick["bits"], pick["taps"])))
+    fig = draw_pareto(report_points(load_run(run_dir), read_metrics(run_dir)))
+    _, drawn, legend = _drawn(fig)
+    run = load_run(run_dir)
+    n_feasible = int(run.evaluations["feasible"].sum())
+    n_front, n_refined = len(run.pareto), len(pd.read_csv(run_dir / "refined.csv"))
+    assert f"evaluated, feasible ({n_feasible}; proxy val accuracy)" in legend
+    assert f"evaluated, infeasible ({len(run.evaluations) - n_feasible}; proxy val accuracy)" \
+        in legend
+    assert f"re-evaluated ({n_refined}; refined val accuracy)" in legend
+    assert f"Pareto front ({n_front}; refined val accuracy)" in legend
+    assert "chosen model (refined val accuracy)" in legend
+    assert "chosen model, trained (final val accuracy)" in legend
+    assert "chosen model, trained (final test accuracy)" in legend
+    assert "donor (final val accuracy)" in legend
+    assert fig.axes[0].get_ylabel() == \
+        "accuracy (proxy val, refined val, final val, final test)"
+
+
+def test_trained_graft_is_drawn_at_its_final_accuracies_beside_the_chosen_point(tmp_path):
+    run_dir = write_fake_run(tmp_path / "run", metrics=METRICS)
+    points = report_points(load_run(run_dir), read_metrics(run_dir))
+    x = points.chosen[0]
+    assert points.final == [(L.FINAL_VAL, x, 0.82), (L.FINAL_TEST, x, 0.8)]
+    _, drawn, _ = _drawn(draw_pareto(points))
+    assert drawn["final val"] == [(x, 0.82)] and drawn["final test"] == [(x, 0.8)]
+
+
+def test_convergence_plot_says_its_accuracy_is_the_proxys(tmp_path):
+    run = load_run(write_fake_run(tmp_path / "run"))
+    fig = draw_convergence(run.convergence)
+    bottom = fig.axes[1]
+    assert bottom.get_ylabel() == "proxy val accuracy"
+    assert [t.get_text() for t in bottom.get_legend().get_texts()][0] == \
+        "best feasible: proxy val accuracy"
+
+
+def test_report_front_table_of_a_refined_run_names_both_accuracies(tmp_path):
+    run_dir = refine_fake_run(write_fake_run(tmp_path / "run"))
+    text = gs.write_report(run_dir).read_text()
+    assert ("| Taps | n | Params | MiB | MACs | refined val accuracy | refined val loss "
+            "| proxy val accuracy | Feasible |") in text
+    pick = _refined_pick(run_dir)
+    evaluations = load_run(run_dir).evaluations
+    proxy = float(evaluations.loc[evaluations["bits"] == pick["bits"], "val_accuracy"].iloc[0])
+    row = next(line for line in text.splitlines() if line.startswith(f"| {pick['taps']} (chosen) |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[5] == f"{100 * pick['val_accuracy']:.2f}%" and cells[7] == f"{100 * proxy:.2f}%"
+    assert (f"taps **{pick['taps']}**, {pick['params']:,} parameters") in text
+    assert f"refined val accuracy {100 * pick['val_accuracy']:.2f}%." in text
+
+
+def test_report_front_table_without_refining_names_the_proxy(tmp_path):
+    text = gs.write_report(write_fake_run(tmp_path / "run")).read_text()
+    assert "| Taps | n | Params | MiB | MACs | proxy val accuracy | proxy val loss | Feasible |" in text
+    assert "Best pick of the search (not yet trained and tested): taps **1;2;3**, 9,300 " \
+           "parameters, 0.04 MiB, proxy val accuracy 60.00%." in text
+
+
+def test_report_result_line_names_final_and_search_accuracies(tmp_path):
+    run_dir = refine_fake_run(write_fake_run(tmp_path / "run"))
+    pick = _refined_pick(run_dir)
+    (run_dir / "best").mkdir()
+    (run_dir / "best" / "metrics.json").write_text(
+        json.dumps(_with_bits(METRICS, pick["bits"], pick["taps"])))
+    text = gs.write_report(run_dir).read_text()
+    assert (f"final val accuracy 82.00%, final test accuracy 80.00% (refined val accuracy "
+            f"{100 * pick['val_accuracy']:.2f}% in the search).") in text
+
+
+def test_every_accuracy_in_report_md_names_its_source(tmp_path):
+    metrics = json.loads(json.dumps(METRICS))
+    metrics["graft"]["variant"] = "fine_tuned"
+    metrics["graft"]["variants"] = {
+        "head_only": {"val": {"accuracy": 0.8}, "test": {"accuracy": 0.78}},
+        "fine_tuned": {"val": {"accuracy": 0.82}, "test": {"accuracy": 0.8}, "best_epoch": 2}}
+    metrics["int8"]["int8_val_accuracy_by_engine"] = {"x86": 0.81}
+    run_dir = refine_fake_run(write_fake_run(tmp_path / "run", metrics=metrics))
+    text = gs.write_report(run_dir).read_text()
+    assert "| final val accuracy | 70.00% | 82.00% |  |" in text  # donor vs rootstock
+    assert "| Graft | final val accuracy | final test accuracy | Best epoch |" in text
+    assert "| final test accuracy | 80.00% | 68.00% |" in text  # test metrics
+    assert "| final test accuracy | 80.00% | 79.00% |" in text  # float32 vs int8
+    assert "best feasible proxy val accuracy 62.00%." in text  # convergence
+    body = text.split("## Settings")[0]
+    found = list(re.finditer(r"(?i)\b(?:acc|accuracy|accuracies)\b", body))
+    assert len(found) > 10
+    bare = [body[max(0, m.start() - 30):m.end()] for m in found
+            if not body[:m.start()].endswith(tuple(f"{s} " for s in L.SOURCES))]
+    assert not bare, bare

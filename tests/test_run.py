@@ -395,3 +395,115 @@ def test_run_killed_by_sigkill_during_the_search_resumes_to_the_same_result(smal
     assert not (run_dir / "best" / "metrics.json").exists()
     assert main(["resume", str(run_dir), "--quiet"]) == 0
     _same_result(ref, run_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# the end-of-run summary names where each accuracy comes from (issue 17)
+
+
+def _record(bits, acc, *, params=1200, generation=3):
+    from graftsearch.optimize._archive import Record
+
+    return Record(bits=bits, params=params, size_mib=params * 4 / 2**20, macs=params * 50,
+                  val_accuracy=acc, val_loss=1 - acc, feasible=acc >= 0.9, violation=0.0,
+                  generation=generation, evaluated_at="2025-01-01T00:00:00")
+
+
+def _summary_outcome(tmp_path, *, refined: bool, trained: bool = True):
+    """A finished run's outcome (a real SearchResult; final metrics as metrics.json holds them):
+    the pick's proxy val accuracy 0.95, refined val 0.9248, final val 0.9331, final test 0.93."""
+    from types import SimpleNamespace
+
+    from graftsearch.optimize._result import SearchResult, summary_message
+    from graftsearch.optimize._settings import SearchSettings
+
+    settings = SearchSettings(objective="min-size", p_min=0.9)
+    records = [_record("1100", 0.95), _record("1110", 0.97, params=2400)]
+    refined_records = ([_record("1100", 0.9248, generation=4),
+                        _record("1110", 0.9412, params=2400, generation=4)] if refined else None)
+    front = refined_records if refined else records
+    message = summary_message(settings, front, True, evaluations=48, generations=3,
+                              stopped_by="generations", refined=refined)
+    result = SearchResult(settings=settings, records=records, front=front, feasible=True,
+                          message=message, stopped_by="generations", generations=3,
+                          evaluations=48, archive_hits=0, history_records=[],
+                          refined_records=refined_records)
+    metrics = {"bits": "1100", "taps": "1;2",
+               "graft": {"params": 1200, "size_mib": 0.0046, "val": {"accuracy": 0.9331},
+                         "test": {"accuracy": 0.93}}}
+    final = SimpleNamespace(metrics=metrics) if trained else None
+    return SimpleNamespace(result=result, feasible=True, final=final, run_dir=tmp_path,
+                           report=tmp_path / "report.md")
+
+
+def _row(out, label):
+    """The value in the row of a printed table whose first cell is ``label``."""
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("│┃|").split("│")]
+        if cells and cells[0] == label:
+            return cells[1:]
+    raise AssertionError(f"no row {label!r} in\n{out}")
+
+
+def test_summary_best_graft_names_each_accuracy(tmp_path, capsys):
+    from graftsearch._cli._run import summary
+
+    summary(_summary_outcome(tmp_path, refined=True))
+    out = capsys.readouterr().out
+    assert _row(out, "refined val accuracy") == ["0.9248"]
+    assert _row(out, "final val accuracy") == ["0.9331"]
+    assert _row(out, "final test accuracy") == ["0.9300"]
+    with pytest.raises(AssertionError):
+        _row(out, "val accuracy")
+
+
+def test_summary_front_table_header_names_the_search_source(tmp_path, capsys):
+    from graftsearch._cli._run import summary
+
+    summary(_summary_outcome(tmp_path, refined=True))
+    refined = capsys.readouterr().out
+    summary(_summary_outcome(tmp_path, refined=False))
+    proxy = capsys.readouterr().out
+    assert "refined val accuracy" in refined.split("Best graft")[0]
+    assert "proxy val accuracy" in proxy.split("Best graft")[0]
+    assert "val acc " not in refined + proxy
+    assert _row(proxy, "proxy val accuracy") == ["0.9500"]
+
+
+def test_summary_closing_message_names_its_accuracy(tmp_path, capsys):
+    from graftsearch._cli._run import summary
+
+    summary(_summary_outcome(tmp_path, refined=True))
+    text = " ".join(capsys.readouterr().out.split())
+    closing = text.split("The smallest selection")[1]
+    assert "with refined val accuracy >= 0.9: taps 1;2" in closing
+    assert "refined val accuracy 0.9248." in closing
+    assert "val_accuracy" not in text
+
+
+def test_nothing_feasible_line_names_its_accuracy(tmp_path, monkeypatch, capsys):
+    message = ("No selection reached p_min = 0.999. The closest was taps 3 with val_accuracy "
+               "0.4100, 0.5890 short (1,200 params, 0.005 MiB), after 8 evaluations.")
+    monkeypatch.setattr("graftsearch.pipeline._pipeline.run", _infeasible_outcome(message))
+    argv = ["run", "--preset", "demo", "--p-min", "0.999", "--run-dir", str(tmp_path / "run"),
+            "--quiet"]
+    assert main(argv) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "The closest was taps 3 with proxy val accuracy 0.4100" in err
+    assert "val_accuracy" not in err
+
+
+@pytest.mark.parametrize("stage, info, expected", [
+    ("search", {"generation": 2, "best": _record("1100", 0.95)},
+     "best taps 1;2 (1,200 params, proxy val accuracy 0.9500)"),
+    ("train", {"val_accuracy": 0.9331}, "final val accuracy 0.9331"),
+    ("fine-tune", {"val_accuracy": 0.9331}, "final val accuracy 0.9331"),
+    ("distill", {"val_accuracy": 0.9331}, "final val accuracy 0.9331"),
+    ("cultivate", {"val_accuracy": 0.88}, "cultivation val accuracy 0.8800"),
+])
+def test_progress_lines_name_their_accuracy(stage, info, expected):
+    from graftsearch._cli._live import _describe
+    from graftsearch._utils.progress import Progress
+
+    text = _describe(Progress(stage=stage, done=1, total=2, info=info))
+    assert expected in text and " P " not in text and "val acc " not in text

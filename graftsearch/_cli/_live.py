@@ -14,6 +14,10 @@ from graftsearch._utils.progress import Progress
 
 
 def _describe(event: Progress) -> str:
+    # every accuracy names its source: the search's generations are scored by the proxy, the
+    # final training's epochs are the graft's val accuracy, cultivation's the donor's
+    from graftsearch.report import _labels as L
+
     info = event.info
     stage = event.stage
     parts = []
@@ -28,11 +32,13 @@ def _describe(event: Progress) -> str:
         best = info.get("best")
         if best is not None:
             parts.append(f"best taps {';'.join(str(t) for t in best.taps)} "
-                         f"({best.params:,} params, P {best.val_accuracy:.4f})")
+                         f"({best.params:,} params, {L.accuracy(L.PROXY_VAL)} "
+                         f"{best.val_accuracy:.4f})")
         elif "generation" in info:
             parts.append("nothing feasible yet")
-    if stage in ("train", "fine-tune", "cultivate") and "val_accuracy" in info:
-        parts.append(f"val acc {info['val_accuracy']:.4f}")
+    if stage in ("train", "fine-tune", "distill", "cultivate") and "val_accuracy" in info:
+        source = L.CULTIVATION_VAL if stage == "cultivate" else L.FINAL_VAL
+        parts.append(f"{L.accuracy(source)} {info['val_accuracy']:.4f}")
     if event.message and not parts:
         parts.append(event.message)
     return escape(" | ".join(str(p) for p in parts))

@@ -111,36 +111,73 @@ def _execute(settings: RunSettings, *, quiet: bool, command: str) -> int:
         return EXIT_INTERRUPTED
     summary(outcome)
     if not outcome.feasible:
-        console_err().print(f"[yellow]nothing feasible[/]: {escape(outcome.result.message)}", highlight=False)
+        console_err().print(f"[yellow]nothing feasible[/]: {escape(closing_message(outcome.result))}",
+                            highlight=False)
         return EXIT_INFEASIBLE
     return EXIT_OK
 
 
+def _search_source(result) -> str:
+    """The source of a search result's front, pick and message: refined val when it refined."""
+    from graftsearch.report import _labels as L
+
+    return L.search_source(getattr(result, "refined_records", None) is not None)
+
+
+def closing_message(result) -> str:
+    """The search's summary with its accuracy named by its source (refined val or proxy val)."""
+    from graftsearch.report import _labels as L
+
+    return L.relabel(result.message, _search_source(result))
+
+
 def summary(outcome) -> None:
+    """The front, the best graft and the closing message; each accuracy names its source (the
+    search's proxy or refined val accuracy, the trained graft's final val and test accuracy)."""
+    from graftsearch.report import _labels as L
+
     out = console()
     result = outcome.result
-    front = Table(title="Pareto front (validation)" if result.feasible
+    searched = L.accuracy(_search_source(result))
+    front = Table(title="Pareto front" if result.feasible
                   else "Closest selections (none meets the constraint)")
-    for col in ("rank", "taps", "params", "MiB", "val acc"):
+    for col in ("rank", "taps", "params", "MiB", searched):
         front.add_column(col, justify="right")
     for _, row in result.pareto.head(10).iterrows():
         front.add_row(str(row.get("rank", "")), str(row["taps"]), f"{int(row['params']):,}",
                       f"{row['size_mib']:.2f}", f"{row['val_accuracy']:.4f}")
     out.print(front)
     metrics = outcome.final.metrics if outcome.final is not None else {}
+    metrics = metrics if isinstance(metrics, dict) else {}
+    graft = metrics.get("graft") if isinstance(metrics.get("graft"), dict) else {}
     best = Table(title="Best graft", show_header=False)
     best.add_column("", style="bold")
     best.add_column("")
     pick = result.best
-    if pick is not None:
-        best.add_row("taps", ";".join(str(t) for t in pick.taps))
+    # the trained graft is the one metrics.json names (with --top-k it may not be rank 1)
+    search_acc = None
+    if metrics.get("bits") is not None:
+        pareto = result.pareto
+        if "bits" in pareto:
+            match = pareto[pareto["bits"].astype(str) == str(metrics["bits"])]
+            if len(match):
+                search_acc = float(match.iloc[0]["val_accuracy"])
+    elif pick is not None:
+        search_acc = pick.val_accuracy
+    taps = metrics.get("taps") or (";".join(str(t) for t in pick.taps) if pick is not None else None)
+    if taps:
+        best.add_row("taps", str(taps))
+    if graft.get("params") is not None and graft.get("size_mib") is not None:
+        best.add_row("params / MiB", f"{int(graft['params']):,} / {float(graft['size_mib']):.2f}")
+    elif pick is not None:
         best.add_row("params / MiB", f"{pick.params:,} / {pick.size_mib:.2f}")
-    graft = metrics.get("graft", {}) if isinstance(metrics, dict) else {}
-    for split in ("val", "test"):
+    if search_acc is not None:
+        best.add_row(searched, f"{search_acc:.4f}")
+    for split, source in (("val", L.FINAL_VAL), ("test", L.FINAL_TEST)):
         acc = (graft.get(split) or {}).get("accuracy") if isinstance(graft.get(split), dict) else None
         if acc is not None:
-            best.add_row(f"{split} accuracy", f"{acc:.4f}")
-    reduction = metrics.get("size_reduction") if isinstance(metrics, dict) else None
+            best.add_row(L.accuracy(source), f"{acc:.4f}")
+    reduction = metrics.get("size_reduction")
     if isinstance(reduction, dict) and reduction.get("factor"):
         best.add_row("vs donor", f"{reduction['factor']:.2f}x smaller ({reduction['percent']:.1f}% "
                                  f"fewer parameters)")
@@ -149,4 +186,4 @@ def summary(outcome) -> None:
     best.add_row("report", escape(str(outcome.report)))
     out.print(best)
     if result.feasible:  # otherwise the "nothing feasible" line on stderr says it
-        out.print(result.message, highlight=False, markup=False)
+        out.print(closing_message(result), highlight=False, markup=False)

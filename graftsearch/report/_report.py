@@ -1,8 +1,10 @@
 """``report.md`` of a run, rebuilt from the run directory's files alone.
 
 Reads ``config.json``, ``evaluations.csv``, ``pareto.csv``, ``convergence.csv`` (and
-``taps.csv`` and ``best/metrics.json`` when present) and writes ``report.md``, ``pareto.png`` and
-``convergence.png`` beside them. The same files give the same report, byte for byte.
+``taps.csv``, ``refined.csv`` and ``best/metrics.json`` when present) and writes ``report.md``,
+``pareto.png`` and ``convergence.png`` beside them. The same files give the same report, byte for
+byte. Every accuracy shown is named by its source (proxy val, refined val, final val, final test;
+``report/_labels.py``).
 """
 
 from __future__ import annotations
@@ -105,18 +107,26 @@ def _settings_rows(config: Mapping[str, Any], prefix: str = "") -> List[List[str
 # sections
 
 
-def _section_result(m: Optional[FinalMetrics], best: Optional[pd.Series]) -> List[str]:
+def _section_result(m: Optional[FinalMetrics], best: Optional[pd.Series], source: str,
+                    searched: Optional[Mapping[str, Any]] = None) -> List[str]:
+    """``source`` names the front's accuracies; ``searched`` is the chosen model's row of the
+    front (its accuracy in the search, beside the trained graft's)."""
+    from graftsearch.report import _labels as L
+
     out = ["## Result", ""]
     if m is not None:
         g = m.graft
+        in_search = (f" ({L.accuracy(source)} {fmt_pct(searched['val_accuracy'])} in the search)"
+                     if searched is not None else "")
         out.append(f"Chosen model: taps **{m.taps or ''}** "
                    f"({', '.join(m.tap_names or [])}), {fmt_int(g.params)} parameters, "
-                   f"{fmt_mib(g.size_mib)} MiB, test accuracy "
-                   f"{fmt_pct((g.test or {}).get('accuracy'))}.")
+                   f"{fmt_mib(g.size_mib)} MiB, {L.accuracy(L.FINAL_VAL)} "
+                   f"{fmt_pct((g.val or {}).get('accuracy'))}, {L.accuracy(L.FINAL_TEST)} "
+                   f"{fmt_pct((g.test or {}).get('accuracy'))}{in_search}.")
     elif best is not None:
         out.append(f"Best pick of the search (not yet trained and tested): taps **{best['taps']}**, "
                    f"{fmt_int(best['params'])} parameters, {fmt_mib(best['size_mib'])} MiB, "
-                   f"validation accuracy {fmt_pct(best['val_accuracy'])}.")
+                   f"{L.accuracy(source)} {fmt_pct(best['val_accuracy'])}.")
     else:
         out.append("No feasible selection was found; the front below holds the least-violating "
                    "selections. Relax the constraint (p_min or size_max) and resume.")
@@ -124,6 +134,8 @@ def _section_result(m: Optional[FinalMetrics], best: Optional[pd.Series]) -> Lis
 
 
 def _section_donor_vs_graft(m: FinalMetrics) -> List[str]:
+    from graftsearch.report import _labels as L
+
     d, g = m.donor, m.graft
     dv, dt = d.val or {}, d.test or {}
     gv, gt = g.val or {}, g.test or {}
@@ -132,10 +144,10 @@ def _section_donor_vs_graft(m: FinalMetrics) -> List[str]:
          fmt_int(d.params - g.params) if d.params and g.params else "n/a"],
         ["Model size (MiB)", fmt_mib(d.size_mib), fmt_mib(g.size_mib),
          fmt_mib(d.size_mib - g.size_mib) if d.size_mib and g.size_mib else "n/a"],
-        ["Validation accuracy", fmt_pct(dv.get("accuracy")), fmt_pct(gv.get("accuracy")), ""],
-        ["Validation loss", fmt_float(dv.get("loss")), fmt_float(gv.get("loss")), ""],
-        ["Test accuracy", fmt_pct(dt.get("accuracy")), fmt_pct(gt.get("accuracy")), ""],
-        ["Test loss", fmt_float(dt.get("loss")), fmt_float(gt.get("loss")), ""],
+        [L.accuracy(L.FINAL_VAL), fmt_pct(dv.get("accuracy")), fmt_pct(gv.get("accuracy")), ""],
+        [L.loss(L.FINAL_VAL), fmt_float(dv.get("loss")), fmt_float(gv.get("loss")), ""],
+        [L.accuracy(L.FINAL_TEST), fmt_pct(dt.get("accuracy")), fmt_pct(gt.get("accuracy")), ""],
+        [L.loss(L.FINAL_TEST), fmt_float(dt.get("loss")), fmt_float(gt.get("loss")), ""],
     ]
     out = ["## Donor vs rootstock", "",
            table(["Metric", f"Donor ({d.name or 'donor'})", "Rootstock (graft)",
@@ -155,6 +167,8 @@ _VARIANT_NAMES = {"head_only": "head only (trunk as the donor's)",
 
 def _section_variants(m: FinalMetrics) -> List[str]:
     """How the pick was trained: head only, fine-tuned, fine-tuned with distillation."""
+    from graftsearch.report import _labels as L
+
     variants = m.graft.variants or {}
     if len(variants) < 2:
         return []
@@ -168,17 +182,19 @@ def _section_variants(m: FinalMetrics) -> List[str]:
                      fmt_pct((v.get("test") or {}).get("accuracy")),
                      str(v.get("best_epoch") or "") if key != "head_only" else ""])
     out = ["## Training the pick", "",
-           table(["Graft", "Val accuracy", "Test accuracy", "Best epoch"], rows), "",
-           "The kept graft is the one with the best validation accuracy; the test split "
-           "decides nothing."]
+           table(["Graft", L.accuracy(L.FINAL_VAL), L.accuracy(L.FINAL_TEST), "Best epoch"], rows),
+           "", f"The kept graft is the one with the best {L.accuracy(L.FINAL_VAL)}; the test "
+           "split decides nothing."]
     if m.graft.distill_note:
         out.append(f"Distillation: {m.graft.distill_note}")
     return out + [""]
 
 
 def _section_test_metrics(m: FinalMetrics) -> List[str]:
+    from graftsearch.report import _labels as L
+
     gt, dt = m.graft.test or {}, m.donor.test or {}
-    keys = [("accuracy", "Accuracy", fmt_pct), ("loss", "Loss (cross-entropy)", fmt_float),
+    keys = [("accuracy", L.accuracy(L.FINAL_TEST), fmt_pct), ("loss", "Loss (cross-entropy)", fmt_float),
             ("precision_macro", "Precision (macro)", fmt_pct),
             ("recall_macro", "Recall (macro)", fmt_pct), ("f1_macro", "F1 (macro)", fmt_pct),
             ("precision_weighted", "Precision (weighted)", fmt_pct),
@@ -205,6 +221,8 @@ def _section_test_metrics(m: FinalMetrics) -> List[str]:
 
 
 def _section_deployment(m: FinalMetrics) -> List[str]:
+    from graftsearch.report import _labels as L
+
     lat, mem, q = m.latency, m.memory, m.int8
     if not (lat or mem or q):
         return []
@@ -233,7 +251,7 @@ def _section_deployment(m: FinalMetrics) -> List[str]:
             out += [f"int8 quantisation: not available ({q['error']}).", ""]
         else:
             rows = [["Serialized size (MiB)", fmt_mib(q.get("float32_mib")), fmt_mib(q.get("int8_mib"))],
-                    ["Test accuracy", fmt_pct(q.get("float32_test_accuracy")),
+                    [L.accuracy(L.FINAL_TEST), fmt_pct(q.get("float32_test_accuracy")),
                      fmt_pct(q.get("int8_test_accuracy"))]]
             if q.get("int8_latency_ms") is not None:
                 rows.append(["Latency per image, median (ms)", fmt_float(q.get("float32_latency_ms"), 2),
@@ -244,26 +262,86 @@ def _section_deployment(m: FinalMetrics) -> List[str]:
                     table(["", "float32", "int8"], rows),
                     "", f"Static quantisation with torch.ao ({q.get('engine', '')} engine), "
                     f"calibrated on {fmt_int(q.get('calibration_images'))} training images"
-                    + (f"; the engine was chosen on validation accuracy ({tried})" if tried else "")
-                    + ". Accuracy can drop: check it before deploying the int8 model.", ""]
+                    + (f"; the engine was chosen on {L.accuracy(L.FINAL_VAL)} ({tried})"
+                       if tried else "")
+                    + f". The int8 copy's {L.accuracy(L.FINAL_TEST)} can be lower: check it before "
+                    "deploying it.", ""]
     return out
 
 
-def _front_rows(run: SavedRun, chosen_bits: Optional[str]) -> List[List[str]]:
+def front_header(source: str) -> List[str]:
+    """The columns of report.md's front table; a refined front also shows each selection's
+    proxy val accuracy (from evaluations.csv)."""
+    from graftsearch.report import _labels as L
+
+    header = ["Taps", "n", "Params", "MiB", "MACs", L.accuracy(source), L.loss(source)]
+    if source != L.PROXY_VAL:
+        header.append(L.accuracy(L.PROXY_VAL))
+    return header + ["Feasible"]
+
+
+def _front_rows(run: SavedRun, chosen_bits: Optional[str], source: str) -> List[List[str]]:
+    from graftsearch.report import _labels as L
+
     front = order_rows(run.pareto, run.objective, run.size_metric)
+    proxy: Dict[str, Any] = {}
+    if source != L.PROXY_VAL and len(run.evaluations):
+        proxy = dict(zip(run.evaluations["bits"].astype(str), run.evaluations["val_accuracy"]))
     rows = []
     for _, r in front.iterrows():
         mark = " (chosen)" if chosen_bits is not None and r["bits"] == chosen_bits else ""
-        rows.append([f"{r['taps']}{mark}", fmt_int(r["n_taps"]), fmt_int(r["params"]),
-                     fmt_mib(r["size_mib"]), fmt_int(r["macs"]), fmt_pct(r["val_accuracy"]),
-                     fmt_float(r.get("val_loss")), "yes" if parse_bool(r["feasible"]) else "no"])
+        row = [f"{r['taps']}{mark}", fmt_int(r["n_taps"]), fmt_int(r["params"]),
+               fmt_mib(r["size_mib"]), fmt_int(r["macs"]), fmt_pct(r["val_accuracy"]),
+               fmt_float(r.get("val_loss"))]
+        if source != L.PROXY_VAL:
+            row.append(fmt_pct(proxy.get(str(r["bits"]))))
+        rows.append(row + ["yes" if parse_bool(r["feasible"]) else "no"])
     return rows
+
+
+def read_refined(run: SavedRun) -> Optional[pd.DataFrame]:
+    """refined.csv of the run (the front re-evaluated by the refining fitness), or None."""
+    from graftsearch.optimize._runfiles import read_records
+
+    path = run.files.refined
+    return read_records(path) if path.is_file() else None
+
+
+def front_source(run: SavedRun, refined: Optional[pd.DataFrame]) -> str:
+    """The source of pareto.csv's accuracies: refined val when the run refined its front (the
+    final pareto.csv is then refined.csv's front, and the pick is made from it), proxy val while
+    the search runs or when nothing refined it (a refined.csv left from before a resumed, longer
+    search does not hold the front's values)."""
+    import numpy as np
+
+    from graftsearch.report import _labels as L
+
+    if refined is None or not len(refined):
+        return L.PROXY_VAL
+    if not len(run.pareto):
+        return L.REFINED_VAL
+    values = dict(zip(refined["bits"].astype(str), refined["val_accuracy"].astype(float)))
+    for bits, acc in zip(run.pareto["bits"].astype(str), run.pareto["val_accuracy"].astype(float)):
+        if bits not in values or not (np.isclose(values[bits], acc)
+                                      or (np.isnan(values[bits]) and np.isnan(acc))):
+            return L.PROXY_VAL
+    return L.REFINED_VAL
+
+
+def _front_row(run: SavedRun, bits: Optional[str]) -> Optional[Dict[str, Any]]:
+    if bits is None or not len(run.pareto):
+        return None
+    match = run.pareto[run.pareto["bits"].astype(str) == str(bits)]
+    return match.iloc[0].to_dict() if len(match) else None
 
 
 def render_report(run: SavedRun, metrics: Optional[FinalMetrics] = None) -> str:
     """report.md of a run read by :func:`load_run`, with ``metrics`` (best/metrics.json) when the
     final model was trained."""
+    from graftsearch.report import _labels as L
+
     best = pick_best(run.pareto, run.objective, run.size_metric)
+    source = front_source(run, read_refined(run))
     objective = run.objective
     p_min = run.setting("p_min")
     size_max = run.setting("size_max")
@@ -278,31 +356,32 @@ def render_report(run: SavedRun, metrics: Optional[FinalMetrics] = None) -> str:
              f"Objective **{objective}** ({constraint}), donor **{donor_name or 'n/a'}**, "
              f"size metric `{run.size_metric}`. {n_eval} distinct selections evaluated "
              f"({n_feasible} feasible) up to generation {generations}.", ""]
-    lines += _section_result(metrics, best)
     chosen_bits = (metrics.bits if metrics is not None else None) or (
         best["bits"] if best is not None else None)
+    lines += _section_result(metrics, best, source, _front_row(run, chosen_bits))
     if metrics is not None:
         lines += _section_donor_vs_graft(metrics)
         lines += _section_variants(metrics)
         lines += _section_test_metrics(metrics)
         lines += _section_deployment(metrics)
     lines += ["## Pareto front", "",
-              f"Feasible non-dominated selections (validation accuracy vs {run.size_metric}).", ""]
-    rows = _front_rows(run, chosen_bits)
-    lines += [table(["Taps", "n", "Params", "MiB", "MACs", "Val acc", "Val loss", "Feasible"], rows)
-              if rows else "The front is empty.", "",
+              f"Feasible non-dominated selections ({L.accuracy(source)} vs {run.size_metric})."
+              + (f" The {L.accuracy(L.PROXY_VAL)} column is the same selection in the search."
+                 if source != L.PROXY_VAL else ""), ""]
+    rows = _front_rows(run, chosen_bits, source)
+    lines += [table(front_header(source), rows) if rows else "The front is empty.", "",
               f"![Pareto front]({PARETO_PNG})", "", "## Convergence", "",
               f"![Convergence]({CONVERGENCE_PNG})", ""]
     if len(run.convergence):
         last = run.convergence.iloc[-1]
         lines += [f"Last generation {int(last['generation'])}: hypervolume "
-                  f"{fmt_float(last['hypervolume'], 6)}, best feasible val accuracy "
+                  f"{fmt_float(last['hypervolume'], 6)}, best feasible {L.accuracy(L.PROXY_VAL)} "
                   f"{fmt_pct(last['best_val_accuracy'])}.", ""]
     lines += ["## Settings", ""]
     lines += ([table(["Setting", "Value"], _settings_rows(run.config), align="ll"), ""] if run.config else
               ["No config.json in the run directory (a search run through the Python API); the "
                "objective is taken as min-size.", ""])
-    files = [CONFIG, TAPS, EVALUATIONS, PARETO, CONVERGENCE]
+    files = [CONFIG, TAPS, EVALUATIONS, PARETO, run.files.refined.name, CONVERGENCE]
     best_dir = run.files.best
     if best_dir.is_dir():
         files += [f"{best_dir.name}/{p.name}" for p in sorted(best_dir.iterdir()) if p.is_file()
@@ -330,14 +409,27 @@ def _donor_point(metrics: Optional[FinalMetrics]) -> Optional[Dict[str, Any]]:
             "val_accuracy": (d.val or {}).get("accuracy")}
 
 
-def _chosen_point(run: SavedRun, metrics: Optional[FinalMetrics],
-                  best: Optional[pd.Series]) -> Optional[Dict[str, Any]]:
-    bits = metrics.bits if metrics is not None else None
-    if bits is not None:
-        match = run.evaluations[run.evaluations["bits"] == bits]
-        if len(match):
-            return match.iloc[0].to_dict()
-    return best.to_dict() if best is not None else None
+def _graft_point(metrics: Optional[FinalMetrics]) -> Optional[Dict[str, Any]]:
+    if metrics is None:
+        return None
+    g = metrics.graft
+    return {"params": g.params, "size_mib": g.size_mib, "macs": g.macs,
+            "val": (g.val or {}).get("accuracy"), "test": (g.test or {}).get("accuracy")}
+
+
+def report_points(run: SavedRun, metrics: Optional[FinalMetrics] = None):
+    """What pareto.png draws (:class:`~graftsearch.report._plots.ParetoPoints`): the front and
+    the chosen model on one footing, the chosen model at its row of the front."""
+    from graftsearch.report._plots import pareto_points
+
+    refined = read_refined(run)
+    best = pick_best(run.pareto, run.objective, run.size_metric)
+    chosen_bits = (metrics.bits if metrics is not None else None) or (
+        str(best["bits"]) if best is not None else None)
+    return pareto_points(run.evaluations, run.pareto, size_metric=run.size_metric,
+                         front_source=front_source(run, refined), refined=refined,
+                         chosen_bits=chosen_bits, graft=_graft_point(metrics),
+                         donor=_donor_point(metrics))
 
 
 def write_report(run_dir) -> Path:
@@ -345,15 +437,12 @@ def write_report(run_dir) -> Path:
     report's path. Uses only the files in the run directory."""
     run = load_run(run_dir)
     metrics = read_metrics(run.root)
-    best = pick_best(run.pareto, run.objective, run.size_metric)
     objective = run.objective
     p_min = run.setting("p_min") if objective == "min-size" else None
     size_max = (size_limit(run.setting("size_max"), run.size_metric)
                 if objective == "max-accuracy" else None)
-    plot_pareto(run.evaluations, run.pareto, run.root / PARETO_PNG, size_metric=run.size_metric,
-                objective=objective, p_min=float(p_min) if p_min is not None else None,
-                size_max=size_max, chosen=_chosen_point(run, metrics, best),
-                donor=_donor_point(metrics))
+    plot_pareto(report_points(run, metrics), run.root / PARETO_PNG, objective=objective,
+                p_min=float(p_min) if p_min is not None else None, size_max=size_max)
     plot_convergence(run.convergence, run.root / CONVERGENCE_PNG, size_metric=run.size_metric)
     path = run.root / REPORT
     write_text(path, render_report(run, metrics))

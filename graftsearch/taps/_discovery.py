@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from graftsearch._utils.errors import ParameterError, TapError, close_matches_hint, param_message
+from graftsearch._utils.threads import torch_threads
 from graftsearch.taps._records import Tap, TapList
 from graftsearch.taps._trace import ScriptedLeaf, meta_clone, prefix_costs
 
@@ -236,8 +237,11 @@ def discover_taps(module: nn.Module, image_size: int, *, names: Optional[Sequenc
     # costs come from one trace and one flop-counted forward (``prefix_costs``). Probes at other
     # sizes, only needed to word an error, run on a meta copy (no memory, no compute), except for
     # TorchScript pieces, which the TorchScript interpreter cannot run on meta tensors.
+    # One torch thread: a batch of one gains nothing from more, and on a busy machine two
+    # threads waiting on each other made the first forward of a process 10x slower (measured).
     scripted = any(isinstance(m, torch.jit.ScriptModule) for m in module.modules())
-    calls, shapes, error = _probe(module, names, image_size)
+    with torch_threads(1):
+        calls, shapes, error = _probe(module, names, image_size)
 
     problems = []
     kept: List[str] = []
@@ -286,7 +290,7 @@ def discover_taps(module: nn.Module, image_size: int, *, names: Optional[Sequenc
                        f"px{why}. Pass the module names to tap explicitly (`--taps NAME,NAME,...`).")
 
     example = torch.zeros(1, 3, image_size, image_size, device=_device_of(module))
-    with _evaluating(module):
+    with _evaluating(module), torch_threads(1):
         costs = prefix_costs(module, kept, example, donor_name=donor_name)
     taps: List[Tap] = []
     previous: frozenset = frozenset()

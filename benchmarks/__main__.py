@@ -34,7 +34,7 @@ BENCH = ROOT / "benchmarks"
 RESULTS = BENCH / "results"
 DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
 ORDER = ("cache_extraction", "fitness_proxies", "search_quality", "graft_vs_donor", "peers",
-         "grafting", "cultivation")
+         "grafting", "cultivation", "startup")
 FULL_ARGS: Dict[str, List[str]] = {
     "cache_extraction": [],
     # 200 selections (the fitness issue's minimum); 15 for the settings table, which chose the
@@ -45,6 +45,7 @@ FULL_ARGS: Dict[str, List[str]] = {
     "peers": [],
     "grafting": ["--seeds", "0,1,2", "--threads", "2"],
     "cultivation": ["--threads", "2"],
+    "startup": ["--rounds", "5"],
 }
 QUICK_ARGS: Dict[str, List[str]] = {
     "cache_extraction": ["--donors", "efficientnet_lite0", "--lite0-images", "24"],
@@ -54,6 +55,7 @@ QUICK_ARGS: Dict[str, List[str]] = {
     "peers": ["--quick"],
     "grafting": ["--quick"],
     "cultivation": ["--quick"],
+    "startup": ["--quick"],
 }
 NEEDS_DATA = ("cache_extraction", "grafting", "cultivation")
 TITLES = {"peers": "Peers: graftsearch vs Optuna, pymoo, random search, greedy, the manual pick",
@@ -61,7 +63,8 @@ TITLES = {"peers": "Peers: graftsearch vs Optuna, pymoo, random search, greedy, 
           "fitness_proxies": "Fitness proxies", "cache_extraction": "Cache extraction",
           "graft_vs_donor": "Graft vs donor at inference",
           "grafting": "Grafting: the pick against the cultivated donor, probes and the truncated donor",
-          "cultivation": "Cultivation: the image store and the recipes"}
+          "cultivation": "Cultivation: the image store and the recipes",
+          "startup": "Startup: the everyday commands beside `import torch`"}
 # Runs a benchmark's main() in a fresh interpreter, its tables going to OUT: modules that have
 # no --out option write to their module-level RESULTS, which is pointed there first.
 _RUN_ONE = """
@@ -257,7 +260,7 @@ def _cache_dir() -> Path:
 
 
 SECTIONS = ("grafting", "cultivation", "peers", "search_quality", "fitness_proxies", "cache_extraction",
-            "graft_vs_donor")
+            "graft_vs_donor", "startup")
 
 
 def write_results(out: Path, records: List[dict], *, command: str, total: float, quick: bool,

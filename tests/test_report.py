@@ -12,7 +12,7 @@ from graftsearch._cli import main
 from graftsearch.optimize._runfiles import COLUMNS, load_run
 from graftsearch.graft._record import read_metrics
 from graftsearch.optimize._result import order_front
-from graftsearch.report import _labels as L
+from graftsearch._utils import labels as L
 from graftsearch.report._plots import draw_convergence, draw_pareto
 from graftsearch.report._report import (front_source, pick_best, read_refined, report_points,
                                         size_limit)
@@ -281,8 +281,6 @@ def test_accuracy_labels_are_one_wording_per_source():
     assert [L.accuracy(s) for s in (L.PROXY_VAL, L.REFINED_VAL, L.FINAL_VAL, L.FINAL_TEST)] == [
         "proxy val accuracy", "refined val accuracy", "final val accuracy", "final test accuracy"]
     assert L.search_source(True) == L.REFINED_VAL and L.search_source(False) == L.PROXY_VAL
-    assert L.relabel("taps 1;2, val_accuracy 0.9248.", L.REFINED_VAL) == \
-        "taps 1;2, refined val accuracy 0.9248."
     with pytest.raises(ValueError):
         L.accuracy("val")
 

@@ -482,8 +482,11 @@ def test_summary_closing_message_names_its_accuracy(tmp_path, capsys):
 
 
 def test_nothing_feasible_line_names_its_accuracy(tmp_path, monkeypatch, capsys):
-    message = ("No selection reached p_min = 0.999. The closest was taps 3 with val_accuracy "
-               "0.4100, 0.5890 short (1,200 params, 0.005 MiB), after 8 evaluations.")
+    from graftsearch.optimize._result import summary_message
+
+    closest = _record("0010", 0.41)
+    message = summary_message(gs.SearchSettings(objective="min-size", p_min=0.999), [closest],
+                              False, evaluations=8, generations=1, stopped_by="generations")
     monkeypatch.setattr("graftsearch.pipeline._pipeline.run", _infeasible_outcome(message))
     argv = ["run", "--preset", "demo", "--p-min", "0.999", "--run-dir", str(tmp_path / "run"),
             "--quiet"]

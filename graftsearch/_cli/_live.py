@@ -16,7 +16,7 @@ from graftsearch._utils.progress import Progress
 def _describe(event: Progress) -> str:
     # every accuracy names its source: the search's generations are scored by the proxy, the
     # final training's epochs are the graft's val accuracy, cultivation's the donor's
-    from graftsearch.report import _labels as L
+    from graftsearch._utils import labels as L
 
     info = event.info
     stage = event.stage

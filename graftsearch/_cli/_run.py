@@ -111,7 +111,7 @@ def _execute(settings: RunSettings, *, quiet: bool, command: str) -> int:
         return EXIT_INTERRUPTED
     summary(outcome)
     if not outcome.feasible:
-        console_err().print(f"[yellow]nothing feasible[/]: {escape(closing_message(outcome.result))}",
+        console_err().print(f"[yellow]nothing feasible[/]: {escape(outcome.result.message)}",
                             highlight=False)
         return EXIT_INFEASIBLE
     return EXIT_OK
@@ -119,22 +119,15 @@ def _execute(settings: RunSettings, *, quiet: bool, command: str) -> int:
 
 def _search_source(result) -> str:
     """The source of a search result's front, pick and message: refined val when it refined."""
-    from graftsearch.report import _labels as L
+    from graftsearch._utils import labels as L
 
     return L.search_source(getattr(result, "refined_records", None) is not None)
-
-
-def closing_message(result) -> str:
-    """The search's summary with its accuracy named by its source (refined val or proxy val)."""
-    from graftsearch.report import _labels as L
-
-    return L.relabel(result.message, _search_source(result))
 
 
 def summary(outcome) -> None:
     """The front, the best graft and the closing message; each accuracy names its source (the
     search's proxy or refined val accuracy, the trained graft's final val and test accuracy)."""
-    from graftsearch.report import _labels as L
+    from graftsearch._utils import labels as L
 
     out = console()
     result = outcome.result
@@ -186,4 +179,4 @@ def summary(outcome) -> None:
     best.add_row("report", escape(str(outcome.report)))
     out.print(best)
     if result.feasible:  # otherwise the "nothing feasible" line on stderr says it
-        out.print(closing_message(result), highlight=False, markup=False)
+        out.print(result.message, highlight=False, markup=False)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
+from graftsearch._utils import labels as L
 from graftsearch.optimize._archive import Record, Scored
 from graftsearch.optimize._hypervolume import nondominated_indices
 from graftsearch.optimize._runfiles import CONVERGENCE_COLUMNS, RunFiles, parse_bool, records_frame
@@ -215,19 +216,20 @@ def summary_message(settings: SearchSettings, front: Sequence[Record], feasible:
     ran = (f"{evaluations} evaluations over {generations} generations (stopped by {stopped_by})"
            + ("; P re-evaluated with the refining fitness" if refined else ""))
     best = front[0]
+    acc = L.accuracy(L.search_source(refined))  # the front's own accuracy, named
     if feasible:
         if settings.objective == "min-size":
-            what = f"smallest selection with val_accuracy >= {settings.p_min:g}"
+            what = f"smallest selection with {acc} >= {settings.p_min:g}"
         else:
             what = f"most accurate selection within {_limit_text(settings)}"
-        return (f"The {what}: taps {best.taps_text} ({_size_text(best, settings)}), val_accuracy "
+        return (f"The {what}: taps {best.taps_text} ({_size_text(best, settings)}), {acc} "
                 f"{best.val_accuracy:.4f}. Front of {len(front)} selections after {ran}.")
     if best.failed or math.isinf(best.violation):
         return (f"No selection could be evaluated: every evaluation failed after {ran} "
                 f"(first error: {best.error}). Check the fitness.")
     if settings.objective == "min-size":
         return (f"No selection reached p_min = {settings.p_min:g}. The closest was taps "
-                f"{best.taps_text} with val_accuracy {best.val_accuracy:.4f}, "
+                f"{best.taps_text} with {acc} {best.val_accuracy:.4f}, "
                 f"{settings.p_min - best.val_accuracy:.4f} short ({_size_text(best, settings)}), "
                 f"after {ran}. Lower p_min, search longer, or use a donor or fitness that separates "
                 "the classes better.")

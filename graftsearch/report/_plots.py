@@ -4,7 +4,7 @@
 the constraint line (p_min or size_max) and the donor as a reference. ``convergence.png``: the
 hypervolume of the feasible front and the best feasible pick per generation.
 
-Every accuracy drawn is named by its source (``report/_labels.py``): the evaluated selections at
+Every accuracy drawn is named by its source (``_utils/labels.py``): the evaluated selections at
 their proxy val accuracy, the front and the chosen model on one footing (refined val when the run
 refined its front, so the chosen model lies on the front drawn), the trained graft and the donor
 at their final val / test accuracies.
@@ -75,7 +75,7 @@ class ParetoPoints:
 
     def sources(self) -> list[str]:
         """The accuracy sources drawn, in the order a run measures them."""
-        from graftsearch.report import _labels as L
+        from graftsearch._utils import labels as L
 
         used = set()
         if len(self.evaluated[0]):
@@ -115,7 +115,7 @@ def pareto_points(evaluations, pareto, *, size_metric: str = "params",
     its selection is not on the front (the front changed after final training) is it looked up in
     the table the front came from, and ``chosen_on_front`` says so.
     """
-    from graftsearch.report import _labels as L
+    from graftsearch._utils import labels as L
 
     source = front_source or L.PROXY_VAL
     if len(evaluations):
@@ -164,7 +164,7 @@ def draw_pareto(points: ParetoPoints, *, objective: str = "", p_min: Optional[fl
                 size_max: Optional[float] = None):
     """The Figure of ``pareto.png``; each artist's gid names what it draws ("front", "chosen",
     "final val", ...), and every legend entry names its accuracy's source."""
-    from graftsearch.report import _labels as L
+    from graftsearch._utils import labels as L
 
     size_metric = points.size_metric
     fig = _figure(figsize=(7.5, 5))
@@ -244,7 +244,7 @@ def draw_convergence(convergence, *, size_metric: str = "params"):
     generation."""
     from matplotlib.ticker import MaxNLocator
 
-    from graftsearch.report import _labels as L
+    from graftsearch._utils import labels as L
 
     fig = _figure(figsize=(7.5, 6))
     top, bottom = fig.subplots(2, 1, sharex=True)

@@ -4,7 +4,7 @@ Reads ``config.json``, ``evaluations.csv``, ``pareto.csv``, ``convergence.csv`` 
 ``taps.csv``, ``refined.csv`` and ``best/metrics.json`` when present) and writes ``report.md``,
 ``pareto.png`` and ``convergence.png`` beside them. The same files give the same report, byte for
 byte. Every accuracy shown is named by its source (proxy val, refined val, final val, final test;
-``report/_labels.py``).
+``_utils/labels.py``).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def _section_result(m: Optional[FinalMetrics], best: Optional[pd.Series], source
                     searched: Optional[Mapping[str, Any]] = None) -> List[str]:
     """``source`` names the front's accuracies; ``searched`` is the chosen model's row of the
     front (its accuracy in the search, beside the trained graft's)."""
-    from graftsearch.report import _labels as L
+    from graftsearch._utils import labels as L
 
     out = ["## Result", ""]
     if m is not None:
@@ -134,7 +134,7 @@ def _section_result(m: Optional[FinalMetrics], best: Optional[pd.Series], source
 
 
 def _section_donor_vs_graft(m: FinalMetrics) -> List[str]:
-    from graftsearch.report import _labels as L
+    from graftsearch._utils import labels as L
 
     d, g = m.donor, m.graft
     dv, dt = d.val or {}, d.test or {}
@@ -167,7 +167,7 @@ _VARIANT_NAMES = {"head_only": "head only (trunk as the donor's)",
 
 def _section_variants(m: FinalMetrics) -> List[str]:
     """How the pick was trained: head only, fine-tuned, fine-tuned with distillation."""
-    from graftsearch.report import _labels as L
+    from graftsearch._utils import labels as L
 
     variants = m.graft.variants or {}
     if len(variants) < 2:
@@ -191,7 +191,7 @@ def _section_variants(m: FinalMetrics) -> List[str]:
 
 
 def _section_test_metrics(m: FinalMetrics) -> List[str]:
-    from graftsearch.report import _labels as L
+    from graftsearch._utils import labels as L
 
     gt, dt = m.graft.test or {}, m.donor.test or {}
     keys = [("accuracy", L.accuracy(L.FINAL_TEST), fmt_pct), ("loss", "Loss (cross-entropy)", fmt_float),
@@ -221,7 +221,7 @@ def _section_test_metrics(m: FinalMetrics) -> List[str]:
 
 
 def _section_deployment(m: FinalMetrics) -> List[str]:
-    from graftsearch.report import _labels as L
+    from graftsearch._utils import labels as L
 
     lat, mem, q = m.latency, m.memory, m.int8
     if not (lat or mem or q):
@@ -272,7 +272,7 @@ def _section_deployment(m: FinalMetrics) -> List[str]:
 def front_header(source: str) -> List[str]:
     """The columns of report.md's front table; a refined front also shows each selection's
     proxy val accuracy (from evaluations.csv)."""
-    from graftsearch.report import _labels as L
+    from graftsearch._utils import labels as L
 
     header = ["Taps", "n", "Params", "MiB", "MACs", L.accuracy(source), L.loss(source)]
     if source != L.PROXY_VAL:
@@ -281,7 +281,7 @@ def front_header(source: str) -> List[str]:
 
 
 def _front_rows(run: SavedRun, chosen_bits: Optional[str], source: str) -> List[List[str]]:
-    from graftsearch.report import _labels as L
+    from graftsearch._utils import labels as L
 
     front = order_rows(run.pareto, run.objective, run.size_metric)
     proxy: Dict[str, Any] = {}
@@ -314,7 +314,7 @@ def front_source(run: SavedRun, refined: Optional[pd.DataFrame]) -> str:
     search does not hold the front's values)."""
     import numpy as np
 
-    from graftsearch.report import _labels as L
+    from graftsearch._utils import labels as L
 
     if refined is None or not len(refined):
         return L.PROXY_VAL
@@ -338,7 +338,7 @@ def _front_row(run: SavedRun, bits: Optional[str]) -> Optional[Dict[str, Any]]:
 def render_report(run: SavedRun, metrics: Optional[FinalMetrics] = None) -> str:
     """report.md of a run read by :func:`load_run`, with ``metrics`` (best/metrics.json) when the
     final model was trained."""
-    from graftsearch.report import _labels as L
+    from graftsearch._utils import labels as L
 
     best = pick_best(run.pareto, run.objective, run.size_metric)
     source = front_source(run, read_refined(run))

@@ -12,13 +12,11 @@ A run measures a selection's accuracy up to four times, on different footings:
 
 ``cultivation val`` is the donor's val accuracy while it is fine-tuned (progress only). Plots,
 tables and messages name a number with :func:`accuracy` (``"refined val accuracy"``), so one
-point carries one label wherever it is shown. This module imports nothing: the CLI uses it
-without loading the report's dependencies.
+point carries one label wherever it is shown. This module imports nothing: the search's
+messages, the report and the CLI all use it.
 """
 
 from __future__ import annotations
-
-import re
 
 PROXY_VAL = "proxy val"
 REFINED_VAL = "refined val"
@@ -47,11 +45,3 @@ def loss(source: str) -> str:
 def search_source(refined: bool) -> str:
     """The source of a search's front and pick: refined when the run refined its front."""
     return REFINED_VAL if refined else PROXY_VAL
-
-
-_BARE = re.compile(r"\bval_accuracy\b")
-
-
-def relabel(message: str, source: str) -> str:
-    """``message`` (a search's summary) with its bare ``val_accuracy`` named by ``source``."""
-    return _BARE.sub(accuracy(source), message)

@@ -139,6 +139,9 @@ def test_final_from_run_top_k(data, tmp_path):
     metrics = json.loads((run / "best" / "metrics.json").read_text())
     candidates = metrics["search_pick"]["candidates"]
     assert [c["taps"] for c in candidates] == ["1;2;3", "4", "3;4"]  # ties: bits ascending
+    # the fake run has no refined.csv: the picks carry the search's proxy accuracy
+    assert {c["search_source"] for c in candidates} == {metrics["search_pick"]["search_source"]} \
+        == {"proxy val"}
     reaching = [c for c in candidates if c["final_val_accuracy"] >= 0.6]
     expected = reaching[0] if reaching else max(candidates, key=lambda c: c["final_val_accuracy"])
     assert metrics["bits"] == expected["bits"] == final.metrics["bits"]
@@ -288,3 +291,21 @@ def test_fine_tuning_with_distillation_reports_every_variant_and_keeps_the_best_
     best_val = max(v["val"]["accuracy"] for v in variants.values())
     assert variants[graft["variant"]]["val"]["accuracy"] == best_val
     assert final.test.accuracy == pytest.approx(variants[graft["variant"]]["test"]["accuracy"])
+
+
+def test_picks_from_a_refined_front_say_so(tmp_path):
+    import shutil
+
+    from test_report import write_fake_run
+    from graftsearch.graft._final import _front_source, front_picks
+
+    run = write_fake_run(tmp_path / "run", p_min=0.6)
+    picks, _ = front_picks(run, top_k=2)
+    assert _front_source(run, picks) == "proxy val"
+    shutil.copy(run / "pareto.csv", run / "refined.csv")  # the front is the refined one
+    assert _front_source(run, picks) == "refined val"
+    lines = (run / "refined.csv").read_text().splitlines()
+    header, first = lines[0].split(","), lines[1].split(",")
+    first[header.index("val_accuracy")] = "0.123"  # a refined.csv from before a longer search
+    (run / "refined.csv").write_text("\n".join([lines[0], ",".join(first)] + lines[2:]) + "\n")
+    assert _front_source(run, picks) == "proxy val"

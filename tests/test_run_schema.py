@@ -143,7 +143,7 @@ def _full_metrics() -> FinalMetrics:
         latency={"graft": {"median_ms": 1.5}, "donor": {"median_ms": 3.0}, "ratio": 2.0},
         memory=None, int8={"error": "no int8 engine in this torch build"},
         settings={"seed": 0, "onnx": None},
-        search_pick=SearchPick(proxy_val_accuracy=0.9, objective="min-size", candidates=[]),
+        search_pick=SearchPick(search_val_accuracy=0.9, search_source="proxy val", objective="min-size", candidates=[]),
         export=ExportInfo(files=["model.pt"], onnx_note="", max_abs_diff={"torchscript": 0.0}))
 
 

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from graftsearch.cultivate._settings import HEADS, CultivateSettings
 from graftsearch.training._recipe import RECIPES
+from graftsearch._utils import labels as L
 from graftsearch._utils.errors import ParameterError, param_message
 from graftsearch.pipeline._settings import build_part, prepare_data
 from ._common import DATA_SETTINGS, DONOR_SETTINGS, add_settings, console, donor_spec, settings_values
@@ -102,13 +103,15 @@ def run_train(args: argparse.Namespace) -> int:
                   TimeElapsedColumn(), console=console(), transient=True) as bar:
         task = bar.add_task("", total=settings.epochs)
 
+        shown = L.accuracy(L.CULTIVATION_VAL)
+
         def callback(p) -> None:
             info = p.info
             bar.update(task, completed=p.done,
-                       description=f"val acc {info.get('val_accuracy', 0):.3f}")
+                       description=f"{shown} {info.get('val_accuracy', 0):.3f}")
             console().print(f"epoch {p.done}: train loss {info['train_loss']:.4f} acc "
-                            f"{info['train_accuracy']:.4f}, val loss {info['val_loss']:.4f} acc "
-                            f"{info['val_accuracy']:.4f}", highlight=False)
+                            f"{info['train_accuracy']:.4f}, val loss {info['val_loss']:.4f}, "
+                            f"{shown} {info['val_accuracy']:.4f}", highlight=False)
 
         result = cultivate_donor(donor, dataset, settings=settings, progress=callback)
     result.save(out)

@@ -619,6 +619,23 @@ def front_picks(run_dir, *, top_k: int = 1) -> Tuple[List[Dict[str, Any]], Dict[
     return picks, settings
 
 
+def _front_source(run_dir, picks: Sequence[Mapping[str, Any]]) -> str:
+    """Which accuracy the picks carry: refined val when refined.csv holds each of them at that
+    value (the run refined its front), else proxy val."""
+    from graftsearch._utils import labels as L
+    from graftsearch.optimize._runfiles import read_records
+
+    path = RunFiles(run_dir).refined
+    if not path.is_file():
+        return L.PROXY_VAL
+    refined = read_records(path)
+    values = dict(zip(refined["bits"].astype(str), refined["val_accuracy"].astype(float)))
+    same = all(str(p["bits"]) in values and math.isclose(values[str(p["bits"])],
+                                                         float(p["val_accuracy"]), abs_tol=1e-12)
+               for p in picks)
+    return L.REFINED_VAL if same else L.PROXY_VAL
+
+
 def train_final_from_run(run_dir, donor, features, *, dataset=None, head: Optional[HeadSpec] = None,
                          settings: Optional[FinalSettings] = None, top_k: int = 1,
                          progress: Optional[ProgressCallback] = None) -> FinalModel:
@@ -637,6 +654,7 @@ def train_final_from_run(run_dir, donor, features, *, dataset=None, head: Option
     settings = settings if settings is not None else FinalSettings()
     _check_same_inputs(donor, features, dataset)
     picks, run_settings = front_picks(run_dir, top_k=top_k)
+    source = _front_source(run_dir, picks)
     chosen = picks[0]
     candidates = []
     if len(picks) > 1:
@@ -651,7 +669,8 @@ def train_final_from_run(run_dir, donor, features, *, dataset=None, head: Option
                              seed=derive_seed(settings.seed, "final", features.taps.bits(sel)))
             candidates.append({"bits": pick["bits"], "taps": pick["taps"],
                                "params": int(pick["params"]), "size_mib": float(pick["size_mib"]),
-                               "proxy_val_accuracy": float(pick["val_accuracy"]),
+                               "search_val_accuracy": float(pick["val_accuracy"]),
+                               "search_source": source,
                                "final_val_accuracy": fit.val_accuracy,
                                "final_val_loss": fit.val_loss})
         metric = run_settings["size_metric"]
@@ -664,7 +683,8 @@ def train_final_from_run(run_dir, donor, features, *, dataset=None, head: Option
         chosen = next(p for p in picks if p["bits"] == best["bits"])
     final = train_final(donor, features, str(chosen["bits"]), head=head, dataset=dataset,
                         settings=settings, out_dir=None, progress=progress)
-    final.record.search_pick = SearchPick(proxy_val_accuracy=float(chosen["val_accuracy"]),
+    final.record.search_pick = SearchPick(search_val_accuracy=float(chosen["val_accuracy"]),
+                                          search_source=source,
                                           objective=run_settings["objective"],
                                           candidates=candidates)
     write_best(final, donor, RunFiles(run_dir).best, onnx=settings.onnx)

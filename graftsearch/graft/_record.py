@@ -76,9 +76,15 @@ class SizeReduction:
 
 @dataclass
 class SearchPick:
-    """``search_pick``: how the model was chosen from a run's front (final training from a run)."""
+    """``search_pick``: how the model was chosen from a run's front (final training from a run).
 
-    proxy_val_accuracy: Optional[float] = None
+    ``search_val_accuracy`` is the pick's accuracy on the front it was picked from, and
+    ``search_source`` says which that is (``"proxy val"``, or ``"refined val"`` when the run
+    refined its front); each candidate of ``top_k > 1`` carries the same two plus its final val
+    accuracy."""
+
+    search_val_accuracy: Optional[float] = None
+    search_source: Optional[str] = None
     objective: Optional[str] = None
     candidates: Optional[List[Json]] = None
 

@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from graftsearch.optimize._archive import Archive, Record
 from graftsearch.optimize._domination import bits_of, make_individual, select_survivors
+from graftsearch._utils import labels as L
 from graftsearch._utils.errors import Described, ParameterError, SearchError, param_message
 from graftsearch.fitness._base import Fitness
 from graftsearch.taps._head import HeadSpec
@@ -294,7 +295,7 @@ class _Run:
                 self.checkpoint()
         if best is not None:
             best_text = (f"best taps {best.taps_text} ({s.format_size(best.size(s.size_metric))}, "
-                         f"P {best.val_accuracy:.4f})")
+                         f"{L.accuracy(L.PROXY_VAL)} {best.val_accuracy:.4f})")
         else:
             best_text = f"nothing feasible yet (smallest violation {min_violation:.4g})"
         logger.info("generation %d: %d evaluations (%d new), %d archive hits, hypervolume %.5f, %s",

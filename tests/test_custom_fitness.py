@@ -56,6 +56,22 @@ def test_mapping_with_extras_and_val_loss(source):
     assert ev.extras == {"recall_floor": 0.5, "n": 3.0} and not ev.failed
 
 
+def test_a_returned_standard_error_is_the_evaluations_and_a_csv_column(source, tmp_path):
+    def fn(ctx):
+        return {"val_accuracy": 0.5 + 0.1 * len(ctx.selection) / 5, "val_accuracy_se": 0.02}
+
+    ev = gs.make_fitness(fn, source, seed=0).evaluate((1, 2))
+    assert ev.val_accuracy_se == 0.02 and ev.extras == {}
+    settings = gs.SearchSettings(objective="max-accuracy", size_max="1M", population=8,
+                                 generations=1, seed=0)
+    gs.run_search(source.taps, gs.HeadSpec(num_classes=3), gs.make_fitness(fn, source, seed=0),
+                  settings, run_dir=tmp_path)
+    header, first = (tmp_path / "evaluations.csv").read_text().splitlines()[:2]
+    columns = header.split(",")
+    assert columns[columns.index("val_loss") + 1] == "val_accuracy_se"
+    assert first.split(",")[columns.index("val_accuracy_se")] == "0.02"
+
+
 class Threshold(gs.FitnessFunction):
     name = "threshold"
 
@@ -123,6 +139,10 @@ def _bool(ctx):
     return True
 
 
+def _negative_se(ctx):
+    return {"val_accuracy": 0.8, "val_accuracy_se": -0.01}
+
+
 BAD = [
     (_nan, r"returned the performance nan"),
     (_raises, r"raised ValueError: no features here"),
@@ -133,6 +153,7 @@ BAD = [
     (_bad_extra, r"returned note=str 'good'"),
     (_reads_test, r"raised FitnessError: A fitness must not read the 'test' split"),
     (_bool, r"returned bool True"),
+    (_negative_se, r"returned val_accuracy_se=float -0\.01 \(a standard error is a float >= 0\)"),
 ]
 
 
@@ -190,3 +211,19 @@ def test_the_example_runs_end_to_end(tmp_path):
     assert "macro-F1" in out.stdout and "best under" in out.stdout
     header = (run / "evaluations.csv").read_text().splitlines()[0].split(",")
     assert header[-2:] == ["min_class_recall", "plain_accuracy"]
+
+
+def test_one_se_search_picks_the_smallest_graft_within_one_se_of_the_best(source, tmp_path):
+    from graftsearch.graft._final import front_picks
+
+    def fn(ctx):  # more taps, more accuracy, each step inside the noise of the next
+        return {"val_accuracy": 0.80 + 0.01 * len(ctx.selection), "val_accuracy_se": 0.015}
+
+    settings = gs.SearchSettings(objective="max-accuracy", size_max="1M", population=8,
+                                 generations=3, seed=0, pick="one-se")
+    result = gs.run_search(source.taps, gs.HeadSpec(num_classes=3),
+                           gs.make_fitness(fn, source, seed=0), settings, run_dir=tmp_path)
+    top = max(result.front, key=lambda r: r.val_accuracy)
+    within = [r for r in result.front if r.val_accuracy >= top.val_accuracy - 0.015]
+    assert result.best.bits == min(within, key=lambda r: r.params).bits != top.bits
+    assert front_picks(tmp_path)[0][0]["bits"] == result.best.bits  # what final training takes

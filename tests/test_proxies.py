@@ -368,3 +368,22 @@ def test_search_passes_weights_and_head_settings_through(source, monkeypatch):
     head = gs.HeadSpec(num_classes=3, hidden=7, dropout=0.25)
     mlp = _fitness("mlp", source, head, 0)
     assert (mlp.settings.hidden, mlp.settings.dropout) == (7, 0.25)
+
+
+@pytest.mark.parametrize("kind", ["fast", "mlp"])
+def test_val_accuracy_se_is_the_binomial_standard_error_on_the_val_split(source, kind):
+    settings = {"settings": gs.MLPSettings(**TINY_MLP)} if kind == "mlp" else {}
+    fit = gs.make_fitness(kind, source, seed=0, **settings)
+    ev = fit.evaluate((SIGNAL_TAP,))
+    n_val = len(source.labels("val"))  # 90 images
+    assert ev.val_accuracy_se == pytest.approx(
+        (ev.val_accuracy * (1 - ev.val_accuracy) / n_val) ** 0.5, abs=1e-15)
+    assert 0 < ev.val_accuracy_se < 0.06
+
+
+def test_binomial_se_by_hand():
+    from graftsearch.fitness._evaluation import binomial_se
+
+    assert binomial_se(0.9, 100) == pytest.approx(0.03)  # sqrt(0.9 * 0.1 / 100)
+    assert binomial_se(1.0, 700) == 0.0
+    assert np.isnan(binomial_se(0.5, 0))

@@ -449,3 +449,15 @@ def test_every_accuracy_in_report_md_names_its_source(tmp_path):
     bare = [body[max(0, m.start() - 30):m.end()] for m in found
             if not body[:m.start()].endswith(tuple(f"{s} " for s in L.SOURCES))]
     assert not bare, bare
+
+
+def test_front_table_shows_each_accuracy_with_its_standard_error(tmp_path):
+    run = write_fake_run(tmp_path / "run")
+    pareto = pd.read_csv(run / "pareto.csv")
+    pareto["val_accuracy_se"] = 0.0123
+    pareto.to_csv(run / "pareto.csv", index=False)
+    text = gs.write_report(run).read_text()
+    first = next(line for line in text.splitlines() if "(chosen)" in line)
+    assert "% ± 1.23 |" in first
+    plain = write_fake_run(tmp_path / "plain")  # no standard error: no ± at all
+    assert "±" not in gs.write_report(plain).read_text().split("## Settings")[0]

@@ -176,3 +176,58 @@ def test_a_damaged_metrics_file_is_a_search_error(tmp_path):
     (tmp_path / "metrics.json").write_text("{not json")
     with pytest.raises(gs.SearchError, match="not valid JSON"):
         FinalMetrics.read(tmp_path / "metrics.json")
+
+
+def _front_row(bits, params, acc, se):
+    return {"bits": bits, "taps": bits, "n_taps": 1, "deepest_tap": 1, "params": params,
+            "size_mib": params * 4 / 2**20, "macs": params, "val_accuracy": acc,
+            "val_loss": 1 - acc, "val_accuracy_se": se, "feasible": True, "violation": 0.0,
+            "generation": 1, "evaluated_at": "2026-12-01T00:00:00"}
+
+
+# A hand-made max-accuracy front: 0.93 +- 0.01 is the most accurate; 0.925 and 0.921 are within
+# one standard error of it, 0.90 is not; of those within, "0100" (2,000 params) is the smallest.
+ONE_SE_FRONT = [("1000", 9_000, 0.930, 0.010), ("0010", 5_000, 0.925, 0.0099),
+                ("0100", 2_000, 0.921, 0.0101), ("0001", 1_000, 0.900, 0.011)]
+
+
+def test_one_se_pick_on_a_hand_made_front():
+    import pandas as pd
+
+    from graftsearch.optimize._result import order_front
+
+    frame = pd.DataFrame([_front_row(*r) for r in ONE_SE_FRONT])
+    assert list(order_front(frame, "max-accuracy")["bits"]) == ["1000", "0010", "0100", "0001"]
+    assert list(order_front(frame, "max-accuracy", pick="one-se")["bits"]) == [
+        "0100", "1000", "0010", "0001"]
+    frame.loc[0, "val_accuracy_se"] = 0.008  # 0.922 now: "0100" (0.921) falls out of reach
+    assert order_front(frame, "max-accuracy", pick="one-se")["bits"].iloc[0] == "0010"
+    frame["val_accuracy_se"] = float("nan")  # no standard error: the best stays the pick
+    assert order_front(frame, "max-accuracy", pick="one-se")["bits"].iloc[0] == "1000"
+
+
+def test_one_se_pick_of_records_is_the_one_of_their_table():
+    from graftsearch.optimize._archive import Record
+    from graftsearch.optimize._result import feasible_front
+
+    records = [Record(**{k: v for k, v in _front_row(*r).items()
+                         if k not in ("taps", "n_taps", "deepest_tap")}) for r in ONE_SE_FRONT]
+    settings = gs.SearchSettings(objective="max-accuracy", size_max="1M", pick="one-se")
+    assert [r.bits for r in feasible_front(records, settings)] == ["0100", "1000", "0010", "0001"]
+
+
+def test_one_se_pick_needs_max_accuracy():
+    with pytest.raises(gs.ParameterError, match="'pick' parameter must be 'best' when objective='min-size'"):
+        gs.SearchSettings(objective="min-size", p_min=0.9, pick="one-se")
+
+
+def test_records_table_without_the_se_column_reads_it_as_nan(tmp_path):
+    import pandas as pd
+
+    from graftsearch.optimize._runfiles import read_records
+
+    frame = pd.DataFrame([_front_row(*r) for r in ONE_SE_FRONT]).drop(columns="val_accuracy_se")
+    frame.to_csv(tmp_path / "pareto.csv", index=False)  # a run from before the column
+    got = read_records(tmp_path / "pareto.csv")
+    assert list(got.columns).index("val_accuracy_se") == list(got.columns).index("val_loss") + 1
+    assert got["val_accuracy_se"].isna().all()

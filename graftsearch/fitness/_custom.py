@@ -45,11 +45,12 @@ from graftsearch.taps._records import Tap
 #: Names a custom fitness cannot use for extra metrics: the columns graftsearch writes itself.
 RESERVED_METRICS = frozenset({
     "bits", "taps", "n_taps", "deepest_tap", "params", "size_mib", "macs", "val_accuracy",
-    "val_loss", "feasible", "violation", "generation", "evaluated_at", "rank", "failed", "error",
+    "val_loss", "val_accuracy_se", "feasible", "violation", "generation", "evaluated_at", "rank", "failed", "error",
     "fidelity", "performance"})
 
 _EXPECTED = ("a float in [0, 1], or a mapping with 'val_accuracy' (or 'performance') in [0, 1], "
-             "optionally 'val_loss', and further named float metrics")
+             "optionally 'val_loss' and 'val_accuracy_se' (its standard error, >= 0), and further "
+             "named float metrics")
 
 
 class SelectionContext:
@@ -212,7 +213,7 @@ class CustomFitness(Fitness):
 
     def _interpret(self, result: Any) -> Evaluation:
         extras: Dict[str, float] = {}
-        val_loss = math.nan
+        val_loss = se = math.nan
         if _is_number(result):
             perf = float(result)
         elif isinstance(result, Mapping):
@@ -233,6 +234,12 @@ class CustomFitness(Fitness):
                         raise _BadReturn(f"val_loss={_describe(value)}")
                     val_loss = float(value)
                     continue
+                if name == "val_accuracy_se":
+                    if not _is_number(value) or not float(value) >= 0:
+                        raise _BadReturn(f"val_accuracy_se={_describe(value)} (a standard error "
+                                         "is a float >= 0)")
+                    se = float(value)
+                    continue
                 if not isinstance(name, str) or not name:
                     raise _BadReturn(f"a metric named {name!r} (names must be non-empty strings)")
                 if name in RESERVED_METRICS:
@@ -244,7 +251,8 @@ class CustomFitness(Fitness):
             raise _BadReturn(_describe(result))
         if not math.isfinite(perf) or not 0.0 <= perf <= 1.0:
             raise _BadReturn(f"the performance {perf!r}")
-        return Evaluation(val_accuracy=perf, val_loss=val_loss, extras=extras, fidelity=self.name)
+        return Evaluation(val_accuracy=perf, val_loss=val_loss, val_accuracy_se=se, extras=extras,
+                          fidelity=self.name)
 
     def __repr__(self) -> str:
         return f"CustomFitness({self.name!r}, {self.source!r}, seed={self.seed}, fail_fast={self.fail_fast})"

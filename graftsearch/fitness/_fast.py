@@ -15,7 +15,7 @@ from graftsearch._utils.errors import DataError, ParameterError, param_message
 from graftsearch._utils.threads import torch_threads
 from graftsearch.features._source import FeatureSource
 from graftsearch.fitness._base import _Proxy
-from graftsearch.fitness._evaluation import Evaluation
+from graftsearch.fitness._evaluation import Evaluation, binomial_se
 from graftsearch.fitness._settings import FastSettings
 from graftsearch.training._headtrain import standardisation
 from graftsearch.training._metrics import cross_entropy
@@ -192,7 +192,9 @@ class FastProxy(_Proxy):
 
     def evaluate(self, selection: Tuple[int, ...]) -> Evaluation:
         fit = self.fit(selection)
-        return Evaluation(val_accuracy=fit.val_accuracy, val_loss=fit.val_loss, fidelity=self.name)
+        se = binomial_se(fit.val_accuracy, len(self.source.labels("val")))
+        return Evaluation(val_accuracy=fit.val_accuracy, val_loss=fit.val_loss,
+                          val_accuracy_se=se, fidelity=self.name)
 
     def fit(self, selection: Tuple[int, ...]) -> ProbeFit:
         """The probe of ``selection``: coefficients, regularisation and val scores."""

@@ -11,7 +11,7 @@ from graftsearch._utils.seeding import derive_seed
 from graftsearch._utils.threads import torch_threads
 from graftsearch.features._source import selection_features
 from graftsearch.fitness._base import _Proxy
-from graftsearch.fitness._evaluation import Evaluation
+from graftsearch.fitness._evaluation import Evaluation, binomial_se
 from graftsearch.fitness._settings import MLPSettings
 from graftsearch.training._headtrain import train_head
 
@@ -44,5 +44,6 @@ class MLPProxy(_Proxy):
             # Divergence on one selection is that selection's problem, not the search's: record
             # it as failed (infeasible) and let the search go on; the result lists the error.
             return Evaluation(val_accuracy=math.nan, failed=True, error=str(exc), fidelity=self.name)
+        se = binomial_se(float(fit.val_accuracy), len(self.source.labels("val")))
         return Evaluation(val_accuracy=float(fit.val_accuracy), val_loss=float(fit.val_loss),
-                          fidelity=self.name)
+                          val_accuracy_se=se, fidelity=self.name)

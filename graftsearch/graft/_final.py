@@ -607,7 +607,7 @@ def write_best(final: FinalModel, donor, out_dir, *, onnx: Optional[bool] = None
 def front_picks(run_dir, *, top_k: int = 1) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """The ``top_k`` best selections of a run's front, best first, and the run's settings."""
     run = load_run(run_dir)
-    order = order_front(run.pareto, run.objective, run.size_metric)
+    order = order_front(run.pareto, run.objective, run.size_metric, run.pick)
     if not len(order):
         raise SearchError(f"The run '{run.root}' has no feasible selection to train. Relax the "
                           "constraint (p_min or size_max) in a new run (the feature cache is "

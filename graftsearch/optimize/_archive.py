@@ -42,6 +42,9 @@ class Scored:
     feasible: bool
     violation: float
     generation: int
+    # None when unknown (not NaN: records must compare equal after a checkpoint round trip);
+    # a class-level default too, so records pickled before the column existed still read
+    val_accuracy_se: Optional[float] = None
     extras: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -103,9 +106,13 @@ def make_record(bits: str, evaluation: Optional[Evaluation], *, taps: TapList, h
         violation = float(settings.violation(p, size))
     loss = evaluation.val_loss
     loss = float(loss) if isinstance(loss, (int, float)) and not isinstance(loss, bool) else math.nan
+    se = getattr(evaluation, "val_accuracy_se", None)
+    se = float(se) if (isinstance(se, (int, float)) and not isinstance(se, bool) and not failed
+                       and math.isfinite(se) and se >= 0) else None
     extras = {str(k): float(v) for k, v in dict(evaluation.extras or {}).items()}
     return Record(bits=bits, params=cost.params, size_mib=cost.size_mib, macs=cost.macs,
-                  val_accuracy=p, val_loss=loss, feasible=violation == 0.0, violation=violation,
+                  val_accuracy=p, val_loss=loss, val_accuracy_se=se, feasible=violation == 0.0,
+                  violation=violation,
                   generation=generation, evaluated_at=evaluated_at, extras=extras, trained=True,
                   failed=failed, error=str(error or ""), fidelity=str(evaluation.fidelity or ""))
 

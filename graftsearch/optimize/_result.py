@@ -41,14 +41,35 @@ def preference_key(record: Record, settings: SearchSettings) -> tuple:
                       record.bits)
 
 
+def one_se_first(order: Sequence[int], sizes: Sequence[float], accuracies: Sequence[float],
+                 ses: Sequence[Optional[float]], bits: Sequence[str]) -> List[int]:
+    """``order`` (feasible selections, most accurate first) with the one-standard-error pick moved
+    to the front: the smallest selection whose P is at least the best P minus the best's
+    standard error (ties: the higher P, then the bit string). Without a standard error the
+    best stays first."""
+    order = list(order)
+    if not order:
+        return order
+    top = order[0]
+    se = ses[top]
+    if se is None or not math.isfinite(float(se)):
+        return order
+    floor = float(accuracies[top]) - float(se)
+    within = [i for i in order if float(accuracies[i]) >= floor]
+    chosen = min(within, key=lambda i: preference("min-size", float(sizes[i]),
+                                                  float(accuracies[i]), str(bits[i])))
+    return [chosen] + [i for i in order if i != chosen]
+
+
 def feasible_mask(frame: "pd.DataFrame") -> "pd.Series":
     return frame["feasible"].map(parse_bool).astype(bool)
 
 
 def order_rows(frame: "pd.DataFrame", objective: str,
-               size_metric: str = "params") -> "pd.DataFrame":
+               size_metric: str = "params", pick: Optional[str] = "best") -> "pd.DataFrame":
     """Every row of a table of selections (a run's pareto.csv) in the order the search ranks
-    them: feasible rows first by :func:`preference_key`, then the others by violation as
+    them: feasible rows first by :func:`preference_key` (``pick="one-se"``: the one-standard-
+    error pick first, :func:`one_se_first`), then the others by violation as
     :func:`least_violating` orders them."""
     # the objective as the search reads it: anything but max-accuracy is min-size
     objective = "max-accuracy" if objective == "max-accuracy" else "min-size"
@@ -60,13 +81,20 @@ def order_rows(frame: "pd.DataFrame", objective: str,
             for ok, size, p, bits, violation in zip(feasible, frame[size_metric],
                                                     frame["val_accuracy"], frame["bits"],
                                                     frame["violation"])]
-    return frame.iloc[sorted(range(len(keys)), key=keys.__getitem__)]
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    if pick == "one-se" and objective == "max-accuracy" and "val_accuracy_se" in frame.columns:
+        n_ok = sum(feasible)
+        se = [None if not math.isfinite(float(v)) else float(v) for v in frame["val_accuracy_se"]]
+        order = one_se_first(order[:n_ok], frame[size_metric].tolist(),
+                             frame["val_accuracy"].tolist(), se,
+                             frame["bits"].astype(str).tolist()) + order[n_ok:]
+    return frame.iloc[order]
 
 
 def order_front(frame: "pd.DataFrame", objective: str,
-                size_metric: str = "params") -> "pd.DataFrame":
+                size_metric: str = "params", pick: Optional[str] = "best") -> "pd.DataFrame":
     """The feasible rows of a table of selections, best first (the search's rank 1 first)."""
-    ordered = order_rows(frame, objective, size_metric)
+    ordered = order_rows(frame, objective, size_metric, pick)
     return ordered[feasible_mask(ordered)] if len(ordered) else ordered
 
 
@@ -75,7 +103,13 @@ def feasible_front(records: Sequence[Record], settings: SearchSettings) -> List[
     feasible = [r for r in records if r.feasible]
     sizes = [r.size(settings.size_metric) for r in feasible]
     kept = nondominated_indices(sizes, [r.val_accuracy for r in feasible])
-    return sorted((feasible[i] for i in kept), key=lambda r: preference_key(r, settings))
+    front = sorted((feasible[i] for i in kept), key=lambda r: preference_key(r, settings))
+    if settings.pick == "one-se" and settings.objective == "max-accuracy":
+        order = one_se_first(range(len(front)), [r.size(settings.size_metric) for r in front],
+                             [r.val_accuracy for r in front],
+                             [r.val_accuracy_se for r in front], [r.bits for r in front])
+        front = [front[i] for i in order]
+    return front
 
 
 def least_violating(records: Sequence[Record], settings: SearchSettings,
@@ -120,6 +154,7 @@ class Pick(Scored):
         return {"bits": self.bits, "taps": ";".join(map(str, self.taps)), "n_taps": self.n_taps,
                 "deepest_tap": self.deepest_tap, "params": self.params, "size_mib": self.size_mib,
                 "macs": self.macs, "val_accuracy": self.val_accuracy, "val_loss": self.val_loss,
+                "val_accuracy_se": self.val_accuracy_se,
                 "feasible": self.feasible, "violation": self.violation,
                 "generation": self.generation, **dict(self.extras)}
 

@@ -47,8 +47,11 @@ BEST, METRICS, CONFUSION = "best", "metrics.json", "confusion.csv"
 DTYPES: Dict[str, Any] = {
     "bits": str, "taps": str, "n_taps": "int64", "deepest_tap": "int64", "params": "int64",
     "size_mib": "float64", "macs": "int64", "val_accuracy": "float64", "val_loss": "float64",
-    "feasible": bool, "violation": "float64", "generation": "int64", "evaluated_at": str}
+    "val_accuracy_se": "float64", "feasible": bool, "violation": "float64", "generation": "int64",
+    "evaluated_at": str}
 COLUMNS = tuple(DTYPES)
+#: Columns a run written before they existed lacks; read as NaN.
+ADDED_COLUMNS = ("val_accuracy_se",)
 RANK = "rank"
 CONVERGENCE_DTYPES: Dict[str, Any] = {
     "generation": "int64", "evaluations": "int64", "hypervolume": "float64", "best_bits": str,
@@ -91,7 +94,8 @@ def record_values(record: Record, extras: Sequence[str] = (),
         "bits": record.bits, "taps": record.taps_text, "n_taps": len(taps), "deepest_tap": taps[-1],
         "params": record.params, "size_mib": record.size_mib, "macs": record.macs,
         "val_accuracy": record.val_accuracy, "val_loss": record.val_loss,
-        "feasible": record.feasible, "violation": record.violation,
+        "val_accuracy_se": record.val_accuracy_se, "feasible": record.feasible,
+        "violation": record.violation,
         "generation": record.generation, "evaluated_at": record.evaluated_at}
     row.update({k: record.extras.get(k, math.nan) for k in extras})
     if rank is not None:
@@ -294,8 +298,16 @@ def read_table(path: Path, dtypes: Mapping[str, Any], required: Sequence[str]) -
 
 
 def read_records(path: Path) -> "pd.DataFrame":
-    """evaluations.csv, refined.csv or pareto.csv as :func:`records_frame` builds it."""
-    return read_table(path, _record_dtypes(True), COLUMNS)
+    """evaluations.csv, refined.csv or pareto.csv as :func:`records_frame` builds it (a column
+    added since the file was written reads as NaN)."""
+    import pandas as pd
+
+    frame = read_table(path, _record_dtypes(True), [c for c in COLUMNS if c not in ADDED_COLUMNS])
+    for column in ADDED_COLUMNS:
+        if column not in frame.columns:
+            at = list(frame.columns).index("val_loss") + 1 if "val_loss" in frame.columns else 0
+            frame.insert(at, column, pd.Series(float("nan"), index=frame.index, dtype="float64"))
+    return frame
 
 
 def read_convergence(path: Path) -> "pd.DataFrame":
@@ -348,6 +360,11 @@ class SavedRun:
     def size_metric(self) -> str:
         metric = str(self.setting("size_metric", default="params"))
         return metric if metric in SIZE_METRICS else "params"
+
+    @property
+    def pick(self) -> str:
+        """How the search took its best pick from the front ("best" for runs from before)."""
+        return "one-se" if self.setting("pick", default="best") == "one-se" else "best"
 
 
 def load_run(run_dir) -> SavedRun:

@@ -28,6 +28,7 @@ from graftsearch.taps._records import BYTES_PER_PARAM, MIB, SIZE_METRICS
 OBJECTIVES = ("min-size", "max-accuracy")
 CROSSOVERS = ("uniform", "two-point")
 REFINES = ("none", "front", "front+neighbours")
+PICKS = ("best", "one-se")
 
 _COUNT_SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
 _BYTE_SUFFIX = {"b": 1, "kib": 2**10, "kb": 2**10, "mib": 2**20, "mb": 2**20, "gib": 2**30, "gb": 2**30}
@@ -112,6 +113,11 @@ class SearchSettings:
     front ("front") or the front and every selection one bit away from it
     ("front+neighbours") with a second, more faithful fitness. ``checkpoint_every`` writes
     ``checkpoint.pkl`` every that many generations (and always at the end).
+
+    ``pick`` is how the best pick is taken from the front: ``"best"`` by the objective alone;
+    ``"one-se"`` (max-accuracy) the smallest feasible selection whose P is within one standard
+    error (``val_accuracy_se``) of the most accurate one's, since val accuracy on a few hundred
+    images carries about a point of binomial noise.
     """
 
     objective: str = field(default="min-size", metadata={"choices": OBJECTIVES})
@@ -133,6 +139,7 @@ class SearchSettings:
     # Refining needs a second fitness (``run_search(refine_fitness=...)``), so a search refines
     # only when asked to; this is also the default of `graftsearch run` and graftsearch.search.
     refine: str = field(default="none", metadata={"choices": REFINES})
+    pick: str = field(default="best", metadata={"choices": PICKS})
     checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
@@ -161,6 +168,11 @@ class SearchSettings:
                 raise ParameterError(param_message(
                     "p_min", "None when objective='max-accuracy'", self.p_min,
                     "Use objective='min-size' (`--objective min-size`) to require an accuracy."))
+        if self.pick == "one-se" and self.objective != "max-accuracy":
+            raise ParameterError(param_message(
+                "pick", "'best' when objective='min-size'", self.pick,
+                "The one-standard-error rule picks among the most accurate selections "
+                "(`--objective max-accuracy`); min-size already takes the smallest."))
         self._int("population", 4)
         self._int("generations", 0)
         self._int("max_evaluations", 1, optional=True)

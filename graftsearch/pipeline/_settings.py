@@ -381,6 +381,9 @@ class RunSettings:
                                                  "2M, 1934665, 7.5MiB, or 30% (of the donor's "
                                                  "size, after cultivation)")
     size_metric: str = _setting("search", "what 'size' means")
+    pick: str = _setting("search", "best: the objective's best feasible pick; one-se "
+                                   "(max-accuracy): the smallest feasible graft whose accuracy is "
+                                   "within one standard error of the best")
     population: int = _setting("search", "selections per generation")
     generations: int = _setting("search", "generations after the initial population")
     max_evaluations: Optional[int] = _setting("search", "stop after this many fitness evaluations")

@@ -33,10 +33,11 @@ REPORT, PARETO_PNG, CONVERGENCE_PNG = "report.md", "pareto.png", "convergence.pn
 # the pick, the constraint
 
 
-def pick_best(pareto: pd.DataFrame, objective: str, size_metric: str = "params") -> Optional[pd.Series]:
+def pick_best(pareto: pd.DataFrame, objective: str, size_metric: str = "params",
+              pick: str = "best") -> Optional[pd.Series]:
     """The search's best pick from a front (see :func:`order_front`); None when nothing is
     feasible."""
-    order = order_front(pareto, objective, size_metric)
+    order = order_front(pareto, objective, size_metric, pick)
     return order.iloc[0] if len(order) else None
 
 
@@ -270,7 +271,8 @@ def _section_deployment(m: FinalMetrics) -> List[str]:
 
 
 def front_header(source: str) -> List[str]:
-    """The columns of report.md's front table; a refined front also shows each selection's
+    """The columns of report.md's front table: the front's accuracy with its standard error
+    (``± SE`` in points, when the fitness gave one); a refined front also shows each selection's
     proxy val accuracy (from evaluations.csv)."""
     from graftsearch._utils import labels as L
 
@@ -283,7 +285,7 @@ def front_header(source: str) -> List[str]:
 def _front_rows(run: SavedRun, chosen_bits: Optional[str], source: str) -> List[List[str]]:
     from graftsearch._utils import labels as L
 
-    front = order_rows(run.pareto, run.objective, run.size_metric)
+    front = order_rows(run.pareto, run.objective, run.size_metric, run.pick)
     proxy: Dict[str, Any] = {}
     if source != L.PROXY_VAL and len(run.evaluations):
         proxy = dict(zip(run.evaluations["bits"].astype(str), run.evaluations["val_accuracy"]))
@@ -291,7 +293,9 @@ def _front_rows(run: SavedRun, chosen_bits: Optional[str], source: str) -> List[
     for _, r in front.iterrows():
         mark = " (chosen)" if chosen_bits is not None and r["bits"] == chosen_bits else ""
         row = [f"{r['taps']}{mark}", fmt_int(r["n_taps"]), fmt_int(r["params"]),
-               fmt_mib(r["size_mib"]), fmt_int(r["macs"]), fmt_pct(r["val_accuracy"]),
+               fmt_mib(r["size_mib"]), fmt_int(r["macs"]),
+               fmt_pct(r["val_accuracy"]) + ("" if _is_missing(r.get("val_accuracy_se")) else
+                                             f" ± {100 * float(r['val_accuracy_se']):.2f}"),
                fmt_float(r.get("val_loss"))]
         if source != L.PROXY_VAL:
             row.append(fmt_pct(proxy.get(str(r["bits"]))))
@@ -340,7 +344,7 @@ def render_report(run: SavedRun, metrics: Optional[FinalMetrics] = None) -> str:
     final model was trained."""
     from graftsearch._utils import labels as L
 
-    best = pick_best(run.pareto, run.objective, run.size_metric)
+    best = pick_best(run.pareto, run.objective, run.size_metric, run.pick)
     source = front_source(run, read_refined(run))
     objective = run.objective
     p_min = run.setting("p_min")
@@ -423,7 +427,7 @@ def report_points(run: SavedRun, metrics: Optional[FinalMetrics] = None):
     from graftsearch.report._plots import pareto_points
 
     refined = read_refined(run)
-    best = pick_best(run.pareto, run.objective, run.size_metric)
+    best = pick_best(run.pareto, run.objective, run.size_metric, run.pick)
     chosen_bits = (metrics.bits if metrics is not None else None) or (
         str(best["bits"]) if best is not None else None)
     return pareto_points(run.evaluations, run.pareto, size_metric=run.size_metric,

@@ -34,7 +34,7 @@ BENCH = ROOT / "benchmarks"
 RESULTS = BENCH / "results"
 DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
 ORDER = ("cache_extraction", "fitness_proxies", "search_quality", "graft_vs_donor", "peers",
-         "grafting", "cultivation", "startup")
+         "grafting", "cultivation", "startup", "proxy_truth")
 FULL_ARGS: Dict[str, List[str]] = {
     "cache_extraction": [],
     # 200 selections (the fitness issue's minimum); 15 for the settings table, which chose the
@@ -46,6 +46,7 @@ FULL_ARGS: Dict[str, List[str]] = {
     "grafting": ["--seeds", "0,1,2", "--threads", "2"],
     "cultivation": ["--threads", "2"],
     "startup": ["--rounds", "5"],
+    "proxy_truth": ["--selections", "150", "--jobs", "2"],
 }
 QUICK_ARGS: Dict[str, List[str]] = {
     "cache_extraction": ["--donors", "efficientnet_lite0", "--lite0-images", "24"],
@@ -56,6 +57,7 @@ QUICK_ARGS: Dict[str, List[str]] = {
     "grafting": ["--quick"],
     "cultivation": ["--quick"],
     "startup": ["--quick"],
+    "proxy_truth": ["--quick"],
 }
 NEEDS_DATA = ("cache_extraction", "grafting", "cultivation")
 TITLES = {"peers": "Peers: graftsearch vs Optuna, pymoo, random search, greedy, the manual pick",
@@ -64,7 +66,8 @@ TITLES = {"peers": "Peers: graftsearch vs Optuna, pymoo, random search, greedy, 
           "graft_vs_donor": "Graft vs donor at inference",
           "grafting": "Grafting: the pick against the cultivated donor, probes and the truncated donor",
           "cultivation": "Cultivation: the image store and the recipes",
-          "startup": "Startup: the everyday commands beside `import torch`"}
+          "startup": "Startup: the everyday commands beside `import torch`",
+          "proxy_truth": "Fitness proxies judged by the final model"}
 # Runs a benchmark's main() in a fresh interpreter, its tables going to OUT: modules that have
 # no --out option write to their module-level RESULTS, which is pointed there first.
 _RUN_ONE = """
@@ -260,7 +263,7 @@ def _cache_dir() -> Path:
 
 
 SECTIONS = ("grafting", "cultivation", "peers", "search_quality", "fitness_proxies", "cache_extraction",
-            "graft_vs_donor", "startup")
+            "graft_vs_donor", "startup", "proxy_truth")
 
 
 def write_results(out: Path, records: List[dict], *, command: str, total: float, quick: bool,

@@ -50,5 +50,6 @@ _LAZY, __getattr__, __dir__ = _lazy_exports(__name__, {
     "graftsearch.fitness._evaluation": ("Evaluation",),
     "graftsearch.fitness._base": ("Fitness",),
     "graftsearch.fitness._custom": ("FitnessFunction", "SelectionContext"),
-})
+}, subpackages=("taps", "donors", "data", "training", "cultivate", "features", "fitness",
+                "optimize", "graft", "report", "pipeline"))
 __all__ += _LAZY

@@ -113,7 +113,7 @@ def quick_run(tmp_path_factory):
 def test_quick_run_writes_every_table_and_leaves_the_reported_ones_alone(quick_run):
     out, proc, before, after = quick_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    names = ["search_quality", "graft_vs_donor", "peers", "startup"]
+    names = ["search_quality", "graft_vs_donor", "peers", "startup", "proxy_truth"]
     has_data = (ROOT.parent / "shared" / "data" / "plant-seedlings" / "images").is_dir()
     if has_data:
         names += ["cache_extraction", "grafting", "cultivation"]
@@ -129,6 +129,8 @@ def test_quick_run_writes_every_table_and_leaves_the_reported_ones_alone(quick_r
     for name in names:
         assert f"python -m benchmarks.{name}" in steps
     assert "3 of the 3 commands that need no donor" in (out / "startup.md").read_text()
+    truth = (out / "proxy_truth.md").read_text()
+    assert "| fast |" in truth and "| LogME |" in truth and "the target (Spearman" in truth
     for heading in ("## Targets", "## The paper's figures beside our worked example", "## Peers:",
                     "## Search quality", "## Graft vs donor", "| params | 16,880,201 | 1,934,665 |"):
         assert heading in results, heading

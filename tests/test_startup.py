@@ -90,3 +90,12 @@ def test_lazy_namespace_imports_on_first_use_and_lists_its_names():
 def test_a_name_exported_twice_is_refused():
     with pytest.raises(ValueError, match="'dumps' is exported from two modules"):
         lazy_exports("p", {"json": ("dumps",), "pickle": ("dumps",)})
+
+
+def test_stage_packages_are_attributes_of_the_package_after_a_bare_import():
+    code = ("import graftsearch as gs, sys; assert 'graftsearch.taps' not in sys.modules; "
+            "print(gs.taps.TapList.__name__, gs.optimize.SearchSettings.__name__, "
+            "'taps' in dir(gs))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["TapList", "SearchSettings", "True"]

@@ -13,9 +13,12 @@ import sys
 from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 
 
-def lazy_exports(package: str, exports: Mapping[str, Sequence[str]]
+def lazy_exports(package: str, exports: Mapping[str, Sequence[str]], *,
+                 subpackages: Sequence[str] = ()
                  ) -> Tuple[List[str], Callable[[str], object], Callable[[], List[str]]]:
-    """``(__all__, __getattr__, __dir__)`` for ``package`` from ``{module: (name, ...)}``."""
+    """``(__all__, __getattr__, __dir__)`` for ``package`` from ``{module: (name, ...)}``;
+    ``subpackages`` are reachable as attributes too (``graftsearch.taps.TapList`` after only
+    ``import graftsearch``), imported on first use."""
     home: Dict[str, str] = {}
     for module, names in exports.items():
         for name in names:
@@ -25,6 +28,8 @@ def lazy_exports(package: str, exports: Mapping[str, Sequence[str]]
 
     def __getattr__(name: str) -> object:
         module = home.get(name)
+        if module is None and name in subpackages:
+            return importlib.import_module(f"{package}.{name}")  # the import sets the attribute
         if module is None:
             raise AttributeError(f"module '{package}' has no attribute '{name}'")
         value = getattr(importlib.import_module(module), name)
@@ -32,6 +37,6 @@ def lazy_exports(package: str, exports: Mapping[str, Sequence[str]]
         return value
 
     def __dir__() -> List[str]:
-        return sorted(set(vars(sys.modules[package])) | set(home))
+        return sorted(set(vars(sys.modules[package])) | set(home) | set(subpackages))
 
     return list(home), __getattr__, __dir__

@@ -59,7 +59,7 @@ def _baseline(donor, dataset, workers: int) -> float:
     """Seconds for a plain forward pass of the trunk over the cache's own batches."""
     import torch
 
-    from graftsearch.features._cache import DEFAULT_CHUNK
+    from graftsearch.features._options import DEFAULT_CHUNK
     from graftsearch.data._spec import SPLITS
     from graftsearch.data._loading import SplitImages
     from graftsearch.features._extract import chunk_loader, plan_chunks

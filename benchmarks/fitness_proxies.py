@@ -457,7 +457,9 @@ def render_again(out: Path) -> int:
     md = md.replace("\n\nProblems: ", f"\n\nRendered again on {datetime.now(timezone.utc):%Y-%m-%d} from "
                     f"the table that run wrote ({stamp:%Y-%m-%d %H:%M} UTC, "
                     "`python -m benchmarks.fitness_proxies --render-only`).\n\nProblems: ", 1)
-    write(rows, md, out)
+    from graftsearch._utils.atomic import write_text
+
+    write_text(out / "fitness_proxies.md", md)  # the CSV stays the one the run wrote
     print(md)
     return 0
 

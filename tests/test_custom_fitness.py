@@ -62,6 +62,9 @@ def test_a_returned_standard_error_is_the_evaluations_and_a_csv_column(source, t
 
     ev = gs.make_fitness(fn, source, seed=0).evaluate((1, 2))
     assert ev.val_accuracy_se == 0.02 and ev.extras == {}
+    unknown = gs.make_fitness(lambda ctx: {"val_accuracy": 0.7, "val_accuracy_se": math.nan},
+                              source, seed=0).evaluate((1,))
+    assert not unknown.failed and math.isnan(unknown.val_accuracy_se)
     settings = gs.SearchSettings(objective="max-accuracy", size_max="1M", population=8,
                                  generations=1, seed=0)
     gs.run_search(source.taps, gs.HeadSpec(num_classes=3), gs.make_fitness(fn, source, seed=0),
@@ -153,7 +156,8 @@ BAD = [
     (_bad_extra, r"returned note=str 'good'"),
     (_reads_test, r"raised FitnessError: A fitness must not read the 'test' split"),
     (_bool, r"returned bool True"),
-    (_negative_se, r"returned val_accuracy_se=float -0\.01 \(a standard error is a float >= 0\)"),
+    (_negative_se, r"returned val_accuracy_se=float -0\.01 \(a standard error is a finite float "
+                   r">= 0, or NaN when unknown\)"),
 ]
 
 

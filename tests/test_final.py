@@ -309,3 +309,25 @@ def test_picks_from_a_refined_front_say_so(tmp_path):
     first[header.index("val_accuracy")] = "0.123"  # a refined.csv from before a longer search
     (run / "refined.csv").write_text("\n".join([lines[0], ",".join(first)] + lines[2:]) + "\n")
     assert _front_source(run, picks) == "proxy val"
+
+
+@pytest.mark.slow
+def test_final_from_run_top_k_keeps_the_one_se_rule(data, tmp_path):
+    from test_report import write_fake_run
+    from graftsearch.fitness._evaluation import binomial_se
+
+    donor, dataset, cache = data
+    run = write_fake_run(tmp_path / "run", objective="max-accuracy", size_max="40k", p_min=None)
+    config = json.loads((run / "config.json").read_text())
+    config["search"]["pick"] = "one-se"
+    (run / "config.json").write_text(json.dumps(config))
+    gs.train_final_from_run(run, donor, cache, top_k=4,
+                            settings=gs.FinalSettings(**{**QUICK, "latency_runs": 0}))
+    metrics = json.loads((run / "best" / "metrics.json").read_text())
+    candidates = metrics["search_pick"]["candidates"]
+    top = max(candidates, key=lambda c: c["final_val_accuracy"])
+    floor = top["final_val_accuracy"] - binomial_se(top["final_val_accuracy"],
+                                                     len(cache.labels("val")))
+    within = [c for c in candidates if c["final_val_accuracy"] >= floor]
+    assert metrics["bits"] == min(within, key=lambda c: (c["params"], -c["final_val_accuracy"],
+                                                         c["bits"]))["bits"]

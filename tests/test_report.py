@@ -169,7 +169,8 @@ class _HeadFitness(gs.Fitness):
     def evaluate(self, selection):
         from graftsearch.fitness._evaluation import Evaluation
         from graftsearch.features._source import selection_features
-        from graftsearch.training._headtrain import TrainSchedule, train_head
+        from graftsearch.training._headtrain import train_head
+        from graftsearch.training._schedule import TrainSchedule
 
         c = self.cache
         fit = train_head(selection_features(c, "train", selection), c.labels("train"),
@@ -188,7 +189,7 @@ def test_report_after_a_tiny_run(tmp_path):
     from test_final import make_colour_folder
     from tiny import tiny_donor
 
-    from graftsearch.training._headtrain import TrainSchedule
+    from graftsearch.training._schedule import TrainSchedule
 
     donor = tiny_donor()
     dataset = gs.load_dataset(str(make_colour_folder(tmp_path / "images", per_class=10)))

@@ -231,3 +231,25 @@ def test_records_table_without_the_se_column_reads_it_as_nan(tmp_path):
     got = read_records(tmp_path / "pareto.csv")
     assert list(got.columns).index("val_accuracy_se") == list(got.columns).index("val_loss") + 1
     assert got["val_accuracy_se"].isna().all()
+
+
+def test_metrics_json_of_an_earlier_version_keeps_the_picks_accuracy():
+    from graftsearch.graft._record import SearchPick, _from
+
+    old = {"proxy_val_accuracy": 0.91, "objective": "min-size", "candidates": []}
+    pick = _from(SearchPick, old)
+    assert pick.search_val_accuracy == 0.91 and pick.search_source == "proxy val"
+    assert _from(SearchPick, {"search_val_accuracy": 0.9, "search_source": "refined val"}
+                 ).search_source == "refined val"
+
+
+def test_one_se_summary_says_which_pick_it_is():
+    from graftsearch.optimize._result import summary_message
+
+    records = [Record(**{k: v for k, v in _front_row(*r).items()
+                         if k not in ("taps", "n_taps", "deepest_tap")}) for r in ONE_SE_FRONT]
+    settings = gs.SearchSettings(objective="max-accuracy", size_max="1M", pick="one-se")
+    message = summary_message(settings, feasible_front(records, settings), True, evaluations=4,
+                              generations=1, stopped_by="generations")
+    assert message.startswith("The smallest selection within 1,000,000 params and within one "
+                              "standard error of the most accurate one's proxy val accuracy: taps 2 ")

@@ -12,7 +12,8 @@ import graftsearch as gs
 from graftsearch._cli import build_parser, main
 from graftsearch._cli._common import CACHE_SETTINGS, DATA_SETTINGS, DONOR_SETTINGS
 from graftsearch.donors._zoo import resolve_weights
-from graftsearch.features._cache import CacheOptions, build_cache
+from graftsearch.features._cache import build_cache
+from graftsearch.features._options import CacheOptions
 from graftsearch.pipeline._settings import (DEFAULTS, FIELDS, PARTS, cache_kwargs, settings_from,
                                             values_from)
 from tiny import colour_folder

@@ -53,8 +53,10 @@ def test_donor_list_and_misspelt_donor_answer_from_the_kept_names(tmp_path):
     assert len(kept) == 1 and "vgg16" in json.loads(kept[0].read_text())["torchvision"]
     rc, torch, _, printed_again, _ = _start(["taps", "--list"], tmp_path)
     assert rc == 0 and not torch and printed_again == printed_first
-    rc, torch, _, _, err = _start(["taps", "--donor", "vgg1"], tmp_path)
-    assert rc == 2 and not torch and "Did you mean 'vgg19', 'vgg16'" in err
+    run = ["run", "--preset", "demo", "--p-min", "0.9", "--run-dir", str(tmp_path / "run")]
+    for command in (["taps"], run):
+        rc, torch, _, _, err = _start(command + ["--donor", "vgg1"], tmp_path)
+        assert rc == 2 and not torch and "Did you mean 'vgg19', 'vgg16'" in err, command
 
 
 def test_damaged_or_unwritable_name_list_is_recomputed(tmp_path, monkeypatch):

@@ -96,6 +96,10 @@ def resume_command(args: argparse.Namespace) -> int:
 
 
 def _execute(settings: RunSettings, *, quiet: bool, command: str) -> int:
+    from graftsearch.donors._names import check_donor_name
+
+    if settings.donor and not settings.donor_checkpoint:
+        check_donor_name(settings.donor)  # a misspelt donor is told before torch and the data load
     from graftsearch.pipeline._pipeline import run
 
     out = console()

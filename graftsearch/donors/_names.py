@@ -43,7 +43,10 @@ def _compute() -> Dict[str, object]:
 
 def model_lists() -> Dict[str, object]:
     """``{"torchvision": [names], "timm": {family: [names]}}`` for the installed versions."""
-    key = f"tv{_version('torchvision')}-timm{_version('timm')}"
+    from graftsearch._version import __version__
+
+    # graftsearch's own version too: how the lists are made (timm's families) may change with it
+    key = f"gs{__version__}-tv{_version('torchvision')}-timm{_version('timm')}"
     path = default_cache_dir() / "donor-names" / f"{key}.json"
     try:
         listed = json.loads(path.read_text())

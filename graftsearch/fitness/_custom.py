@@ -234,10 +234,10 @@ class CustomFitness(Fitness):
                         raise _BadReturn(f"val_loss={_describe(value)}")
                     val_loss = float(value)
                     continue
-                if name == "val_accuracy_se":
-                    if not _is_number(value) or not float(value) >= 0:
+                if name == "val_accuracy_se":  # NaN: not known
+                    if not _is_number(value) or float(value) < 0 or math.isinf(float(value)):
                         raise _BadReturn(f"val_accuracy_se={_describe(value)} (a standard error "
-                                         "is a float >= 0)")
+                                         "is a finite float >= 0, or NaN when unknown)")
                     se = float(value)
                     continue
                 if not isinstance(name, str) or not name:

@@ -9,9 +9,11 @@ one split (the train split: unlike the proxies they need no validation images):
   linear regression from ``x`` to each one-hot column, with its prior and noise precisions set
   by evidence maximisation (fixed-point updates on one SVD of ``x``), averaged over classes;
 - :func:`sfda_score` (after Shao et al., ECCV 2022, "SFDA"): a Fisher discriminant projection
-  with the within-class scatter shrunk towards a multiple of the identity (Ledoit-Wolf, as the
-  ``fast`` proxy's LDA), then the mean probability of the true class under nearest-class-mean
-  posteriors in the projected space. SFDA's second, "self-challenging" step (re-weighting
+  with the within-class scatter shrunk towards a multiple of the identity, then the mean
+  probability of the true class under nearest-class-mean posteriors in the projected space.
+  It differs from SFDA in three ways: the shrinkage is Ledoit-Wolf's (as the ``fast`` proxy's
+  LDA) instead of SFDA's ``exp(-a * lambda_max(S_w))``; the posteriors are not passed through
+  SFDA's extra softmax before the mean; and SFDA's second, "self-challenging" step (re-weighting
   confusable classes) is left out.
 
 Agostinelli et al. (ECCV 2022) warn that no such score wins everywhere; the fitness benchmark

@@ -615,7 +615,8 @@ def front_picks(run_dir, *, top_k: int = 1) -> Tuple[List[Dict[str, Any]], Dict[
                           "--generations N`.")
     picks = [dict(r) for _, r in order.head(top_k).iterrows()]
     settings = {"objective": run.objective, "size_metric": run.size_metric,
-                "p_min": run.setting("p_min"), "size_max": run.setting("size_max")}
+                "p_min": run.setting("p_min"), "size_max": run.setting("size_max"),
+                "pick": run.pick}
     return picks, settings
 
 
@@ -644,7 +645,8 @@ def train_final_from_run(run_dir, donor, features, *, dataset=None, head: Option
 
     With ``top_k > 1`` every pick's head is trained with the final schedule and the choice is
     made again on those validation accuracies: min-size takes the smallest pick that still
-    reaches p_min (else the most accurate), max-accuracy the most accurate. Only validation
+    reaches p_min (else the most accurate), max-accuracy the most accurate (with the run's
+    ``pick="one-se"``: the smallest within one binomial standard error of it). Only validation
     data decides; the test split is used once, for the chosen model.
     """
     from graftsearch.training._headtrain import train_head
@@ -674,7 +676,22 @@ def train_final_from_run(run_dir, donor, features, *, dataset=None, head: Option
                                "final_val_accuracy": fit.val_accuracy,
                                "final_val_loss": fit.val_loss})
         metric = run_settings["size_metric"]
-        if run_settings["objective"] == "max-accuracy" or run_settings["p_min"] is None:
+        size = {c["bits"]: float(next(p for p in picks if p["bits"] == c["bits"])[metric])
+                for c in candidates}
+        if run_settings["pick"] == "one-se" and run_settings["objective"] == "max-accuracy":
+            # the same rule on the final val accuracies, with their binomial standard errors
+            from graftsearch.fitness._evaluation import binomial_se
+            from graftsearch.optimize._result import one_se_first
+
+            ranked = sorted(range(len(candidates)), key=lambda i: (
+                -candidates[i]["final_val_accuracy"], size[candidates[i]["bits"]],
+                candidates[i]["bits"]))
+            order = one_se_first(ranked, [size[c["bits"]] for c in candidates],
+                                 [c["final_val_accuracy"] for c in candidates],
+                                 [binomial_se(c["final_val_accuracy"], len(y_val)) for c in candidates],
+                                 [str(c["bits"]) for c in candidates])
+            best = candidates[order[0]]
+        elif run_settings["objective"] == "max-accuracy" or run_settings["p_min"] is None:
             best = max(candidates, key=lambda c: (c["final_val_accuracy"], -float(
                 next(p for p in picks if p["bits"] == c["bits"])[metric])))
         else:

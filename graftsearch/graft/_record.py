@@ -26,8 +26,16 @@ T = TypeVar("T")
 Json = Dict[str, Any]
 
 
+# Keys written by earlier versions, read into the field that replaced them.
+_RENAMED = {"SearchPick": {"search_val_accuracy": "proxy_val_accuracy"}}
+
+
 def _from(cls: Type[T], data: Optional[Mapping[str, Any]]) -> T:
-    data = data if isinstance(data, Mapping) else {}
+    data = dict(data) if isinstance(data, Mapping) else {}
+    for new, old in _RENAMED.get(cls.__name__, {}).items():
+        if data.get(new) is None and old in data:
+            data[new] = data[old]
+            data.setdefault("search_source", "proxy val")
     return cls(**{f.name: copy.deepcopy(data.get(f.name)) for f in dataclasses.fields(cls)})
 
 

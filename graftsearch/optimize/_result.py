@@ -255,6 +255,9 @@ def summary_message(settings: SearchSettings, front: Sequence[Record], feasible:
     if feasible:
         if settings.objective == "min-size":
             what = f"smallest selection with {acc} >= {settings.p_min:g}"
+        elif settings.pick == "one-se":
+            what = (f"smallest selection within {_limit_text(settings)} and within one standard "
+                    f"error of the most accurate one's {acc}")
         else:
             what = f"most accurate selection within {_limit_text(settings)}"
         return (f"The {what}: taps {best.taps_text} ({_size_text(best, settings)}), {acc} "

@@ -117,7 +117,8 @@ class SearchSettings:
     ``pick`` is how the best pick is taken from the front: ``"best"`` by the objective alone;
     ``"one-se"`` (max-accuracy) the smallest feasible selection whose P is within one standard
     error (``val_accuracy_se``) of the most accurate one's, since val accuracy on a few hundred
-    images carries about a point of binomial noise.
+    images carries about a point of binomial noise. Without a standard error (a custom fitness
+    that gives none), or at P = 1 (whose binomial standard error is 0), it picks as ``"best"``.
     """
 
     objective: str = field(default="min-size", metadata={"choices": OBJECTIVES})

@@ -114,7 +114,7 @@ def write_config(run_dir: Path, settings: RunSettings, search=None) -> None:
 
 def _use_image_store(dataset, settings: RunSettings, progress) -> None:
     from graftsearch.data._store import build_image_store
-    from graftsearch.features._cache import default_cache_dir
+    from graftsearch._utils.paths import default_cache_dir
 
     cache_dir = Path(settings.cache_dir).expanduser() if settings.cache_dir else default_cache_dir()
     dataset.use_store(build_image_store(dataset, settings.image_size, cache_dir=cache_dir,

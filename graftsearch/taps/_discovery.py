@@ -162,13 +162,13 @@ def _probe(module: nn.Module, names: Sequence[str], image_size: int):
 def _evaluating(module: nn.Module):
     # A probe in train mode would update batch-norm statistics of the donor; each submodule gets
     # its own mode back (a donor may hold frozen, eval-mode parts).
-    modes = [(m, m.training) for m in module.modules()]
+    modes = [(m, m.training) for m in module.modules()]  # parents before their children
     module.eval()
     try:
         yield module
     finally:
-        for m, mode in modes:
-            m.training = mode
+        for m, mode in modes:  # train(), not the flag: a GraphModule swaps its graph there
+            m.train(mode)
 
 
 def _meta_for_probes(module: nn.Module, scripted: bool) -> nn.Module:

@@ -36,7 +36,7 @@ DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
 ORDER = ("cache_extraction", "fitness_proxies", "search_quality", "graft_vs_donor", "peers",
          "grafting", "cultivation", "startup", "proxy_truth")
 FULL_ARGS: Dict[str, List[str]] = {
-    "cache_extraction": [],
+    "cache_extraction": ["--reps", "2"],  # ABBA: baseline, cache, cache, baseline
     # 200 selections (the fitness issue's minimum); 15 for the settings table, which chose the
     # mlp defaults once and only needs to show why
     "fitness_proxies": ["--selections", "200", "--settings-selections", "15"],

@@ -142,7 +142,7 @@ def measure(name: str, weights, n_images: int, *, reps: int, workers: int, log) 
         with torch.inference_mode():  # warm up the kernels
             donor.module.eval()(torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE))
         base_s, cache_s, last = [], [], None
-        for rep in range(reps):  # ABBA order, so that a steady load drift hits both alike
+        for rep in range(reps):  # ABBA order from 2 reps on, so that a load drift hits both alike
             for which in (("baseline", "cache") if rep % 2 == 0 else ("cache", "baseline")):
                 if which == "baseline":
                     base_s.append(_baseline(donor, dataset, workers))
@@ -257,8 +257,10 @@ def _write(rows: list, args, argv) -> None:
         "",
         "`baseline`: the trunk up to the deepest tap, only its output, over the same batches "
         "from the same loader. `cache`: `build_cache` end to end into an empty directory "
-        "(fingerprints, all taps pooled, chunks, assembly, manifest). Both in one run, in "
-        "ABBA order. `ratio` = cache images/s / baseline images/s (target >= 0.9). "
+        "(fingerprints, all taps pooled, chunks, assembly, manifest). Both in one run, "
+        + (f"in ABBA order over {args.reps} repetitions each. " if args.reps >= 2 else
+           "one repetition each, the baseline first (no ABBA order: pass `--reps 2` or more). ")
+        + "`ratio` = cache images/s / baseline images/s (target >= 0.9). "
         "`reopen_ms`: `FeatureCache.open`; `reuse_ms`: `build_cache` finding the finished cache "
         "(fingerprints of files and weights, zero forward passes). `bytes_per_image_float16` is "
         "computed from the float32 size (features at 2 bytes). `ratio_forward`: the plain trunk "

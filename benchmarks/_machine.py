@@ -1,4 +1,4 @@
-"""The CPU's name for the benchmark tables (the machine line every results page carries)."""
+"""What every benchmark page shares: the CPU's name for its machine line, and where its tables go."""
 
 from __future__ import annotations
 
@@ -15,3 +15,11 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def results_dir(results: Path, quick: bool, scratch: Path) -> Path:
+    """Where a benchmark writes its tables: ``results``, except that a ``--quick`` smoke test
+    aimed at the reported ``benchmarks/results`` writes to ``scratch`` instead (smoke-test numbers
+    never replace the reported ones; `python -m benchmarks --quick` points ``results`` elsewhere)."""
+    reported = Path(__file__).resolve().parent / "results"
+    return scratch if quick and Path(results).resolve() == reported else Path(results)

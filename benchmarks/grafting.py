@@ -42,7 +42,7 @@ from typing import Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from benchmarks._machine import cpu_name  # noqa: E402
+from benchmarks._machine import cpu_name, results_dir  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
@@ -385,9 +385,7 @@ def main(argv=None) -> int:
     rows: List[Dict[str, object]] = []
     for seed in seeds:
         rows += run_seed(seed, data, args)
-    out = RESULTS
-    if args.quick and out == ROOT / "benchmarks" / "results":
-        out = WORK / "quick-results"  # smoke-test numbers never replace the reported ones
+    out = results_dir(RESULTS, args.quick, WORK / "quick-results")
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "grafting.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS + ["kept", "size_max"], extrasaction="ignore")

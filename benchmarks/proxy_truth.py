@@ -46,7 +46,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from benchmarks._machine import cpu_name  # noqa: E402
+from benchmarks._machine import cpu_name, results_dir  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -402,9 +402,7 @@ def main(argv=None) -> int:
     truth = ground_truth(f, selections, work / "truth", args.jobs, log)
     values, seconds = proxy_values(f, selections, work, log)
     rows = measures(f, selections, truth, values, seconds)
-    out = RESULTS
-    if args.quick and out == ROOT / "benchmarks" / "results":
-        out = work / "results"  # smoke-test numbers never replace the reported ones
+    out = results_dir(RESULTS, args.quick, work / "results")
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "proxy_truth.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS)

@@ -39,7 +39,7 @@ from typing import Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from benchmarks._machine import cpu_name  # noqa: E402
+from benchmarks._machine import cpu_name, results_dir  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
@@ -202,9 +202,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                  "rounds": 1, "detail": f"{data}"})
     _discovery(rows)
 
-    out = RESULTS
-    if args.quick and out == ROOT / "benchmarks" / "results":
-        out = work / "results"  # smoke-test numbers never replace the reported ones
+    out = results_dir(RESULTS, args.quick, work / "results")
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "startup.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)

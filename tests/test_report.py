@@ -278,6 +278,13 @@ def _with_bits(metrics, bits, taps):
     return m
 
 
+def _train_pick(run_dir, pick):
+    """best/metrics.json as final training writes it for ``pick`` (METRICS, its selection)."""
+    (run_dir / "best").mkdir()
+    (run_dir / "best" / "metrics.json").write_text(
+        json.dumps(_with_bits(METRICS, pick["bits"], pick["taps"])))
+
+
 def test_accuracy_labels_are_one_wording_per_source():
     assert [L.accuracy(s) for s in (L.PROXY_VAL, L.REFINED_VAL, L.FINAL_VAL, L.FINAL_TEST)] == [
         "proxy val accuracy", "refined val accuracy", "final val accuracy", "final test accuracy"]
@@ -317,9 +324,7 @@ def test_chosen_model_lies_on_the_drawn_front(tmp_path, refined, trained):
         refine_fake_run(run_dir)
     pick = _refined_pick(run_dir)
     if trained:
-        (run_dir / "best").mkdir()
-        (run_dir / "best" / "metrics.json").write_text(
-            json.dumps(_with_bits(METRICS, pick["bits"], pick["taps"])))
+        _train_pick(run_dir, pick)
     run = load_run(run_dir)
     points = report_points(run, read_metrics(run_dir))
     assert points.chosen == (float(pick["params"]), float(pick["val_accuracy"]))
@@ -343,9 +348,7 @@ def test_a_chosen_model_off_the_current_front_is_drawn_and_labelled_as_such(tmp_
 def test_chosen_model_of_a_refined_run_is_at_its_refined_accuracy(tmp_path):
     run_dir = refine_fake_run(write_fake_run(tmp_path / "run"))
     pick = _refined_pick(run_dir)
-    (run_dir / "best").mkdir()
-    (run_dir / "best" / "metrics.json").write_text(
-        json.dumps(_with_bits(METRICS, pick["bits"], pick["taps"])))
+    _train_pick(run_dir, pick)
     evaluations = load_run(run_dir).evaluations
     proxy = float(evaluations.loc[evaluations["bits"] == pick["bits"], "val_accuracy"].iloc[0])
     refined = pd.read_csv(run_dir / "refined.csv", dtype={"bits": str})
@@ -358,9 +361,7 @@ def test_chosen_model_of_a_refined_run_is_at_its_refined_accuracy(tmp_path):
 def test_pareto_legend_and_axis_name_each_points_source(tmp_path):
     run_dir = refine_fake_run(write_fake_run(tmp_path / "run"))
     pick = _refined_pick(run_dir)
-    (run_dir / "best").mkdir()
-    (run_dir / "best" / "metrics.json").write_text(
-        json.dumps(_with_bits(METRICS, pick["bits"], pick["taps"])))
+    _train_pick(run_dir, pick)
     fig = draw_pareto(report_points(load_run(run_dir), read_metrics(run_dir)))
     _, drawn, legend = _drawn(fig)
     run = load_run(run_dir)
@@ -422,9 +423,7 @@ def test_report_front_table_without_refining_names_the_proxy(tmp_path):
 def test_report_result_line_names_final_and_search_accuracies(tmp_path):
     run_dir = refine_fake_run(write_fake_run(tmp_path / "run"))
     pick = _refined_pick(run_dir)
-    (run_dir / "best").mkdir()
-    (run_dir / "best" / "metrics.json").write_text(
-        json.dumps(_with_bits(METRICS, pick["bits"], pick["taps"])))
+    _train_pick(run_dir, pick)
     text = gs.write_report(run_dir).read_text()
     assert (f"final val accuracy 82.00%, final test accuracy 80.00% (refined val accuracy "
             f"{100 * pick['val_accuracy']:.2f}% in the search).") in text

@@ -104,7 +104,7 @@ def test_donor_metrics_for_a_donor_with_these_classes(data):
 def test_fine_tune_and_int8(data, tmp_path):
     donor, dataset, cache = data
     settings = gs.FinalSettings(**{**QUICK, "latency_runs": 0, "fine_tune": True,
-                                   "fine_tune_epochs": 1, "fine_tune_lr": 1e-2, "quantize": True,
+                                   "fine_tune_epochs": 1, "fine_tune_lr": 1e-2, "quantize": "ptq",
                                    "calibration_images": 16})
     final = gs.train_final(donor, cache, [2, 4], dataset=dataset, settings=settings,
                            out_dir=tmp_path)

@@ -32,10 +32,12 @@ def register(sub) -> None:
     p = sub.add_parser("predict", help="classify images with an exported model",
                        description="Print the predicted class and its probability for each image, "
                                    "using a run directory (its best/ model), a run's best/ "
-                                   "directory, best/model.pt or best/model.torchscript.pt.",
+                                   "directory, best/model.pt, best/model.torchscript.pt or the "
+                                   "int8 copy best/model.int8.torchscript.pt (--quantize).",
                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL",
-                   help="a run directory, its best/ directory, model.pt or model.torchscript.pt")
+                   help="a run directory, its best/ directory, model.pt, model.torchscript.pt or "
+                        "model.int8.torchscript.pt")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     p.add_argument("--top", type=int, default=1, metavar="K",
                    help="show the K most probable classes per image (default: 1)")

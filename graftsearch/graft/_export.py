@@ -37,6 +37,9 @@ MODEL_FORMAT = "graftsearch-model"
 FORMAT_VERSION = 1
 META_FILE = "graftsearch.json"  # name of the description inside the TorchScript archive
 MODEL_PT, TORCHSCRIPT, ONNX = "model.pt", "model.torchscript.pt", "model.onnx"
+INT8_TORCHSCRIPT = "model.int8.torchscript.pt"
+# the description's key naming the int8 engine an int8 file must be loaded and run with
+QUANTIZED_ENGINE = "quantized_engine"
 _TOLERANCE = 1e-4
 
 
@@ -253,8 +256,32 @@ def read_record(path) -> Dict[str, Any]:
 # TorchScript and ONNX
 
 
+def read_torchscript_meta(path) -> Dict[str, Any]:
+    """The description inside a TorchScript file written by graftsearch ({} when none), read
+    from the archive without loading the model (an int8 model must be loaded with its engine)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith(f"/extra/{META_FILE}")), None)
+            return json.loads(archive.read(name)) if name else {}
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return {}
+
+
 def load_torchscript(path) -> Tuple[torch.jit.ScriptModule, Dict[str, Any]]:
-    """The scripted model and its description (class names, image size, normalisation)."""
+    """The scripted model and its description (class names, image size, normalisation).
+
+    An int8 file names its engine in the description; torch's quantised engine is set to it
+    before loading (packed int8 weights are rebuilt for the engine in use when loaded)."""
+    meta = read_torchscript_meta(path)
+    engine = meta.get(QUANTIZED_ENGINE)
+    if engine:
+        if engine not in torch.backends.quantized.supported_engines:
+            raise ExportError(f"'{path}' is an int8 model for the '{engine}' engine, which this "
+                              f"torch build lacks ({torch.backends.quantized.supported_engines}). "
+                              f"Use '{Path(path).with_name(TORCHSCRIPT)}' (float32) instead.")
+        torch.backends.quantized.engine = engine
     extra = {META_FILE: ""}
     module = jit_load(path, map_location="cpu", _extra_files=extra)
     text = extra[META_FILE]
@@ -266,17 +293,41 @@ def _example(image_size: int, n: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))
 
 
-def save_torchscript(model: DeployableModel, path) -> Path:
-    """Trace ``model`` (eval mode, CPU) and save it with its description as an extra file."""
+def save_torchscript(model: DeployableModel, path, *,
+                     extra: Optional[Mapping[str, Any]] = None) -> Path:
+    """Trace ``model`` (eval mode, CPU) and save it with its description (and ``extra`` entries)
+    as an extra file."""
     path = Path(path)
     model = model.eval()
+    meta = {**model.describe(), **(extra or {})}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, _example(model.image_size, 2), check_trace=False)
         with atomic_path(path) as tmp:
             torch.jit.save(traced, str(tmp),
-                           _extra_files={META_FILE: json.dumps(model.describe(), sort_keys=True)})
+                           _extra_files={META_FILE: json.dumps(meta, sort_keys=True)})
     return path
+
+
+def export_int8(model: DeployableModel, path, *, engine: str, method: str,
+                check: Optional[torch.Tensor] = None) -> float:
+    """Write the int8 ``model`` as TorchScript (it runs with torch alone, after setting torch's
+    quantised engine to ``engine``, as its description says), read it back and return the
+    largest difference of its logits from the in-process int8 model's on ``check``."""
+    previous = torch.backends.quantized.engine
+    try:
+        torch.backends.quantized.engine = engine
+        save_torchscript(model, path, extra={QUANTIZED_ENGINE: engine, "int8_method": method,
+                                             "input": "RGB float32 (N, 3, S, S) in [0, 1]; set "
+                                             f"torch.backends.quantized.engine = '{engine}' "
+                                             "before torch.jit.load"})
+        x = check if check is not None else _example(model.image_size, 3, seed=1)
+        with torch.no_grad():
+            want = model(x)
+            scripted, _ = load_torchscript(path)
+            return float((scripted(x) - want).abs().max())
+    finally:
+        torch.backends.quantized.engine = previous
 
 
 def onnx_available() -> bool:

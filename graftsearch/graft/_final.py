@@ -69,6 +69,7 @@ class FinalModel:
     donor_test: Optional[ClassificationMetrics] = None
     record: FinalMetrics = field(default_factory=FinalMetrics)
     export: Optional[ExportResult] = None
+    int8_model: Optional[DeployableModel] = None
 
     @property
     def metrics(self) -> Dict[str, Any]:
@@ -121,7 +122,7 @@ VARIANTS = ("head_only", "fine_tuned", "distilled")
 
 def fine_tune(graft: GraftedModel, dataset, pre: Preprocessing, settings: FinalSettings, *,
               teacher: Optional[nn.Module] = None, progress: Optional[ProgressCallback] = None,
-              skip_bad: bool = False) -> List[Dict[str, float]]:
+              skip_bad: bool = False, tag: Optional[str] = None) -> List[Dict[str, float]]:
     """Train the graft's trunk and head end to end on the training images with the settings'
     recipe, distilling from ``teacher`` (a network on the same normalised images whose outputs
     are the dataset's classes) when given; keep the best validation epoch (lowest loss).
@@ -135,7 +136,7 @@ def fine_tune(graft: GraftedModel, dataset, pre: Preprocessing, settings: FinalS
     rec = recipe(settings.recipe)
     rec = dataclasses.replace(rec, lr=float(settings.fine_tune_lr or rec.lr), head_lr_scale=1.0,
                               batch_size=int(settings.fine_tune_batch_size or rec.batch_size))
-    tag = "distill" if teacher is not None else "fine-tune"
+    tag = tag or ("distill" if teacher is not None else "fine-tune")
     device = resolve_device(settings.device)
     history: List[Dict[str, float]] = []
     train = make_loader_for(dataset, "train", pre, settings, shuffle=True, augment=rec.augment,
@@ -220,7 +221,7 @@ class _Stages:
     def __init__(self, progress: Optional[ProgressCallback], settings: FinalSettings,
                  fine_tunes: int):
         self.progress = progress
-        self.total = 4 + fine_tunes + int(settings.quantize)
+        self.total = 4 + fine_tunes + int(settings.quantize is not None)
         self.step = 0
 
     def __call__(self, message: str) -> None:
@@ -492,10 +493,10 @@ def train_final(donor, features, selection, *, head: Optional[HeadSpec] = None, 
 
     stage("measuring latency and memory beside the donor")
     cost = _measure_cost(model, graft, donor, pre, settings)
-    int8 = None
+    int8, int8_model = None, None
     if settings.quantize:
         stage("quantising to int8")
-        int8 = _int8(graft, dataset, pre, settings, classes, skip_bad)
+        int8, int8_model = _int8(graft, dataset, pre, settings, skip_bad, progress)
 
     record = _metrics_record(donor=donor, graft=graft, bits=features.taps.bits(indices),
                              indices=indices, head=head, pre=pre, classes=classes, fit=fit,
@@ -504,7 +505,7 @@ def train_final(donor, features, selection, *, head: Optional[HeadSpec] = None, 
                              val=val, test=test, donor_val=donor_val, donor_test=donor_test,
                              donor_note=donor_note, cost=cost, int8=int8, settings=settings)
     result = FinalModel(graft=graft, model=model, fit=fit, val=val, test=test, donor_val=donor_val,
-                        donor_test=donor_test, record=record)
+                        donor_test=donor_test, record=record, int8_model=int8_model)
     if out_dir is not None:
         stage("exporting")
         write_best(result, donor, out_dir, onnx=settings.onnx)
@@ -512,58 +513,46 @@ def train_final(donor, features, selection, *, head: Optional[HeadSpec] = None, 
 
 
 def _int8(graft: GraftedModel, dataset, pre: Preprocessing, settings: FinalSettings,
-          classes: Sequence[str], skip_bad: bool) -> Dict[str, Any]:
-    """An int8 copy of the graft: every available engine is calibrated on training images and
-    the one with the best validation accuracy is tested (the test split decides nothing)."""
-    from graftsearch.graft._measure import compare_latency
-    from graftsearch.graft._quantize import quantization_engines, quantize_int8, serialized_mib
+          skip_bad: bool, progress) -> Tuple[Dict[str, Any], Optional[DeployableModel]]:
+    """The int8 copy of the graft as a DeployableModel, and what metrics.json says of it."""
+    from graftsearch.graft._int8 import int8_latency, make_int8
 
-    previous = torch.backends.quantized.engine
-    cpu = torch.device("cpu")
+    def tune(module, *, settings, teacher, tag):
+        return fine_tune(module, dataset, pre, settings, teacher=teacher, progress=progress,
+                         skip_bad=skip_bad, tag=tag)
+
+    info, quantized = make_int8(graft, dataset, pre, settings, make_loader=_loader, tune=tune,
+                                skip_bad=skip_bad)
+    if quantized is None:
+        return info, None
+    if settings.latency_runs:
+        try:
+            info.update(int8_latency(graft, quantized, info["engine"], pre.image_size, settings))
+        except Exception as exc:  # a measurement, not the model: report it
+            info["latency_error"] = f"{type(exc).__name__}: {exc}"
+    model = DeployableModel(quantized, mean=pre.mean, std=pre.std, image_size=pre.image_size,
+                            class_names=list(dataset.classes)).eval()
+    return info, model
+
+
+def _export_int8(final: FinalModel, out: Path, export: ExportResult, files: List[str]) -> None:
+    """model.int8.torchscript.pt beside the float32 files; its size and fidelity go into the
+    int8 section of metrics.json (a failure there too, never the export)."""
+    from graftsearch.graft._export import INT8_TORCHSCRIPT, export_int8
+
+    info = final.record.int8
     try:
-        calibration, seen = [], 0
-        for images, _, _ in _loader(dataset, "train", pre, settings, shuffle=True,
-                                    seed=derive_seed(settings.seed, "calibration"), skip_bad=skip_bad):
-            calibration.append(images[: settings.calibration_images - seen])
-            seen += len(calibration[-1])
-            if seen >= settings.calibration_images:
-                break
-        val_loader = _loader(dataset, "val", pre, settings, skip_bad=skip_bad)
-        test_loader = _loader(dataset, "test", pre, settings, skip_bad=skip_bad)
-        zf, yf = logits_on_images(graft, val_loader, cpu)
-        by_engine: Dict[str, float] = {}
-        best = None
-        for engine in quantization_engines():
-            quantized = quantize_int8(graft, calibration, engine=engine)
-            zq, yq = logits_on_images(quantized, val_loader, cpu)
-            by_engine[engine] = float((zq.argmax(1) == yq).mean())
-            if best is None or by_engine[engine] > by_engine[best[0]]:
-                best = (engine, quantized)
-        if best is None:
-            return {"error": "no int8 engine in this torch build"}
-        engine, quantized = best
-        torch.backends.quantized.engine = engine
-        zq, yq = logits_on_images(quantized, test_loader, cpu)
-        zft, yft = logits_on_images(graft, test_loader, cpu)
-        out = {"engine": engine, "calibration_images": seen,
-               "float32_mib": serialized_mib(graft), "int8_mib": serialized_mib(quantized),
-               "float32_val_accuracy": float((zf.argmax(1) == yf).mean()),
-               "int8_val_accuracy_by_engine": by_engine,
-               "float32_test_accuracy": float((zft.argmax(1) == yft).mean()),
-               "int8_test_accuracy": float((zq.argmax(1) == yq).mean()),
-               "test_agreement": float((zft.argmax(1) == zq.argmax(1)).mean())}
-        if settings.latency_runs:
-            lat = compare_latency({"float32": graft, "int8": quantized}, pre.image_size,
-                                  runs=settings.latency_runs, warmup=settings.latency_warmup,
-                                  threads=settings.threads)
-            out["float32_latency_ms"] = lat["float32"].median_ms
-            out["int8_latency_ms"] = lat["int8"].median_ms
-        return out
-    except Exception as exc:  # quantisation is an extra: report why it failed, keep the run
-        logger.warning("int8 quantisation failed: %s", exc)
-        return {"error": f"{type(exc).__name__}: {exc}"}
-    finally:
-        torch.backends.quantized.engine = previous
+        diff = export_int8(final.int8_model, out / INT8_TORCHSCRIPT, engine=info["engine"],
+                           method=info["method"])
+    except Exception as exc:  # the int8 file is an extra: the float32 export stands
+        logger.warning("int8 export failed: %s", exc)
+        info["export_error"] = f"{type(exc).__name__}: {exc}"
+        return
+    export.max_abs_diff["int8_torchscript"] = diff
+    files.append(INT8_TORCHSCRIPT)
+    info.update(file=INT8_TORCHSCRIPT, file_mib=(out / INT8_TORCHSCRIPT).stat().st_size / 2**20,
+                float32_file_mib=export.torchscript.stat().st_size / 2**20,
+                max_abs_diff_vs_in_process=diff)
 
 
 def write_best(final: FinalModel, donor, out_dir, *, onnx: Optional[bool] = None) -> ExportResult:
@@ -578,9 +567,10 @@ def write_best(final: FinalModel, donor, out_dir, *, onnx: Optional[bool] = None
     old = out.with_name(f".{out.name}-old-{os.getpid()}")
     try:
         export = export_model(final.model, tmp, donor=donor, metrics=final.metrics, onnx=onnx)
-        final.record.export = ExportInfo(files=[p.name for p in (export.model_pt, export.torchscript,
-                                                                 export.onnx) if p is not None],
-                                         onnx_note=export.onnx_note,
+        files = [p.name for p in (export.model_pt, export.torchscript, export.onnx) if p is not None]
+        if final.int8_model is not None:
+            _export_int8(final, tmp, export, files)
+        final.record.export = ExportInfo(files=files, onnx_note=export.onnx_note,
                                          max_abs_diff=export.max_abs_diff)
         final.record.write(tmp / METRICS)
         write_text(tmp / CONFUSION, final.test.confusion_csv())

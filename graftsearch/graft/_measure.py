@@ -124,6 +124,8 @@ _CHILD = textwrap.dedent("""
 
     path, size, batch, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     torch.set_num_threads(threads)
+    if len(sys.argv) > 5:  # an int8 model: its weights are packed for this engine when loaded
+        torch.backends.quantized.engine = sys.argv[5]
 
     def status(key):
         with open("/proc/self/status") as fh:
@@ -153,8 +155,10 @@ _CHILD = textwrap.dedent("""
 
 
 def measure_peak_memory(model: nn.Module, image_size: int, *, batch_size: int = 1,
-                        threads: int = 1, timeout: float = 600.0) -> PeakMemory:
-    """Peak resident memory of ``model`` at inference, measured in a fresh process (Linux).
+                        threads: int = 1, timeout: float = 600.0,
+                        engine: Optional[str] = None) -> PeakMemory:
+    """Peak resident memory of ``model`` at inference, measured in a fresh process (Linux);
+    ``engine`` is the int8 engine an int8 model runs with.
 
     On systems without ``/proc/self/status`` the figures are None and ``method`` says why.
     """
@@ -182,7 +186,8 @@ def measure_peak_memory(model: nn.Module, image_size: int, *, batch_size: int = 
             model.train(was_training)
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(image_size),
-                               str(batch_size), str(threads)], capture_output=True, text=True,
+                               str(batch_size), str(threads)] + ([engine] if engine else []),
+                              capture_output=True, text=True,
                               env=env, timeout=timeout)
     if proc.returncode != 0:
         return PeakMemory(params=params, loaded_mib=None, peak_mib=None,

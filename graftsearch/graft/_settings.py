@@ -10,6 +10,11 @@ from graftsearch._utils.checks import is_int
 from graftsearch._utils.device import check_device
 from graftsearch._utils.errors import ParameterError, param_message
 
+# ptq: post-training static quantisation; qat: ptq, then quantisation-aware fine-tuning when
+# ptq loses more than QAT_TRIGGER of validation accuracy
+QUANTIZE_MODES = ("ptq", "qat")
+QAT_TRIGGER = 0.01
+
 
 @dataclass(frozen=True, kw_only=True)
 class FinalSettings:
@@ -30,7 +35,12 @@ class FinalSettings:
     the donor when its classifier has exactly the dataset's classes (a cultivated donor).
     ``latency_runs`` timed CPU passes at batch 1 after ``latency_warmup`` (0 runs: no latency),
     with ``threads`` torch threads (None: as set); ``memory`` measures peak memory in a child
-    process; ``quantize`` adds an int8 copy calibrated on ``calibration_images`` training images.
+    process. ``quantize`` (None, ``ptq`` or ``qat``) adds an int8 copy, exported as
+    ``model.int8.torchscript.pt``: post-training quantisation calibrated on
+    ``calibration_images`` training images, its engine, activation observer and float32 layers
+    chosen on val; with ``qat``, when that loses more than 1 pp of val accuracy, also
+    ``qat_epochs`` of quantisation-aware fine-tuning at ``qat_lr`` distilled from the float32
+    graft (the better on val is kept). (``True`` / ``False`` from older files mean ``ptq`` / None.)
     ``device`` (``auto``, ``cpu``, ``cuda``) runs image passes; ``batch_size`` and
     ``num_workers`` are those of the image loaders; ``onnx`` as :func:`export_model`.
     """
@@ -51,8 +61,10 @@ class FinalSettings:
     latency_warmup: int = 5
     threads: Optional[int] = None
     memory: bool = True
-    quantize: bool = False
-    calibration_images: int = 256
+    quantize: Optional[str] = None
+    calibration_images: int = 512
+    qat_epochs: int = 2
+    qat_lr: float = 3e-5
     device: str = "auto"
     batch_size: int = 64
     num_workers: int = 0
@@ -74,23 +86,29 @@ class FinalSettings:
             value = getattr(self, name)
             if value is not None and (not is_int(value) or value < 1):
                 raise ParameterError(param_message(name, "an integer >= 1 or None", value))
-        for name, low in (("seed", 0), ("fine_tune_epochs", 1),
+        if isinstance(self.quantize, bool):  # settings written before the modes existed
+            object.__setattr__(self, "quantize", "ptq" if self.quantize else None)
+        if self.quantize is not None and self.quantize not in QUANTIZE_MODES:
+            raise ParameterError(param_message("quantize", f"None or one of {list(QUANTIZE_MODES)}",
+                                               self.quantize))
+        for name, low in (("seed", 0), ("fine_tune_epochs", 1), ("qat_epochs", 1),
                           ("latency_runs", 0), ("latency_warmup", 0), ("calibration_images", 1),
                           ("batch_size", 1), ("num_workers", 0)):
             value = getattr(self, name)
             if not is_int(value) or value < low:
                 raise ParameterError(param_message(name, f"an integer >= {low}", value))
-        if self.fine_tune_lr is not None and (
-                not isinstance(self.fine_tune_lr, (int, float)) or isinstance(self.fine_tune_lr, bool)
-                or not math.isfinite(self.fine_tune_lr) or self.fine_tune_lr <= 0):
-            raise ParameterError(param_message("fine_tune_lr", "a float > 0 or None (the recipe's)",
-                                               self.fine_tune_lr))
+        for name, none in (("fine_tune_lr", " or None (the recipe's)"), ("qat_lr", "")):
+            value = getattr(self, name)
+            if (value is not None or not none) and (
+                    not isinstance(value, (int, float)) or isinstance(value, bool)
+                    or not math.isfinite(value) or value <= 0):
+                raise ParameterError(param_message(name, f"a float > 0{none}", value))
         if self.fine_tune is not None and not isinstance(self.fine_tune, bool):
             raise ParameterError(param_message("fine_tune", "True, False or None (when images are "
                                                "given)", self.fine_tune))
         if self.threads is not None and (not is_int(self.threads) or self.threads < 1):
             raise ParameterError(param_message("threads", "a positive integer or None", self.threads))
-        for name in ("distill", "donor_metrics", "memory", "quantize"):
+        for name in ("distill", "donor_metrics", "memory"):
             if not isinstance(getattr(self, name), bool):
                 raise ParameterError(param_message(name, "a bool", getattr(self, name)))
         if self.onnx is not None and not isinstance(self.onnx, bool):

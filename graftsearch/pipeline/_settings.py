@@ -53,6 +53,7 @@ from graftsearch.donors._spec import DonorSpec, NO_WEIGHTS, normalize_weights
 from graftsearch.features._options import DTYPES, CacheOptions
 from graftsearch.fitness._settings import FITNESS_KINDS, MLPSettings
 from graftsearch.graft import FinalSettings
+from graftsearch.graft._settings import QUANTIZE_MODES
 from graftsearch.optimize._settings import SearchSettings
 from graftsearch.taps._head import HeadSpec
 from graftsearch.training._schedule import PAPER_SCHEDULE, TrainSchedule
@@ -422,7 +423,11 @@ class RunSettings:
                                                    "logits")
     distill_alpha: float = _setting("final", "weight of the distillation term (1 - alpha on the "
                                              "labels)")
-    quantize: bool = _setting("final", "also export an int8 copy and report its accuracy")
+    quantize: Optional[str] = _setting("final", "also export an int8 copy "
+                                                "(model.int8.torchscript.pt): ptq, post-training "
+                                                "quantisation; qat, then quantisation-aware "
+                                                "fine-tuning when ptq loses > 1 pp of val "
+                                                "accuracy", choices=QUANTIZE_MODES)
     latency_runs: int = _setting("final", "timed passes for the latency measurement (0: skip)")
     # run
     run_dir: Optional[str] = _setting("run", "run directory (unset: "
@@ -432,6 +437,8 @@ class RunSettings:
                                             "efficientnet_lite0)", default=None, kind=str)
 
     def __post_init__(self) -> None:
+        if isinstance(self.quantize, bool):  # config files written before the modes existed
+            object.__setattr__(self, "quantize", "ptq" if self.quantize else None)
         if isinstance(self.cultivate, int) and not isinstance(self.cultivate, bool):
             object.__setattr__(self, "cultivate", str(self.cultivate))  # epochs from Python/TOML
         for f in dataclasses.fields(self):

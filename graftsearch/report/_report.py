@@ -251,22 +251,37 @@ def _section_deployment(m: FinalMetrics) -> List[str]:
         if q.get("error"):
             out += [f"int8 quantisation: not available ({q['error']}).", ""]
         else:
-            rows = [["Serialized size (MiB)", fmt_mib(q.get("float32_mib")), fmt_mib(q.get("int8_mib"))],
-                    [L.accuracy(L.FINAL_TEST), fmt_pct(q.get("float32_test_accuracy")),
-                     fmt_pct(q.get("int8_test_accuracy"))]]
+            rows = [["Serialized size (MiB)", fmt_mib(q.get("float32_mib")), fmt_mib(q.get("int8_mib"))]]
+            if q.get("file_mib") is not None:
+                rows.append(["TorchScript file (MiB)", fmt_mib(q.get("float32_file_mib")),
+                             fmt_mib(q.get("file_mib"))])
+            rows += [[L.accuracy(L.FINAL_VAL), fmt_pct(q.get("float32_val_accuracy")),
+                      fmt_pct(q.get("int8_val_accuracy"))],
+                     [L.accuracy(L.FINAL_TEST), fmt_pct(q.get("float32_test_accuracy")),
+                      fmt_pct(q.get("int8_test_accuracy"))]]
             if q.get("int8_latency_ms") is not None:
                 rows.append(["Latency per image, median (ms)", fmt_float(q.get("float32_latency_ms"), 2),
                              fmt_float(q.get("int8_latency_ms"), 2)])
-            engines = q.get("int8_val_accuracy_by_engine") or {}
-            tried = ", ".join(f"{e} {fmt_pct(a)}" for e, a in engines.items())
-            out += ["### int8 post-training quantisation (beyond the paper)", "",
-                    table(["", "float32", "int8"], rows),
-                    "", f"Static quantisation with torch.ao ({q.get('engine', '')} engine), "
-                    f"calibrated on {fmt_int(q.get('calibration_images'))} training images"
-                    + (f"; the engine was chosen on {L.accuracy(L.FINAL_VAL)} ({tried})"
-                       if tried else "")
-                    + f". The int8 copy's {L.accuracy(L.FINAL_TEST)} can be lower: check it before "
-                    "deploying it.", ""]
+            tried = ", ".join(
+                f"{c['engine']}/{c['observer']}"
+                + (f" with {', '.join(c['float_layers'])} in float32" if c.get("float_layers") else "")
+                + f" {fmt_pct(c.get('val_accuracy'))}" for c in q.get("ptq_candidates") or [])
+            floats = q.get("float_layers") or []
+            how = ("quantisation-aware fine-tuning" if q.get("method") == "qat"
+                   else "post-training static quantisation")
+            text = (f"{how[0].upper()}{how[1:]} with torch.ao ({q.get('engine', '')} engine, "
+                    f"per-channel weights), calibrated on {fmt_int(q.get('calibration_images'))} "
+                    "training images"
+                    + (f"; {', '.join(floats)} kept in float32" if floats else "")
+                    + (f". Post-training candidates on {L.accuracy(L.FINAL_VAL)}: {tried}"
+                       if tried else ""))
+            if q.get("qat_val_accuracy") is not None:
+                text += (f". Quantisation-aware fine-tuning ({fmt_int(q.get('qat_epochs'))} epochs) "
+                         f"reached {fmt_pct(q['qat_val_accuracy'])} on {L.accuracy(L.FINAL_VAL)}")
+            if q.get("file"):
+                text += f". The int8 model is `best/{q['file']}` (TorchScript; runs with torch alone)"
+            out += ["### int8 copy (beyond the paper)", "",
+                    table(["", "float32", "int8"], rows), "", text + ".", ""]
     return out
 
 

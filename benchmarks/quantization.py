@@ -1,0 +1,245 @@
+"""int8 copies of the worked example's graft and of its donor: float32 vs post-training (PTQ)
+vs quantisation-aware (QAT), on the test images.
+
+For each seed whose grafting run (``benchmarks/grafting.py``, the worked example's settings) has
+finished, the kept graft (``best/model.pt``) and the cultivated donor (``donor.pt``) of that run
+are quantised with graftsearch's own code (``graftsearch.graft._int8``): PTQ tries every int8
+engine and activation observer of this machine on the val split (and the first convolution in
+float32 when the best still loses more than 1 pp), QAT fine-tunes with fake quantisation for
+``--qat-epochs`` epochs distilled from the float32 network (here always, so that its row exists;
+``--quantize qat`` runs it only when PTQ loses more than 1 pp on val). Every row: test accuracy,
+the TorchScript file's size, the median CPU latency at batch 1 (float32 and int8 measured side by
+side, interleaved, at the stated torch threads) and the peak resident memory of a fresh process
+running the file. The test split chose nothing.
+
+Usage: ``python -m benchmarks.quantization [--seeds 0,1,2] [--threads 1] [--qat-epochs 2]
+[--quick]``. Writes ``benchmarks/results/quantization.csv`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from benchmarks._machine import cpu_name, results_dir  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
+GRAFTING = ROOT / "benchmarks" / "cache" / "grafting"
+COLUMNS = ["seed", "model", "variant", "recipe", "val_accuracy", "test_accuracy", "file_mib",
+           "latency_ms", "peak_mib", "seconds"]
+TARGET_DROP, TARGET_SHRINK = 0.01, 3.5
+
+
+def _finished(seed: int, quick: bool) -> Optional[Path]:
+    run = GRAFTING / ("quick" if quick else "full") / f"seed{seed}"
+    return run if (run / "best" / "model.pt").is_file() and (run / "donor.pt").is_file() else None
+
+
+def measure_seed(seed: int, run: Path, args) -> List[Dict[str, object]]:
+    import torch
+
+    import graftsearch as gs
+    from graftsearch.data._store import build_image_store
+    from graftsearch.graft._export import DeployableModel, export_int8, load_model, save_torchscript
+    from graftsearch.graft._final import fine_tune, make_loader_for
+    from graftsearch.graft._int8 import (_accuracy, calibration_batches, make_int8,
+                                         quantization_aware)
+    from graftsearch.graft._measure import compare_latency, measure_peak_memory
+    from graftsearch.graft._quantize import Int8Recipe
+
+    deployed = load_model(run / "best" / "model.pt")
+    donor = gs.load_donor(checkpoint=str(run / "donor.pt"))
+    config = json.loads((run / "config.json").read_text())["settings"]
+    dataset = gs.load_dataset(gs.data.DataSpec(source=config["data"], split=config["split"],
+                                               seed=seed))
+    size = deployed.image_size
+    dataset.use_store(build_image_store(dataset, size, cache_dir=GRAFTING / "cache"))
+    pre = dataclasses.replace(donor.preprocessing, image_size=size)
+    settings = gs.FinalSettings(seed=seed, quantize="ptq", qat_epochs=args.qat_epochs,
+                                calibration_images=args.calibration_images, num_workers=0,
+                                latency_runs=args.latency_runs, threads=args.threads)
+    classes = list(dataset.classes)
+    networks = {"graft": deployed.graft.eval(), "donor": donor.module.eval()}
+    test = make_loader_for(dataset, "test", pre, settings)
+    val = make_loader_for(dataset, "val", pre, settings)
+    rows: List[Dict[str, object]] = []
+    previous = torch.backends.quantized.engine
+
+    def tune(module, *, settings, teacher, tag):
+        return fine_tune(module, dataset, pre, settings, teacher=teacher, tag=tag)
+
+    for name, network in networks.items():
+        began = time.perf_counter()
+        info, ptq = make_int8(network, dataset, pre, settings, make_loader=make_loader_for,
+                              tune=tune)
+        if ptq is None:
+            raise RuntimeError(f"seed {seed} {name}: PTQ failed: {info.get('error')}")
+        ptq_seconds = time.perf_counter() - began
+        recipe = Int8Recipe(info["engine"], info["observer"], tuple(info["float_layers"]),
+                            info["bias_correction"])
+        began = time.perf_counter()
+        calibration, _ = calibration_batches(dataset, pre, settings, make_loader_for, False)
+        qat_recipe, qat, history = quantization_aware(network, calibration, recipe, settings, tune)
+        qat_seconds = time.perf_counter() - began
+        torch.backends.quantized.engine = recipe.engine
+        variants = {"float32": (network, None, math.nan),
+                    "PTQ": (ptq, recipe, ptq_seconds), "QAT": (qat, qat_recipe, qat_seconds)}
+        wrapped = {k: DeployableModel(m, mean=pre.mean, std=pre.std, image_size=size,
+                                      class_names=classes).eval() for k, (m, _, _) in variants.items()}
+        lat = compare_latency(wrapped, size, runs=args.latency_runs,
+                              warmup=max(1, args.latency_runs // 10), threads=args.threads)
+        with tempfile.TemporaryDirectory() as tmp:
+            for variant, (module, rec, seconds) in variants.items():
+                path = Path(tmp) / f"{name}-{variant}.pt"
+                if rec is None:
+                    save_torchscript(wrapped[variant], path)
+                else:
+                    export_int8(wrapped[variant], path, engine=rec.engine, method=variant.lower())
+                peak = measure_peak_memory(wrapped[variant], size, threads=args.threads,
+                                           engine=rec.engine if rec else None)
+                torch.backends.quantized.engine = recipe.engine
+                rows.append({"seed": seed, "model": name, "variant": variant,
+                             "recipe": "" if rec is None else json.dumps(rec.as_dict()),
+                             "val_accuracy": _accuracy(module, val),
+                             "test_accuracy": _accuracy(module, test),
+                             "file_mib": path.stat().st_size / 2**20,
+                             "latency_ms": lat[variant].median_ms, "peak_mib": peak.peak_mib,
+                             "seconds": seconds, "qat_epochs": len(history)})
+                print(json.dumps(rows[-1]), flush=True)
+        torch.backends.quantized.engine = previous
+    return rows
+
+
+def _mean_sd(values: List[float], scale: float = 100.0, digits: int = 2) -> str:
+    values = [v for v in values if v is not None and v == v]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{scale * values[0]:.{digits}f}"
+    return f"{scale * statistics.mean(values):.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}"
+
+
+def render(rows: List[Dict[str, object]], args, missing: List[int], seconds: float) -> str:
+    seeds = sorted({int(r["seed"]) for r in rows})
+    lines = ["# int8: float32 vs post-training vs quantisation-aware", "",
+             f"Command: `python -m benchmarks.quantization --seeds {args.seeds} --threads "
+             f"{args.threads} --qat-epochs {args.qat_epochs}`"
+             f"{' --quick (harness smoke test: numbers mean nothing)' if args.quick else ''}. "
+             f"Machine: {cpu_name()}, {os.cpu_count()} cores; latency and peak memory at torch "
+             f"threads {args.threads}, batch 1, median of {args.latency_runs} interleaved passes. "
+             f"Models: the kept graft and the cultivated donor of the grafting benchmark's run of "
+             f"each seed (plant seedlings, Lite0). Seeds measured: {', '.join(map(str, seeds)) or 'none'}"
+             + (f"; seed(s) {', '.join(map(str, missing))} had no finished grafting run" if missing else "")
+             + f". Accuracies in % (mean ± sd over seeds). Total {seconds / 60:.1f} min.", "",
+             "| model | variant | val acc | test acc | TorchScript file (MiB) | latency b=1 (ms) | "
+             "peak memory (MiB) | quantisation time (s) | recipe (seed " + str(seeds[0] if seeds else "") + ") |",
+             "|---|---|--:|--:|--:|--:|--:|--:|---|"]
+    for model in ("graft", "donor"):
+        for variant in ("float32", "PTQ", "QAT"):
+            rs = [r for r in rows if r["model"] == model and r["variant"] == variant]
+            if not rs:
+                continue
+            lines.append("| " + " | ".join([
+                model, variant, _mean_sd([r["val_accuracy"] for r in rs]),
+                _mean_sd([r["test_accuracy"] for r in rs]),
+                _mean_sd([r["file_mib"] for r in rs], 1, 2),
+                _mean_sd([r["latency_ms"] for r in rs], 1, 2),
+                _mean_sd([r["peak_mib"] for r in rs], 1, 1),
+                _mean_sd([r["seconds"] for r in rs], 1, 0),
+                str(rs[0]["recipe"]).replace("|", "/") or "-"]) + " |")
+    lines += ["", _verdicts(rows), ""]
+    return "\n".join(lines) + "\n"
+
+
+def _verdicts(rows: List[Dict[str, object]]) -> str:
+    """The int8 issue's targets on the graft, computed from the rows (per seed, then the mean)."""
+    def mean(variant: str, key: str, model: str = "graft") -> Optional[float]:
+        vals = [float(r[key]) for r in rows if r["model"] == model and r["variant"] == variant
+                and r[key] is not None and r[key] == r[key]]
+        return statistics.mean(vals) if vals else None
+
+    base = {k: mean("float32", k) for k in ("test_accuracy", "file_mib", "latency_ms")}
+    if base["test_accuracy"] is None:
+        return "No graft was measured."
+    out = []
+    for variant in ("PTQ", "QAT"):
+        acc, mib, lat = (mean(variant, k) for k in ("test_accuracy", "file_mib", "latency_ms"))
+        if acc is None:
+            continue
+        drop = base["test_accuracy"] - acc
+        shrink = base["file_mib"] / mib
+        change = (f"{100 * drop:.2f} pp lost" if drop > 0 else
+                  f"{100 * -drop:.2f} pp gained" if drop < 0 else "no change")
+        checks = [f"test accuracy {100 * acc:.2f}% against float32's "
+                  f"{100 * base['test_accuracy']:.2f}% ({change}; target: at most "
+                  f"{100 * TARGET_DROP:.0f} pp lost, {'met' if drop <= TARGET_DROP else 'missed'})",
+                  f"a file {shrink:.2f}x smaller (target >= {TARGET_SHRINK}x: "
+                  f"{'met' if shrink >= TARGET_SHRINK else 'missed'})"]
+        if lat is not None and base["latency_ms"] is not None:
+            checks.append(f"latency {lat:.2f} ms against {base['latency_ms']:.2f} ms (target <= "
+                          f"float32's: {'met' if lat <= base['latency_ms'] else 'missed'})")
+        out.append(f"The graft's {variant} copy: " + "; ".join(checks) + ".")
+    ptq, qat = mean("PTQ", "val_accuracy"), mean("QAT", "val_accuracy")
+    if ptq is not None and qat is not None:
+        order = ("QAT is ahead" if qat > ptq else "PTQ is ahead" if ptq > qat else "they tie")
+        out.append(f"On val (what `--quantize qat` decides by) {order}: "
+                   f"{100 * qat:.2f}% after QAT against {100 * ptq:.2f}% after PTQ.")
+    d_float, d_ptq = mean("float32", "test_accuracy", "donor"), mean("PTQ", "test_accuracy", "donor")
+    if d_float is not None and d_ptq is not None:
+        out.append(f"The donor's test accuracy goes from {100 * d_float:.2f}% in float32 to "
+                   f"{100 * d_ptq:.2f}% after PTQ.")
+    return " ".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--qat-epochs", type=int, default=2)
+    parser.add_argument("--calibration-images", type=int, default=512)
+    parser.add_argument("--latency-runs", type=int, default=30)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(max(args.threads, 2))  # training and evaluation; latency sets its own
+    if args.quick:
+        args.seeds, args.qat_epochs, args.latency_runs = "0", 1, 2
+        args.calibration_images = min(args.calibration_images, 16)
+    began = time.perf_counter()
+    rows: List[Dict[str, object]] = []
+    missing: List[int] = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        run = _finished(seed, args.quick)
+        if run is None:
+            missing.append(seed)
+            print(f"seed {seed}: no finished grafting run under {GRAFTING}; skipped", flush=True)
+            continue
+        rows += measure_seed(seed, run, args)
+    out = results_dir(RESULTS, args.quick, GRAFTING / "quick-results")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "quantization.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS + ["qat_epochs"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    (out / "quantization.md").write_text(render(rows, args, missing, time.perf_counter() - began))
+    print((out / "quantization.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,7 +10,9 @@ float32 when the best still loses more than 1 pp), QAT fine-tunes with fake quan
 ``--quantize qat`` runs it only when PTQ loses more than 1 pp on val). Every row: test accuracy,
 the TorchScript file's size, the median CPU latency at batch 1 (float32 and int8 measured side by
 side, interleaved, at the stated torch threads) and the peak resident memory of a fresh process
-running the file. The test split chose nothing.
+running the file. Beside them, the same networks through ONNX Runtime (float32, and its static
+quantiser on the same calibration images), the other int8 path the issue names. The test split
+chose nothing.
 
 Usage: ``python -m benchmarks.quantization [--seeds 0,1,2] [--threads 1] [--qat-epochs 2]
 [--quick]``. Writes ``benchmarks/results/quantization.csv`` and ``.md``.
@@ -42,6 +44,7 @@ GRAFTING = ROOT / "benchmarks" / "cache" / "grafting"
 COLUMNS = ["seed", "model", "variant", "recipe", "val_accuracy", "test_accuracy", "file_mib",
            "latency_ms", "peak_mib", "seconds"]
 TARGET_DROP, TARGET_SHRINK = 0.01, 3.5
+VARIANTS = ("float32", "PTQ", "QAT", "float32 (ONNX Runtime)", "PTQ (ONNX Runtime)")
 
 
 def _finished(seed: int, quick: bool) -> Optional[Path]:
@@ -49,7 +52,28 @@ def _finished(seed: int, quick: bool) -> Optional[Path]:
     return run if (run / "best" / "model.pt").is_file() and (run / "donor.pt").is_file() else None
 
 
+def _stamp(args) -> Dict[str, object]:
+    return {"threads": args.threads, "qat_epochs": args.qat_epochs, "latency_runs": args.latency_runs,
+            "calibration_images": args.calibration_images, "variants": list(VARIANTS)}
+
+
 def measure_seed(seed: int, run: Path, args) -> List[Dict[str, object]]:
+    """The seed's rows, measured once: a later run with the same settings reuses them from
+    ``quantization_rows.json`` in the grafting run's directory (the page says so)."""
+    from graftsearch._utils.atomic import write_text
+
+    done = run / "quantization_rows.json"
+    if done.is_file() and not args.quick:
+        saved = json.loads(done.read_text())
+        if saved.get("settings") == _stamp(args):
+            print(f"seed {seed}: reusing the rows in {done}", flush=True)
+            return [dict(r, reused=True) for r in saved["rows"]]
+    rows = _measure(seed, run, args)
+    write_text(done, json.dumps({"settings": _stamp(args), "rows": rows}, default=float))
+    return rows
+
+
+def _measure(seed: int, run: Path, args) -> List[Dict[str, object]]:
     import torch
 
     import graftsearch as gs
@@ -83,6 +107,7 @@ def measure_seed(seed: int, run: Path, args) -> List[Dict[str, object]]:
         return fine_tune(module, dataset, pre, settings, teacher=teacher, tag=tag)
 
     for name, network in networks.items():
+        rows += _onnxruntime_rows(seed, name, network, pre, classes, dataset, settings, args)
         began = time.perf_counter()
         info, ptq = make_int8(network, dataset, pre, settings, make_loader=make_loader_for,
                               tune=tune)
@@ -124,6 +149,89 @@ def measure_seed(seed: int, run: Path, args) -> List[Dict[str, object]]:
     return rows
 
 
+def _onnxruntime_rows(seed, name, network, pre, classes, dataset, settings, args
+                      ) -> List[Dict[str, object]]:
+    """The same network through ONNX Runtime: float32 and its static quantiser (QDQ, per-channel
+    int8 weights, uint8 activations; MinMax or percentile calibration, chosen on val), calibrated
+    on the same training images: the alternative to torch.ao that the int8 issue names."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                          QuantType, quantize_static)
+
+    from graftsearch.graft._export import DeployableModel, save_onnx
+    from graftsearch.graft._final import make_loader_for
+    from graftsearch.graft._int8 import calibration_batches
+
+    mean = np.asarray(pre.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(pre.std, dtype=np.float32).reshape(1, 3, 1, 1)
+
+    def raw(batch) -> np.ndarray:  # the loaders normalise; the exported file takes [0, 1]
+        return batch.numpy() * std + mean
+
+    calibration, _ = calibration_batches(dataset, pre, settings, make_loader_for, False)
+    splits = {s: [(raw(x), y.numpy()) for x, y, _ in make_loader_for(dataset, s, pre, settings)]
+              for s in ("val", "test")}
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"images": raw(x)} for x in calibration])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    def session(path, threads):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def accuracy(path, split):
+        sess = session(path, max(2, args.threads))
+        hits = sum(int((sess.run(None, {"images": x})[0].argmax(1) == y).sum()) for x, y in splits[split])
+        return hits / sum(len(y) for _, y in splits[split])
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "float32.onnx"
+        save_onnx(DeployableModel(network, mean=pre.mean, std=pre.std, image_size=pre.image_size,
+                                  class_names=classes).eval(), fp32)
+        made = {"float32": (fp32, "", math.nan)}
+        best = None
+        for method in ("MinMax", "Percentile"):
+            began = time.perf_counter()
+            path = Path(tmp) / f"int8-{method}.onnx"
+            quantize_static(str(fp32), str(path), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8,
+                            calibrate_method=getattr(CalibrationMethod, method))
+            acc = accuracy(path, "val")
+            if best is None or acc > best[0]:
+                best = (acc, path, method, time.perf_counter() - began)
+        made["PTQ"] = (best[1], json.dumps({"calibration": best[2], "format": "QDQ",
+                                            "per_channel": True}), best[3])
+        x = np.random.default_rng(0).random((1, 3, pre.image_size, pre.image_size), dtype=np.float32)
+        sessions = {k: session(p, args.threads) for k, (p, _, _) in made.items()}
+        times: Dict[str, List[float]] = {k: [] for k in made}
+        for k, sess in sessions.items():
+            for _ in range(max(1, args.latency_runs // 10)):
+                sess.run(None, {"images": x})
+        for _ in range(args.latency_runs):  # interleaved, as compare_latency does
+            for k, sess in sessions.items():
+                t0 = time.perf_counter()
+                sess.run(None, {"images": x})
+                times[k].append(1000 * (time.perf_counter() - t0))
+        for variant, (path, recipe, seconds) in made.items():
+            rows.append({"seed": seed, "model": name, "variant": f"{variant} (ONNX Runtime)",
+                         "recipe": recipe, "val_accuracy": accuracy(path, "val"),
+                         "test_accuracy": accuracy(path, "test"),
+                         "file_mib": path.stat().st_size / 2**20,
+                         "latency_ms": statistics.median(times[variant]), "peak_mib": math.nan,
+                         "seconds": seconds})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def _mean_sd(values: List[float], scale: float = 100.0, digits: int = 2) -> str:
     values = [v for v in values if v is not None and v == v]
     if not values:
@@ -135,6 +243,7 @@ def _mean_sd(values: List[float], scale: float = 100.0, digits: int = 2) -> str:
 
 def render(rows: List[Dict[str, object]], args, missing: List[int], seconds: float) -> str:
     seeds = sorted({int(r["seed"]) for r in rows})
+    reused = sorted({int(r["seed"]) for r in rows if r.get("reused")})
     lines = ["# int8: float32 vs post-training vs quantisation-aware", "",
              f"Command: `python -m benchmarks.quantization --seeds {args.seeds} --threads "
              f"{args.threads} --qat-epochs {args.qat_epochs}`"
@@ -144,12 +253,14 @@ def render(rows: List[Dict[str, object]], args, missing: List[int], seconds: flo
              f"Models: the kept graft and the cultivated donor of the grafting benchmark's run of "
              f"each seed (plant seedlings, Lite0). Seeds measured: {', '.join(map(str, seeds)) or 'none'}"
              + (f"; seed(s) {', '.join(map(str, missing))} had no finished grafting run" if missing else "")
-             + f". Accuracies in % (mean ± sd over seeds). Total {seconds / 60:.1f} min.", "",
+             + f". Accuracies in % (mean ± sd over seeds). Total {seconds / 60:.1f} min"
+             + (f" (seed(s) {', '.join(map(str, reused))} reused from an earlier run's "
+                "`quantization_rows.json`)" if reused else "") + ".", "",
              "| model | variant | val acc | test acc | TorchScript file (MiB) | latency b=1 (ms) | "
              "peak memory (MiB) | quantisation time (s) | recipe (seed " + str(seeds[0] if seeds else "") + ") |",
              "|---|---|--:|--:|--:|--:|--:|--:|---|"]
     for model in ("graft", "donor"):
-        for variant in ("float32", "PTQ", "QAT"):
+        for variant in VARIANTS:
             rs = [r for r in rows if r["model"] == model and r["variant"] == variant]
             if not rs:
                 continue
@@ -198,6 +309,14 @@ def _verdicts(rows: List[Dict[str, object]]) -> str:
         order = ("QAT is ahead" if qat > ptq else "PTQ is ahead" if ptq > qat else "they tie")
         out.append(f"On val (what `--quantize qat` decides by) {order}: "
                    f"{100 * qat:.2f}% after QAT against {100 * ptq:.2f}% after PTQ.")
+    ort, ort_float = mean("PTQ (ONNX Runtime)", "test_accuracy"), mean("float32 (ONNX Runtime)", "latency_ms")
+    torch_ptq = mean("PTQ", "test_accuracy")
+    if ort is not None and torch_ptq is not None:
+        ort_lat, torch_lat = mean("PTQ (ONNX Runtime)", "latency_ms"), mean("PTQ", "latency_ms")
+        out.append(f"ONNX Runtime's static quantiser, on the same calibration images, gives the "
+                   f"graft {100 * ort:.2f}% test accuracy against torch.ao's {100 * torch_ptq:.2f}% "
+                   f"(PTQ), at {ort_lat:.2f} ms per image against ONNX Runtime's own float32 "
+                   f"{ort_float:.2f} ms and torch.ao's int8 {torch_lat:.2f} ms.")
     d_float, d_ptq = mean("float32", "test_accuracy", "donor"), mean("PTQ", "test_accuracy", "donor")
     if d_float is not None and d_ptq is not None:
         out.append(f"The donor's test accuracy goes from {100 * d_float:.2f}% in float32 to "

@@ -2,8 +2,10 @@
 
 ``python -m benchmarks`` runs, one after the other and each in a fresh process (so that one
 benchmark's threads, imports and memory cannot disturb the next): ``cache_extraction``,
-``fitness_proxies``, ``search_quality``, ``graft_vs_donor``, ``peers`` and ``grafting`` (whose runs
-are the worked example's, ``examples/plant_seedlings.py``: they fill the paper-vs-ours table).
+``fitness_proxies``, ``search_quality``, ``graft_vs_donor``, ``peers``, ``grafting`` (whose runs
+are the worked example's, ``examples/plant_seedlings.py``: they fill the paper-vs-ours table),
+``quantization`` (int8 copies of those runs' grafts and donors), ``cultivation``, ``startup`` and
+``proxy_truth``.
 Each benchmark writes its own ``results/<name>.csv`` and ``.md``; RESULTS.md gathers them with
 the command, machine, threads and seeds of each, and the time each took; with ``--only`` the
 other sections are the tables already in ``results/``, and the page says from when.
@@ -34,7 +36,7 @@ BENCH = ROOT / "benchmarks"
 RESULTS = BENCH / "results"
 DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
 ORDER = ("cache_extraction", "fitness_proxies", "search_quality", "graft_vs_donor", "peers",
-         "grafting", "cultivation", "startup", "proxy_truth")
+         "grafting", "quantization", "cultivation", "startup", "proxy_truth")
 FULL_ARGS: Dict[str, List[str]] = {
     "cache_extraction": ["--reps", "2"],  # ABBA: baseline, cache, cache, baseline
     # 200 selections (the fitness issue's minimum); 15 for the settings table, which chose the
@@ -44,6 +46,8 @@ FULL_ARGS: Dict[str, List[str]] = {
     "graft_vs_donor": ["--runs", "50", "--warmup", "10", "--threads", "1"],
     "peers": [],
     "grafting": ["--seeds", "0,1,2", "--threads", "2"],
+    # the grafting runs' grafts and donors (seeds without a finished run are listed as missing)
+    "quantization": ["--seeds", "0,1,2", "--threads", "1"],
     "cultivation": ["--threads", "2"],
     "startup": ["--rounds", "5"],
     "proxy_truth": ["--selections", "150", "--jobs", "2"],
@@ -55,16 +59,18 @@ QUICK_ARGS: Dict[str, List[str]] = {
     "graft_vs_donor": ["--runs", "2", "--warmup", "1", "--no-int8"],
     "peers": ["--quick"],
     "grafting": ["--quick"],
+    "quantization": ["--quick"],
     "cultivation": ["--quick"],
     "startup": ["--quick"],
     "proxy_truth": ["--quick"],
 }
-NEEDS_DATA = ("cache_extraction", "grafting", "cultivation")
+NEEDS_DATA = ("cache_extraction", "grafting", "quantization", "cultivation")
 TITLES = {"peers": "Peers: graftsearch vs Optuna, pymoo, random search, greedy, the manual pick",
           "search_quality": "Search quality: NSGA-II vs random search and greedy forward selection",
           "fitness_proxies": "Fitness proxies", "cache_extraction": "Cache extraction",
           "graft_vs_donor": "Graft vs donor at inference",
           "grafting": "Grafting: the pick against the cultivated donor, probes and the truncated donor",
+          "quantization": "int8: float32 vs post-training vs quantisation-aware (graft and donor)",
           "cultivation": "Cultivation: the image store and the recipes",
           "startup": "Startup: the everyday commands beside `import torch`",
           "proxy_truth": "Fitness proxies judged by the final model"}

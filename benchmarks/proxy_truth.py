@@ -313,8 +313,29 @@ def measures(f: Features, selections, truth, values, seconds) -> List[Dict[str, 
             "regret_max_accuracy": best_max - truth[pick_max]["test"],
             "regret_min_size": truth[truth_min]["test"] - truth[pick_min]["test"],
             "pick_max_accuracy": pick_max, "pick_min_size": pick_min,
-            "pick_min_size_params": size[pick_min]})
+            "pick_min_size_params": size[pick_min], "pick_max_accuracy_params": size[pick_max],
+            **_one_se(name, feasible, by, size, truth, best_max, len(f.y["val"]))})
     return rows
+
+
+# proxies whose value is a val accuracy on the val images: their binomial SE is the search's
+SE_PROXIES = ("fast", "mlp", "mlp seed 1")
+
+
+def _one_se(name, feasible, by, size, truth, best_max, n_val) -> Dict[str, object]:
+    """The ``--pick one-se`` pick of the proxy under the max-accuracy constraint, by the
+    search's own rule (graftsearch.optimize._result.one_se_first), and its test regret."""
+    if name not in SE_PROXIES:
+        return {"one_se_pick": "", "one_se_params": math.nan, "one_se_regret_max_accuracy": math.nan}
+    from graftsearch.fitness._evaluation import binomial_se
+    from graftsearch.optimize._result import one_se_first
+
+    order = sorted(range(len(feasible)), key=lambda i: (-by[feasible[i]], size[feasible[i]]))
+    values = [by[b] for b in feasible]
+    chosen = feasible[one_se_first(order, [size[b] for b in feasible], values,
+                                   [binomial_se(v, n_val) for v in values], feasible)[0]]
+    return {"one_se_pick": chosen, "one_se_params": size[chosen],
+            "one_se_regret_max_accuracy": best_max - truth[chosen]["test"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,7 +343,8 @@ def measures(f: Features, selections, truth, values, seconds) -> List[Dict[str, 
 
 COLUMNS = ["proxy", "selections", "median_s", "speedup_vs_mlp", "spearman_vs_test",
            "kendall_vs_test", "top10_overlap", "regret_max_accuracy", "regret_min_size",
-           "pick_max_accuracy", "pick_min_size", "pick_min_size_params"]
+           "pick_max_accuracy", "pick_min_size", "pick_min_size_params",
+           "pick_max_accuracy_params", "one_se_pick", "one_se_params", "one_se_regret_max_accuracy"]
 
 
 def render(rows, truth, f: Features, args, minutes: float) -> str:
@@ -373,7 +395,36 @@ def render(rows, truth, f: Features, args, minutes: float) -> str:
     else:
         text.append(f"No proxy here reaches {TARGET_SPEED}x `mlp`'s speed.")
     lines += ["", " ".join(text), ""]
+    lines += _one_se_section(rows)
     return "\n".join(lines)
+
+
+def _one_se_section(rows) -> List[str]:
+    """What `--pick one-se` does to the test accuracy of the max-accuracy pick, per proxy."""
+    rows = [r for r in rows if r["proxy"] in SE_PROXIES]
+    if not rows:
+        return []
+    out = ["### The one-standard-error pick (`--pick one-se`, max-accuracy)", "",
+           "Each proxy's best feasible selection against its one-SE pick (the smallest feasible "
+           "selection whose value is within one binomial standard error of the best's, on the val "
+           "images), both judged by the ground truth's test accuracy.", "",
+           "| proxy | best pick: params | regret (pp) | one-SE pick: params | regret (pp) |",
+           "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r['proxy']} | {int(r['pick_max_accuracy_params']):,} | "
+                   f"{100 * r['regret_max_accuracy']:.2f} | {int(r['one_se_params']):,} | "
+                   f"{100 * r['one_se_regret_max_accuracy']:.2f} |")
+    text = []
+    for r in rows:
+        change = r["one_se_regret_max_accuracy"] - r["regret_max_accuracy"]
+        smaller = 1 - r["one_se_params"] / r["pick_max_accuracy_params"]
+        effect = (f"loses {100 * change:.2f} pp more test accuracy than" if change > 0 else
+                  f"loses {100 * -change:.2f} pp less test accuracy than" if change < 0
+                  else "loses as much test accuracy as")
+        text.append(f"with `{r['proxy']}` the one-SE pick is {100 * smaller:.0f}% smaller and "
+                    f"{effect} the best pick")
+    out += ["", "Under the max-accuracy constraint, " + "; ".join(text) + ".", ""]
+    return out
 
 
 def main(argv=None) -> int:

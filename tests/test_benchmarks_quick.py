@@ -105,7 +105,7 @@ def quick_run(tmp_path_factory):
     reported = ROOT / "benchmarks" / "results"
     before = {p.name: p.stat().st_mtime_ns for p in reported.glob("*")} if reported.is_dir() else {}
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], cwd=ROOT,
-                          env=_env(), capture_output=True, text=True, timeout=900)
+                          env=_env(), capture_output=True, text=True, timeout=1500)
     after = {p.name: p.stat().st_mtime_ns for p in reported.glob("*")} if reported.is_dir() else {}
     return out, proc, before, after
 
@@ -116,7 +116,7 @@ def test_quick_run_writes_every_table_and_leaves_the_reported_ones_alone(quick_r
     names = ["search_quality", "graft_vs_donor", "peers", "startup", "proxy_truth"]
     has_data = (ROOT.parent / "shared" / "data" / "plant-seedlings" / "images").is_dir()
     if has_data:
-        names += ["cache_extraction", "grafting", "cultivation"]
+        names += ["cache_extraction", "grafting", "quantization", "cultivation"]
     for name in names:
         assert (out / f"{name}.csv").is_file() and (out / f"{name}.md").is_file(), name
     assert (out / "peers_runs.csv").is_file()
@@ -137,6 +137,11 @@ def test_quick_run_writes_every_table_and_leaves_the_reported_ones_alone(quick_r
     if has_data:  # the grafting runs fill the worked example's column
         assert "## Grafting" in results and "| our graft (plant seedlings, test) |" in results
         assert "## Cultivation" in results and "ImageFolder + DataLoader, 2 workers" in results
+        int8 = (out / "quantization.md").read_text()
+        for row in ("| graft | float32 |", "| graft | PTQ |", "| graft | QAT |",
+                    "| graft | PTQ (ONNX Runtime) |"):
+            assert row in int8, row
+        assert "The graft's PTQ copy: test accuracy" in int8
 
 
 def test_quick_peers_table_measures_every_tool_and_objective(quick_run):

@@ -319,7 +319,7 @@ def measures(f: Features, selections, truth, values, seconds) -> List[Dict[str, 
 
 
 # proxies whose value is a val accuracy on the val images: their binomial SE is the search's
-SE_PROXIES = ("fast", "mlp", "mlp seed 1")
+SE_PROXIES = ("fast", "mlp")
 
 
 def _one_se(name, feasible, by, size, truth, best_max, n_val) -> Dict[str, object]:

@@ -108,8 +108,12 @@ def _measure(seed: int, run: Path, args) -> List[Dict[str, object]]:
     def tune(module, *, settings, teacher, tag):
         return fine_tune(module, dataset, pre, settings, teacher=teacher, tag=tag)
 
+    import importlib.util
+
+    has_ort = importlib.util.find_spec("onnxruntime") is not None  # the onnx extra
     for name, network in networks.items():
-        rows += _onnxruntime_rows(seed, name, network, pre, classes, dataset, settings, args)
+        if has_ort:
+            rows += _onnxruntime_rows(seed, name, network, pre, classes, dataset, settings, args)
         began = time.perf_counter()
         info, ptq = make_int8(network, dataset, pre, settings, make_loader=make_loader_for,
                               tune=tune)
@@ -335,6 +339,8 @@ def main(argv=None) -> int:
     parser.add_argument("--latency-runs", type=int, default=30)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
+    if args.latency_runs < 1 or args.threads < 1 or args.qat_epochs < 1 or args.calibration_images < 1:
+        parser.error("--latency-runs, --threads, --qat-epochs and --calibration-images must be >= 1")
     import torch
 
     torch.set_num_threads(max(args.threads, 2))  # training and evaluation; latency sets its own

@@ -139,6 +139,29 @@ def test_qat_fine_tunes_when_ptq_loses_val_accuracy(data, tmp_path, monkeypatch)
     assert q["int8_val_accuracy"] == max(q["qat_val_accuracy"], q["ptq_val_accuracy"])
     fresh = _runs_without_graftsearch(final, tmp_path / "best", tmp_path)
     assert fresh["diff"] <= 1e-5
+    # whichever copy was kept, the quantisation-aware one exports and runs on its own as well
+    from graftsearch.graft._export import DeployableModel, export_int8
+    from graftsearch.graft._final import fine_tune
+    from graftsearch.graft._int8 import calibration_batches, quantization_aware
+    from graftsearch.graft._quantize import Int8Recipe
+
+    settings = gs.FinalSettings(**INT8, quantize="qat", qat_epochs=1, qat_lr=1e-3)
+    pre = cache.preprocessing
+    calibration, _ = calibration_batches(dataset, pre, settings, gs.graft._final.make_loader_for,
+                                         False)
+    engine = q["engine"]
+    _, qat, history = quantization_aware(
+        final.graft, calibration, Int8Recipe(engine), settings,
+        lambda module, *, settings, teacher, tag: fine_tune(module, dataset, pre, settings,
+                                                            teacher=teacher, tag=tag))
+    assert len(history) == 1
+    model = DeployableModel(qat, mean=pre.mean, std=pre.std, image_size=pre.image_size,
+                            class_names=list(dataset.classes)).eval()
+    other = tmp_path / "qat"
+    other.mkdir()
+    assert export_int8(model, other / INT8_TORCHSCRIPT, engine=engine, method="qat") <= 1e-5
+    final.int8_model, final.metrics["int8"]["engine"] = model, engine
+    assert _runs_without_graftsearch(final, other, tmp_path)["diff"] <= 1e-5
 
 
 @pytest.mark.slow
@@ -154,14 +177,18 @@ def test_a_failed_quantisation_is_reported_and_the_run_goes_on(data, tmp_path, m
                            settings=gs.FinalSettings(**INT8, quantize="ptq"),
                            out_dir=tmp_path / "best")
     saved = json.loads((tmp_path / "best" / "metrics.json").read_text())
-    assert saved["int8"] == {"mode": "ptq", "error": "RuntimeError: no kernel for this layer"}
+    q = saved["int8"]
+    assert q["mode"] == "ptq" and q["error"].startswith(
+        "every int8 candidate failed (RuntimeError: no kernel for this layer;")
+    assert [c["error"] for c in q["ptq_candidates"]] == \
+        ["RuntimeError: no kernel for this layer"] * (2 * len(quantization_engines()))
     assert final.int8_model is None and not (tmp_path / "best" / INT8_TORCHSCRIPT).exists()
     assert (tmp_path / "best" / "model.torchscript.pt").is_file()
     from graftsearch.graft._record import FinalMetrics
     from graftsearch.report._report import _section_deployment
 
     text = "\n".join(_section_deployment(FinalMetrics.from_json(saved)))
-    assert "int8 quantisation: not available (RuntimeError: no kernel for this layer)" in text
+    assert "int8 quantisation: not available (every int8 candidate failed (RuntimeError" in text
 
 
 def test_quantize_modes_and_older_settings():
@@ -181,3 +208,18 @@ def test_cli_refuses_an_unknown_quantize_mode(capsys):
 
     assert main(["run", "--data", "x", "--quantize", "int4"]) == 2
     assert "invalid choice: 'int4'" in capsys.readouterr().err
+
+
+def test_a_run_directory_from_before_the_int8_modes_still_resumes(tmp_path):
+    from graftsearch.pipeline._pipeline import _check_run_dir
+
+    settings = gs.RunSettings(data="x", donor="efficientnet_lite0", objective="max-accuracy",
+                              size_max="1M")
+    (tmp_path / "checkpoint.pkl").write_bytes(b"")
+    for old in (False, True):
+        stored = {**settings.as_dict(), "quantize": old}
+        (tmp_path / "config.json").write_text(json.dumps({"settings": stored}))
+        now = settings if not old else gs.RunSettings(**{**settings.as_dict(), "quantize": "ptq"})
+        _check_run_dir(tmp_path, now)  # the same run: no error
+    with pytest.raises(gs.errors.SearchError, match=r"settings differ: quantize \('ptq' -> None\)"):
+        _check_run_dir(tmp_path, settings)

@@ -435,13 +435,19 @@ def test_every_accuracy_in_report_md_names_its_source(tmp_path):
     metrics["graft"]["variants"] = {
         "head_only": {"val": {"accuracy": 0.8}, "test": {"accuracy": 0.78}},
         "fine_tuned": {"val": {"accuracy": 0.82}, "test": {"accuracy": 0.8}, "best_epoch": 2}}
-    metrics["int8"]["int8_val_accuracy_by_engine"] = {"x86": 0.81}
+    metrics["int8"]["ptq_candidates"] = [
+        {"engine": "x86", "observer": "histogram", "float_layers": [], "val_accuracy": 0.81},
+        {"engine": "x86", "observer": "minmax", "float_layers": ["features.0"], "val_accuracy": 0.6}]
+    metrics["int8"]["qat_error"] = "RuntimeError: no fake quantiser"
     run_dir = refine_fake_run(write_fake_run(tmp_path / "run", metrics=metrics))
     text = gs.write_report(run_dir).read_text()
     assert "| final val accuracy | 70.00% | 82.00% |  |" in text  # donor vs rootstock
     assert "| Graft | final val accuracy | final test accuracy | Best epoch |" in text
     assert "| final test accuracy | 80.00% | 68.00% |" in text  # test metrics
     assert "| final test accuracy | 80.00% | 79.00% |" in text  # float32 vs int8
+    assert ("Post-training candidates on final val accuracy: x86/histogram 81.00%, x86/minmax "
+            "with features.0 in float32 60.00%") in text
+    assert "Quantisation-aware fine-tuning failed: RuntimeError: no fake quantiser" in text
     assert "best feasible proxy val accuracy 62.00%." in text  # convergence
     body = text.split("## Settings")[0]
     found = list(re.finditer(r"(?i)\b(?:acc|accuracy|accuracies)\b", body))

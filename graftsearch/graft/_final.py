@@ -535,6 +535,9 @@ def _int8(graft: GraftedModel, dataset, pre: Preprocessing, settings: FinalSetti
     return info, model
 
 
+_INT8_TOLERANCE = 1e-4  # as the float32 files: the same int8 kernels run in both
+
+
 def _export_int8(final: FinalModel, out: Path, export: ExportResult, files: List[str]) -> None:
     """model.int8.torchscript.pt beside the float32 files; its size and fidelity go into the
     int8 section of metrics.json (a failure there too, never the export)."""
@@ -547,6 +550,12 @@ def _export_int8(final: FinalModel, out: Path, export: ExportResult, files: List
     except Exception as exc:  # the int8 file is an extra: the float32 export stands
         logger.warning("int8 export failed: %s", exc)
         info["export_error"] = f"{type(exc).__name__}: {exc}"
+        return
+    if not diff <= _INT8_TOLERANCE:  # NaN too: a file that disagrees is not shipped
+        (out / INT8_TORCHSCRIPT).unlink()
+        info["export_error"] = (f"the TorchScript int8 file's logits differ from the in-process "
+                                f"int8 model's by {diff:.3g} (> {_INT8_TOLERANCE}); not exported")
+        logger.warning("int8 export: %s", info["export_error"])
         return
     export.max_abs_diff["int8_torchscript"] = diff
     files.append(INT8_TORCHSCRIPT)

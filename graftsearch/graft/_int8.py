@@ -53,11 +53,23 @@ def quantization_aware(graft: nn.Module, calibration: List[torch.Tensor], recipe
     """(its recipe, the int8 model, the epochs) of quantisation-aware fine-tuning of ``graft``
     (a network on normalised images) with ``recipe``'s engine and float32 layers:
     ``settings.qat_epochs`` at ``settings.qat_lr``, distilled from ``graft`` itself."""
+    from torch.ao.quantization import disable_observer, enable_observer
+
     qat_recipe = dataclasses.replace(recipe, observer="moving-average", bias_correction=False)
     prepared = prepare_qat(graft, calibration, qat_recipe)
-    history = tune(prepared, settings=dataclasses.replace(
-        settings, fine_tune_epochs=settings.qat_epochs, fine_tune_lr=settings.qat_lr),
-        teacher=graft, tag="qat")
+
+    def observe_only_in_training(module, inputs):
+        # fake quantisers observe in eval mode too: the val passes that pick the best epoch
+        # must not move the ranges
+        module.apply(enable_observer if module.training else disable_observer)
+
+    hook = prepared.register_forward_pre_hook(observe_only_in_training)
+    try:
+        history = tune(prepared, settings=dataclasses.replace(
+            settings, fine_tune_epochs=settings.qat_epochs, fine_tune_lr=settings.qat_lr),
+            teacher=graft, tag="qat")
+    finally:
+        hook.remove()
     return qat_recipe, convert_qat(prepared, recipe.engine), history
 
 
@@ -83,8 +95,13 @@ def make_int8(graft: nn.Module, dataset, pre, settings: FinalSettings, *, make_l
 
         def attempt(recipe: Int8Recipe) -> None:
             nonlocal best
-            quantized = quantize_int8(graft, calibration, recipe=recipe)
-            acc = _accuracy(quantized, val)
+            try:
+                quantized = quantize_int8(graft, calibration, recipe=recipe)
+                acc = _accuracy(quantized, val)
+            except Exception as exc:  # one candidate failing leaves the others
+                candidates.append({**recipe.as_dict(), "error": f"{type(exc).__name__}: {exc}"})
+                logger.warning("int8 %s failed: %s", recipe.as_dict(), exc)
+                return
             candidates.append({**recipe.as_dict(), "val_accuracy": acc})
             logger.info("int8 %s: val accuracy %.4f (float32 %.4f)", recipe.as_dict(), acc,
                         float_val)
@@ -94,6 +111,10 @@ def make_int8(graft: nn.Module, dataset, pre, settings: FinalSettings, *, make_l
         for engine in engines:
             for observer in OBSERVERS:
                 attempt(Int8Recipe(engine, observer))
+        if best is None:
+            errors = "; ".join(c["error"] for c in candidates)
+            return {"mode": settings.quantize, "ptq_candidates": candidates,
+                    "error": f"every int8 candidate failed ({errors})"}, None
         first = first_convolution(getattr(graft, "trunk", graft))
         if best[0] < float_val - QAT_TRIGGER and first is not None:
             # the layer on raw pixels is the usual casualty of per-tensor activation ranges
@@ -105,14 +126,19 @@ def make_int8(graft: nn.Module, dataset, pre, settings: FinalSettings, *, make_l
         if settings.quantize == "qat" and ptq_val < float_val - QAT_TRIGGER:
             logger.info("int8: post-training loses %.4f of val accuracy; quantisation-aware "
                         "fine-tuning", float_val - ptq_val)
-            qat_recipe, qat_model, history = quantization_aware(graft, calibration, recipe,
-                                                                settings, tune)
-            qat_val = _accuracy(qat_model, val)
-            logger.info("int8 after quantisation-aware fine-tuning: val accuracy %.4f "
-                        "(post-training %.4f)", qat_val, ptq_val)
-            out.update(qat_val_accuracy=qat_val, qat_history=history, qat_epochs=len(history))
-            if qat_val > ptq_val:
-                out["method"], recipe, quantized = "qat", qat_recipe, qat_model
+            try:
+                qat_recipe, qat_model, history = quantization_aware(graft, calibration, recipe,
+                                                                    settings, tune)
+                qat_val = _accuracy(qat_model, val)
+            except Exception as exc:  # the post-training copy stands
+                logger.warning("int8 quantisation-aware fine-tuning failed: %s", exc)
+                out["qat_error"] = f"{type(exc).__name__}: {exc}"
+            else:
+                logger.info("int8 after quantisation-aware fine-tuning: val accuracy %.4f "
+                            "(post-training %.4f)", qat_val, ptq_val)
+                out.update(qat_val_accuracy=qat_val, qat_history=history, qat_epochs=len(history))
+                if qat_val > ptq_val:
+                    out["method"], recipe, quantized = "qat", qat_recipe, qat_model
         elif settings.quantize == "qat":
             out["qat_note"] = (f"not needed: post-training int8 is within {QAT_TRIGGER:.0%} of "
                                "float32 on val")

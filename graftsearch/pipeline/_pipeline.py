@@ -76,7 +76,9 @@ def _check_run_dir(run_dir: Path, settings: RunSettings) -> None:
                           "`graftsearch run` did not start (its config.json has no 'settings'). "
                           "Pass another --run-dir, or resume that search from Python with the "
                           "same run_dir.")
-    old = stored["settings"]
+    old = dict(stored["settings"])
+    if isinstance(old.get("quantize"), bool):  # written before the int8 modes existed
+        old["quantize"] = "ptq" if old["quantize"] else None
     new = settings.as_dict()
     differ = sorted(k for k in new if k not in RESUMABLE and old.get(k) != new[k]
                     and not _same_weights(k, old, new))

@@ -278,6 +278,13 @@ def _section_deployment(m: FinalMetrics) -> List[str]:
             if q.get("qat_val_accuracy") is not None:
                 text += (f". Quantisation-aware fine-tuning ({fmt_int(q.get('qat_epochs'))} epochs) "
                          f"reached {fmt_pct(q['qat_val_accuracy'])} on {L.accuracy(L.FINAL_VAL)}")
+            if q.get("qat_note"):
+                text += f". Quantisation-aware fine-tuning: {q['qat_note']}"
+            for key, what in (("qat_error", "Quantisation-aware fine-tuning failed"),
+                              ("export_error", "The int8 file was not written"),
+                              ("latency_error", "Its latency could not be measured")):
+                if q.get(key):
+                    text += f". {what}: {q[key]}"
             if q.get("file"):
                 text += f". The int8 model is `best/{q['file']}` (TorchScript; runs with torch alone)"
             out += ["### int8 copy (beyond the paper)", "",

@@ -349,10 +349,18 @@ def _verdicts(by_row: Dict[str, List[Dict[str, object]]], runs: List[Dict[str, o
         out.append(text + ".")
         if len(runs) < 3:
             per_seed = max(float(r["seconds"]) for r in runs) / 60
+            spread = ("there is no sd yet and one split decides every comparison above"
+                      if len(runs) == 1 else
+                      f"each sd above is over {len(runs)} splits only")
             out.append(f"Seeds measured: {len(runs)} of the 3 the grafting issue asks for "
                        f"(one seed's run took up to {per_seed:.0f} min here, plus its baselines), so "
-                       f"there is no sd yet and one split decides every comparison above; "
-                       f"`python -m benchmarks.grafting --seeds 0,1,2` measures the others.")
+                       f"{spread}; `python -m benchmarks.grafting --seeds 0,1,2` measures the others.")
+        if len(runs) > 1:
+            slowest = max(runs, key=lambda r: float(r["seconds"]))
+            fastest = min(runs, key=lambda r: float(r["seconds"]))
+            out.append(f"Per seed, the whole run took {float(fastest['seconds']) / 60:.1f} (seed "
+                       f"{fastest['seed']}) to {float(slowest['seconds']) / 60:.1f} min (seed "
+                       f"{slowest['seed']}).")
     return " ".join(out)
 
 

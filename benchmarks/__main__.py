@@ -268,7 +268,7 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("GRAFTSEARCH_CACHE", Path.home() / ".cache" / "graftsearch"))
 
 
-SECTIONS = ("grafting", "cultivation", "peers", "search_quality", "fitness_proxies", "cache_extraction",
+SECTIONS = ("grafting", "quantization", "cultivation", "peers", "search_quality", "fitness_proxies", "cache_extraction",
             "graft_vs_donor", "startup", "proxy_truth")
 
 

@@ -150,7 +150,7 @@ def _markdown(rows, args, elapsed: float) -> str:
               "is the growth of a fresh process's resident set (plain torch, TorchScript copy) "
               "from before loading the model to the peak of two forward passes. The int8 graft "
               "is calibrated on random images: its accuracy is measured by the final model on "
-              "real data (`FinalSettings(quantize="ptq")`, `benchmarks/quantization.py`), not here.", ""]
+              "real data (`FinalSettings(quantize='ptq')`, `benchmarks/quantization.py`), not here.", ""]
     return "\n".join(lines)
 
 

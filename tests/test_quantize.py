@@ -223,3 +223,14 @@ def test_a_run_directory_from_before_the_int8_modes_still_resumes(tmp_path):
         _check_run_dir(tmp_path, now)  # the same run: no error
     with pytest.raises(gs.errors.SearchError, match=r"settings differ: quantize \('ptq' -> None\)"):
         _check_run_dir(tmp_path, settings)
+
+
+def test_cli_quantize_flag_alone_means_ptq():
+    from graftsearch._cli import build_parser
+    from graftsearch._cli._run import _settings as resolve
+
+    base = ["run", "--data", "x", "--donor", "efficientnet_lite0", "--objective", "max-accuracy",
+            "--size-max", "1M"]
+    assert resolve(build_parser().parse_args(base + ["--quantize"])).quantize == "ptq"
+    assert resolve(build_parser().parse_args(base + ["--quantize", "qat"])).quantize == "qat"
+    assert resolve(build_parser().parse_args(base)).quantize is None

@@ -56,9 +56,11 @@ def add_setting(parser, f: dataclasses.Field, default: Any = argparse.SUPPRESS) 
         parser.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=default,
                             help=help_text)
     else:
+        bare = f.metadata.get("bare")
+        extra = {"nargs": "?", "const": bare} if bare is not None else {}
         parser.add_argument(flag(f.name), type=kind, choices=choices, default=default,
                             metavar=None if choices else f.name.split("_")[-1].upper(),
-                            help=help_text)
+                            help=help_text, **extra)
 
 
 def add_settings(parser, names: Iterable[str]) -> None:

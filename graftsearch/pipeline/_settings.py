@@ -244,6 +244,7 @@ class _Setting:
     default: Any = _FROM_PART
     choices: Tuple[str, ...] = ()
     kind: Optional[type] = None
+    bare: Optional[str] = None  # the value of the flag given without one (`--quantize`)
 
 
 def _setting(group: str, help: str, **kwargs: Any) -> Any:
@@ -298,7 +299,7 @@ def _compose(cls: type) -> type:
         kind = kind or type(default)
         setattr(cls, name, field(default=default, metadata={
             "group": value.group, "help": value.help, "choices": tuple(choices), "kind": kind,
-            "part": part_name}))
+            "part": part_name, "bare": value.bare}))
     return cls
 
 
@@ -427,7 +428,8 @@ class RunSettings:
                                                 "(model.int8.torchscript.pt): ptq, post-training "
                                                 "quantisation; qat, then quantisation-aware "
                                                 "fine-tuning when ptq loses > 1 pp of val "
-                                                "accuracy", choices=QUANTIZE_MODES)
+                                                "accuracy (the flag alone: ptq)",
+                                 choices=QUANTIZE_MODES, bare="ptq")
     latency_runs: int = _setting("final", "timed passes for the latency measurement (0: skip)")
     # run
     run_dir: Optional[str] = _setting("run", "run directory (unset: "

@@ -14,7 +14,7 @@ from graftsearch.graft._export import INT8_TORCHSCRIPT, QUANTIZED_ENGINE, read_t
 from graftsearch.graft._quantize import OBSERVERS, quantization_engines
 from graftsearch.training._schedule import TrainSchedule
 
-from test_final import QUICK, make_colour_folder
+from test_final import QUICK, data  # noqa: F401  (the tiny donor, images and cache)
 
 INT8 = {**QUICK, "latency_runs": 0, "calibration_images": 16, "schedule":
         TrainSchedule(epochs=4, batch_size=8, lr=3e-3)}
@@ -35,18 +35,6 @@ FRESH = textwrap.dedent("""
     diff = float((got - torch.load(expected)).abs().max())
     print(json.dumps({"diff": diff, "classes": meta["class_names"]}))
 """)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("int8")
-    dataset = gs.load_dataset(str(make_colour_folder(root / "images")))
-    from tiny import tiny_donor
-
-    donor = tiny_donor()
-    cache = gs.build_cache(donor, dataset, image_size=32, cache_dir=root / "cache", num_workers=0,
-                           device="cpu")
-    return donor, dataset, cache
 
 
 def _runs_without_graftsearch(final, best, tmp_path):

@@ -211,31 +211,24 @@ def prepare_qat(graft: nn.Module, calibration: Iterable[torch.Tensor], recipe: I
     prepared = copy.deepcopy(graft).cpu().eval()
     from graftsearch.graft._model import GraftedModel
 
-    if not isinstance(prepared, GraftedModel):  # any network: fake quantisation throughout
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                prepared = prepare_qat_fx(prepared.train(), _qconfig_mapping(recipe, qat=True),
-                                          (batches[0],))
-            except Exception as exc:
-                raise _failure(exc) from exc
-        prepared.eval()
-        with torch.no_grad():
-            for x in batches:
-                prepared(x)
-        return prepared
-    pooled = _pooled(prepared, batches)
-    head = unfold_standardisation(prepared.head, pooled)
+    graft = isinstance(prepared, GraftedModel)  # else any network: fake quantisation throughout
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            prepared.trunk = prepare_qat_fx(prepared.trunk.train(), _qconfig_mapping(recipe, qat=True),
-                                            (batches[0],))
-            with torch.no_grad():
-                standardised = head[0](pooled)
-            head_recipe = dataclasses.replace(recipe, float_layers=())
-            prepared.head = nn.Sequential(head[0], prepare_qat_fx(
-                head[1].train(), _qconfig_mapping(head_recipe, qat=True), (standardised[:2],)))
+            if graft:
+                pooled = _pooled(prepared, batches)
+                head = unfold_standardisation(prepared.head, pooled)
+                with torch.no_grad():
+                    standardised = head[0](pooled)
+                head_recipe = dataclasses.replace(recipe, float_layers=())
+                prepared.head = nn.Sequential(head[0], prepare_qat_fx(
+                    head[1].train(), _qconfig_mapping(head_recipe, qat=True), (standardised[:2],)))
+            body = prepared.trunk if graft else prepared
+            body = prepare_qat_fx(body.train(), _qconfig_mapping(recipe, qat=True), (batches[0],))
+            if graft:
+                prepared.trunk = body
+            else:
+                prepared = body
         except Exception as exc:
             raise _failure(exc) from exc
     prepared.eval()

@@ -138,11 +138,15 @@ def summary(outcome) -> None:
     searched = L.accuracy(_search_source(result))
     front = Table(title="Pareto front" if result.feasible
                   else "Closest selections (none meets the constraint)")
-    for col in ("rank", "taps", "params", "MiB", searched):
+    pareto = result.pareto
+    # int8 sizes are there only when the search measured them (size metric int8_mib)
+    int8 = "int8_mib" in pareto.columns and bool(pareto["int8_mib"].notna().any())
+    for col in ("rank", "taps", "params", "MiB") + (("int8 MiB",) if int8 else ()) + (searched,):
         front.add_column(col, justify="right")
     for _, row in result.pareto.head(10).iterrows():
         front.add_row(str(row.get("rank", "")), str(row["taps"]), f"{int(row['params']):,}",
-                      f"{row['size_mib']:.2f}", f"{row['val_accuracy']:.4f}")
+                      f"{row['size_mib']:.2f}", *([f"{row['int8_mib']:.3f}"] if int8 else []),
+                      f"{row['val_accuracy']:.4f}")
     out.print(front)
     metrics = outcome.final.metrics if outcome.final is not None else {}
     metrics = metrics if isinstance(metrics, dict) else {}
@@ -168,6 +172,9 @@ def summary(outcome) -> None:
         best.add_row("params / MiB", f"{int(graft['params']):,} / {float(graft['size_mib']):.2f}")
     elif pick is not None:
         best.add_row("params / MiB", f"{pick.params:,} / {pick.size_mib:.2f}")
+    if int8 and pick is not None and metrics.get("bits") in (None, pick.bits) \
+            and getattr(pick, "int8_mib", None) is not None:
+        best.add_row("int8 MiB (tensors)", f"{pick.int8_mib:.3f}")
     if search_acc is not None:
         best.add_row(searched, f"{search_acc:.4f}")
     for split, source in (("val", L.FINAL_VAL), ("test", L.FINAL_TEST)):

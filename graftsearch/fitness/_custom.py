@@ -44,7 +44,7 @@ from graftsearch.taps._records import Tap
 
 #: Names a custom fitness cannot use for extra metrics: the columns graftsearch writes itself.
 RESERVED_METRICS = frozenset({
-    "bits", "taps", "n_taps", "deepest_tap", "params", "size_mib", "macs", "val_accuracy",
+    "bits", "taps", "n_taps", "deepest_tap", "params", "size_mib", "macs", "int8_mib", "val_accuracy",
     "val_loss", "val_accuracy_se", "feasible", "violation", "generation", "evaluated_at", "rank", "failed", "error",
     "fidelity", "performance"})
 

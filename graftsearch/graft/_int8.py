@@ -21,6 +21,8 @@ from torch import nn
 from graftsearch.graft._quantize import (OBSERVERS, Int8Recipe, convert_qat, first_convolution,
                                          prepare_qat, quantization_engines, quantize_int8,
                                          serialized_mib)
+from graftsearch.taps._int8 import int8_payload_bytes
+from graftsearch.taps._records import MIB
 from graftsearch.graft._settings import QAT_TRIGGER, FinalSettings
 from graftsearch._utils.seeding import derive_seed
 from graftsearch.training._imagetrain import logits_on_images
@@ -153,6 +155,8 @@ def make_int8(graft: nn.Module, dataset, pre, settings: FinalSettings, *, make_l
                     "int8_test_accuracy": float((zq.argmax(1) == yq).mean()),
                     "test_agreement": float((zf.argmax(1) == zq.argmax(1)).mean()),
                     "float32_mib": serialized_mib(graft), "int8_mib": serialized_mib(quantized),
+                    # what --size-metric int8_mib predicts (the tensors without the archive)
+                    "int8_tensors_mib": int8_payload_bytes(quantized) / MIB,
                     "seconds": time.perf_counter() - began})
         return out, quantized
     except Exception as exc:  # int8 is an extra: say why it failed, keep the run

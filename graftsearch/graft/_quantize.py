@@ -21,28 +21,10 @@ import torch
 from torch import nn
 
 from graftsearch._utils.errors import ExportError
+from graftsearch.taps._int8 import quantization_engine, quantization_engines  # noqa: F401
 from graftsearch.taps._records import MIB
 
 logger = logging.getLogger("graftsearch")
-
-
-def quantization_engines() -> List[str]:
-    """The int8 CPU engines of this torch build that suit this machine, preferred first."""
-    engines = torch.backends.quantized.supported_engines
-    found = [e for e in ("x86", "onednn") if e in engines]
-    if "x86" not in found and "fbgemm" in engines:  # x86's predecessor in older builds
-        found.insert(0, "fbgemm")
-    if not found and "qnnpack" in engines:  # ARM
-        found = ["qnnpack"]
-    return found
-
-
-def quantization_engine() -> str:
-    found = quantization_engines()
-    if not found:
-        raise ExportError("This torch build has no int8 CPU quantisation engine (supported: "
-                          f"{torch.backends.quantized.supported_engines}); run without --quantize.")
-    return found[0]
 
 
 class Standardize(nn.Module):

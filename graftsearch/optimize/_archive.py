@@ -45,6 +45,8 @@ class Scored:
     # None when unknown (not NaN: records must compare equal after a checkpoint round trip);
     # a class-level default too, so records pickled before the column existed still read
     val_accuracy_se: Optional[float] = None
+    # MiB of the int8 copy's tensors; None unless the tap list has int8 sizes (same defaults)
+    int8_mib: Optional[float] = None
     extras: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -90,7 +92,7 @@ def make_record(bits: str, evaluation: Optional[Evaluation], *, taps: TapList, h
     size = float(cost.metric(settings.size_metric))
     if evaluation is None:
         return Record(bits=bits, params=cost.params, size_mib=cost.size_mib, macs=cost.macs,
-                      val_accuracy=math.nan, val_loss=math.nan, feasible=False,
+                      int8_mib=cost.int8_mib, val_accuracy=math.nan, val_loss=math.nan, feasible=False,
                       violation=settings.violation(math.nan, size), generation=generation,
                       evaluated_at=evaluated_at, trained=False)
     p = evaluation.val_accuracy
@@ -111,7 +113,7 @@ def make_record(bits: str, evaluation: Optional[Evaluation], *, taps: TapList, h
                        and math.isfinite(se) and se >= 0) else None
     extras = {str(k): float(v) for k, v in dict(evaluation.extras or {}).items()}
     return Record(bits=bits, params=cost.params, size_mib=cost.size_mib, macs=cost.macs,
-                  val_accuracy=p, val_loss=loss, val_accuracy_se=se, feasible=violation == 0.0,
+                  int8_mib=cost.int8_mib, val_accuracy=p, val_loss=loss, val_accuracy_se=se, feasible=violation == 0.0,
                   violation=violation,
                   generation=generation, evaluated_at=evaluated_at, extras=extras, trained=True,
                   failed=failed, error=str(error or ""), fidelity=str(evaluation.fidelity or ""))

@@ -153,8 +153,8 @@ class Pick(Scored):
     def as_dict(self) -> Dict[str, Any]:
         return {"bits": self.bits, "taps": ";".join(map(str, self.taps)), "n_taps": self.n_taps,
                 "deepest_tap": self.deepest_tap, "params": self.params, "size_mib": self.size_mib,
-                "macs": self.macs, "val_accuracy": self.val_accuracy, "val_loss": self.val_loss,
-                "val_accuracy_se": self.val_accuracy_se,
+                "macs": self.macs, "int8_mib": self.int8_mib, "val_accuracy": self.val_accuracy,
+                "val_loss": self.val_loss, "val_accuracy_se": self.val_accuracy_se,
                 "feasible": self.feasible, "violation": self.violation,
                 "generation": self.generation, **dict(self.extras)}
 
@@ -239,6 +239,8 @@ def _size_text(record: Record, settings: SearchSettings) -> str:
     text = f"{record.params:,} params, {record.size_mib:.3f} MiB"
     if settings.size_metric == "macs":
         text += f", {record.macs:,} MACs"
+    if settings.size_metric == "int8_mib" and record.int8_mib is not None:
+        text += f", {record.int8_mib:.3f} int8 MiB"
     return text
 
 

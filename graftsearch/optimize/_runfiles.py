@@ -46,12 +46,12 @@ BEST, METRICS, CONFUSION = "best", "metrics.json", "confusion.csv"
 #: dtypes as a DataFrame; sorted extra metrics of a custom fitness follow them as float64.
 DTYPES: Dict[str, Any] = {
     "bits": str, "taps": str, "n_taps": "int64", "deepest_tap": "int64", "params": "int64",
-    "size_mib": "float64", "macs": "int64", "val_accuracy": "float64", "val_loss": "float64",
+    "size_mib": "float64", "macs": "int64", "int8_mib": "float64", "val_accuracy": "float64", "val_loss": "float64",
     "val_accuracy_se": "float64", "feasible": bool, "violation": "float64", "generation": "int64",
     "evaluated_at": str}
 COLUMNS = tuple(DTYPES)
-#: Columns a run written before they existed lacks; read as NaN.
-ADDED_COLUMNS = ("val_accuracy_se",)
+#: Columns a run written before they existed lacks (read as NaN), each with the column it follows.
+ADDED_COLUMNS = {"int8_mib": "macs", "val_accuracy_se": "val_loss"}
 RANK = "rank"
 CONVERGENCE_DTYPES: Dict[str, Any] = {
     "generation": "int64", "evaluations": "int64", "hypervolume": "float64", "best_bits": str,
@@ -93,6 +93,7 @@ def record_values(record: Record, extras: Sequence[str] = (),
     row: Dict[str, Any] = {
         "bits": record.bits, "taps": record.taps_text, "n_taps": len(taps), "deepest_tap": taps[-1],
         "params": record.params, "size_mib": record.size_mib, "macs": record.macs,
+        "int8_mib": math.nan if record.int8_mib is None else record.int8_mib,
         "val_accuracy": record.val_accuracy, "val_loss": record.val_loss,
         "val_accuracy_se": record.val_accuracy_se, "feasible": record.feasible,
         "violation": record.violation,
@@ -303,9 +304,9 @@ def read_records(path: Path) -> "pd.DataFrame":
     import pandas as pd
 
     frame = read_table(path, _record_dtypes(True), [c for c in COLUMNS if c not in ADDED_COLUMNS])
-    for column in ADDED_COLUMNS:
+    for column, after in ADDED_COLUMNS.items():
         if column not in frame.columns:
-            at = list(frame.columns).index("val_loss") + 1 if "val_loss" in frame.columns else 0
+            at = list(frame.columns).index(after) + 1 if after in frame.columns else 0
             frame.insert(at, column, pd.Series(float("nan"), index=frame.index, dtype="float64"))
     return frame
 

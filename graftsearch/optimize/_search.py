@@ -35,7 +35,7 @@ from graftsearch.optimize._result import (Pick, SearchResult, feasible_front, fr
 from graftsearch.optimize._runfiles import RunFiles
 from graftsearch._utils.seeding import derive_seed
 from graftsearch.optimize._settings import SearchSettings
-from graftsearch.taps._records import TapList
+from graftsearch.taps._records import INT8_HINT, TapList
 from graftsearch.optimize._variation import SearchRandom, initial_population, make_offspring, space_size
 
 logger = logging.getLogger("graftsearch")
@@ -55,6 +55,9 @@ def _check_inputs(taps, head, fitness, settings, refine_fitness) -> None:
         raise ParameterError(param_message("head", "a HeadSpec", type(head).__name__))
     if not isinstance(settings, SearchSettings):
         raise ParameterError(param_message("settings", "a SearchSettings", type(settings).__name__))
+    if settings.size_metric == "int8_mib" and taps.int8_bytes_upto is None:
+        raise ParameterError("size_metric='int8_mib' needs the int8 sizes of the taps, and the "
+                             f"given tap list has none. {INT8_HINT}")
     for name, fit in (("fitness", fitness), ("refine_fitness", refine_fitness)):
         if isinstance(fit, Fitness) or fit is None and name == "refine_fitness":
             continue

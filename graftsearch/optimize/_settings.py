@@ -7,10 +7,11 @@ metric, so the search only ever compares numbers of one unit:
   (parameters, MiB or MACs);
 - a count with ``k``, ``M`` or ``G`` (``"500k"``, ``"2M"``; 10^3, 10^6, 10^9) counts parameters
   for ``params`` and ``size_mib`` (converted at 4 bytes per parameter for ``size_mib``) and MACs
-  for ``macs``;
+  for ``macs``, and is refused for ``int8_mib``;
 - a byte size ``B``, ``KiB``, ``MiB``, ``GiB`` (``KB``, ``MB``, ``GB`` are read as the same
   binary units, the paper's "MB") is converted at 4 bytes per parameter for ``params``
-  (``"7.5MiB"`` = 7.5 * 2^20 / 4 = 1,966,080 parameters) and has no meaning for ``macs``.
+  (``"7.5MiB"`` = 7.5 * 2^20 / 4 = 1,966,080 parameters), taken as it is for ``size_mib`` and
+  ``int8_mib``, and has no meaning for ``macs``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ def parse_size(value: SizeLike, metric: str, *, name: str = "size_max") -> float
     if unit == "":
         return number
     if unit in _COUNT_SUFFIX:
+        if metric == "int8_mib":  # a parameter count says nothing of int8 bytes
+            raise ParameterError(param_message(
+                name, "a byte size (like '1.5MiB' or '800KiB') or a number of MiB when "
+                "size_metric='int8_mib'", value, "Counts like '2M' apply to params and size_mib."))
         count = number * _COUNT_SUFFIX[unit]
         if metric == "size_mib":  # a count of parameters
             return count * BYTES_PER_PARAM / MIB
@@ -70,11 +75,11 @@ def parse_size(value: SizeLike, metric: str, *, name: str = "size_max") -> float
         size_bytes = number * _BYTE_SUFFIX[unit]
         if metric == "params":
             return size_bytes / BYTES_PER_PARAM
-        if metric == "size_mib":
+        if metric in ("size_mib", "int8_mib"):
             return size_bytes / MIB
         raise ParameterError(param_message(
             name, "a number of MACs (like '150M') when size_metric='macs'", value,
-            "Byte sizes apply to size_metric='params' or 'size_mib'."))
+            "Byte sizes apply to size_metric='params', 'size_mib' or 'int8_mib'."))
     raise ParameterError(param_message(name, expected, value, _SIZE_HINT))
 
 
@@ -92,7 +97,9 @@ class SearchSettings:
       max(0, size - size_max) / size_max. A selection over ``size_max`` is infeasible without
       training (its P is left NaN).
 
-    ``size_metric`` is ``params`` (default), ``size_mib`` (params x 4 bytes / 2^20) or ``macs``;
+    ``size_metric`` is ``params`` (default), ``size_mib`` (params x 4 bytes / 2^20), ``macs`` or
+    ``int8_mib`` (MiB of the tensors of the graft's int8 copy; the tap list must carry int8
+    sizes, :meth:`TapList.with_int8_sizes`);
     ``size_max`` accepts numbers or text, converted into that metric's unit (see
     :func:`parse_size`) and stored converted.
 
@@ -226,12 +233,13 @@ class SearchSettings:
     # ------------------------------------------------------------------------------------------
     @property
     def size_unit(self) -> str:
-        return {"params": "params", "size_mib": "MiB", "macs": "MACs"}[self.size_metric]
+        return {"params": "params", "size_mib": "MiB", "macs": "MACs",
+                "int8_mib": "int8 MiB"}[self.size_metric]
 
     def format_size(self, value: float) -> str:
         """``value`` of the size metric as text with its unit ("1,934,665 params", "7.380 MiB")."""
-        if self.size_metric == "size_mib":
-            return f"{value:.3f} MiB"
+        if self.size_metric in ("size_mib", "int8_mib"):
+            return f"{value:.3f} {self.size_unit}"
         return f"{value:,.0f} {self.size_unit}"
 
     def violation(self, val_accuracy: float, size: float) -> float:

@@ -73,7 +73,16 @@ def search(*, donor: Any = None, weights: Optional[str] = DEFAULTS["weights"], d
     head = head if head is not None else HeadSpec(num_classes=len(features.classes))
     fit = _fitness(fitness, features, head, seed)
     refiner = _fitness(refine_fitness, features, head, seed) if search_settings.refine != "none" else None
-    return run_search(features.taps, head, fit, search_settings, run_dir=run_dir,
+    taps = features.taps
+    if search_settings.size_metric == "int8_mib" and taps.int8_bytes_upto is None:
+        if donor is None:
+            raise ParameterError(param_message(
+                "features", "a FeatureSource whose taps carry int8 sizes when "
+                "size_metric='int8_mib'", type(features).__name__,
+                "Pass donor= and data= instead (their int8 sizes are measured on the donor), or "
+                "ArrayFeatures(taps=donor.taps().with_int8_sizes(donor.module), ...)."))
+        taps = taps.with_int8_sizes(donor.module)
+    return run_search(taps, head, fit, search_settings, run_dir=run_dir,
                       refine_fitness=refiner, progress=progress)
 
 

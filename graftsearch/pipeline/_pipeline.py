@@ -209,7 +209,10 @@ def run(settings: RunSettings, *, progress: Optional[ProgressCallback] = None) -
         t0 = time.perf_counter()
         _stage(progress, "search", f"searching ({settings.objective}, {settings.proxy} proxy)")
         fitness, refine_fitness = _fitnesses(cache, settings)
-        result = run_search(cache.taps, head, fitness, search_settings, run_dir=run_dir,
+        taps = cache.taps
+        if search_settings.size_metric == "int8_mib":
+            taps = taps.with_int8_sizes(donor.module)
+        result = run_search(taps, head, fitness, search_settings, run_dir=run_dir,
                             refine_fitness=refine_fitness, progress=progress, resume=True)
         outcome.result = result
         outcome.timings["search_s"] = time.perf_counter() - t0

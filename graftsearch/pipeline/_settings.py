@@ -84,7 +84,8 @@ def relative_size(value: Any) -> Optional[float]:
 
 def resolve_size_max(value: Any, donor, size_metric: str, image_size: int) -> Any:
     """``size_max`` as the search takes it: a relative size becomes that share of ``donor``'s
-    size in ``size_metric`` (parameters, MiB of float32 parameters, or MACs at ``image_size``)."""
+    size in ``size_metric`` (parameters, MiB of float32 parameters, MACs at ``image_size``, or
+    the MiB of its int8 copy's tensors)."""
     share = relative_size(value)
     if share is None:
         return value
@@ -98,6 +99,10 @@ def resolve_size_max(value: Any, donor, size_metric: str, image_size: int) -> An
         return str(int(share * params))
     if size_metric == "size_mib":
         return f"{share * params_mib(params)!r}MiB"
+    if size_metric == "int8_mib":
+        from graftsearch.taps._int8 import donor_int8_bytes
+
+        return f"{share * donor_int8_bytes(donor.module, image_size, donor_name=donor.name)!r}B"
     macs = count_macs(donor.module, torch.zeros(1, 3, image_size, image_size))
     return str(int(share * macs))
 

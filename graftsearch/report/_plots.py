@@ -21,7 +21,8 @@ import numpy as np
 from graftsearch.optimize._runfiles import parse_bool
 
 SIZE_LABELS = {"params": "parameters", "size_mib": "size (MiB, 4 bytes per parameter)",
-               "macs": "multiply-accumulates per image"}
+               "macs": "multiply-accumulates per image",
+               "int8_mib": "int8 size (MiB of int8 tensors)"}
 
 
 def _figure(**kwargs):

@@ -292,19 +292,21 @@ def _section_deployment(m: FinalMetrics) -> List[str]:
     return out
 
 
-def front_header(source: str) -> List[str]:
+def front_header(source: str, int8: bool = False) -> List[str]:
     """The columns of report.md's front table: the front's accuracy with its standard error
     (``± SE`` in points, when the fitness gave one); a refined front also shows each selection's
-    proxy val accuracy (from evaluations.csv)."""
+    proxy val accuracy (from evaluations.csv); ``int8`` adds the int8 MiB (size_metric int8_mib)."""
     from graftsearch._utils import labels as L
 
-    header = ["Taps", "n", "Params", "MiB", "MACs", L.accuracy(source), L.loss(source)]
+    header = (["Taps", "n", "Params", "MiB"] + (["int8 MiB"] if int8 else [])
+              + ["MACs", L.accuracy(source), L.loss(source)])
     if source != L.PROXY_VAL:
         header.append(L.accuracy(L.PROXY_VAL))
     return header + ["Feasible"]
 
 
-def _front_rows(run: SavedRun, chosen_bits: Optional[str], source: str) -> List[List[str]]:
+def _front_rows(run: SavedRun, chosen_bits: Optional[str], source: str,
+                int8: bool = False) -> List[List[str]]:
     from graftsearch._utils import labels as L
 
     front = order_rows(run.pareto, run.objective, run.size_metric, run.pick)
@@ -315,7 +317,8 @@ def _front_rows(run: SavedRun, chosen_bits: Optional[str], source: str) -> List[
     for _, r in front.iterrows():
         mark = " (chosen)" if chosen_bits is not None and r["bits"] == chosen_bits else ""
         row = [f"{r['taps']}{mark}", fmt_int(r["n_taps"]), fmt_int(r["params"]),
-               fmt_mib(r["size_mib"]), fmt_int(r["macs"]),
+               fmt_mib(r["size_mib"])] + ([fmt_mib(r.get("int8_mib"))] if int8 else []) + [
+               fmt_int(r["macs"]),
                fmt_pct(r["val_accuracy"]) + ("" if _is_missing(r.get("val_accuracy_se")) else
                                              f" ± {100 * float(r['val_accuracy_se']):.2f}"),
                fmt_float(r.get("val_loss"))]
@@ -394,8 +397,9 @@ def render_report(run: SavedRun, metrics: Optional[FinalMetrics] = None) -> str:
               f"Feasible non-dominated selections ({L.accuracy(source)} vs {run.size_metric})."
               + (f" The {L.accuracy(L.PROXY_VAL)} column is the same selection in the search."
                  if source != L.PROXY_VAL else ""), ""]
-    rows = _front_rows(run, chosen_bits, source)
-    lines += [table(front_header(source), rows) if rows else "The front is empty.", "",
+    int8 = run.size_metric == "int8_mib"
+    rows = _front_rows(run, chosen_bits, source, int8)
+    lines += [table(front_header(source, int8), rows) if rows else "The front is empty.", "",
               f"![Pareto front]({PARETO_PNG})", "", "## Convergence", "",
               f"![Convergence]({CONVERGENCE_PNG})", ""]
     if len(run.convergence):

@@ -54,5 +54,20 @@ class HeadSpec:
             return in_features * self.num_classes
         return in_features * self.hidden + self.hidden * self.num_classes
 
+    def int8_bytes(self, in_features: int, *, per_channel: bool = True) -> int:
+        """Bytes of the tensors of this head's int8 copy (see ``graftsearch.taps._int8``): the
+        float32 input standardisation (mean and scale per feature), the input's activation
+        scale and zero point, and per Linear its int8 weights, float32 bias, per-channel weight
+        scales (float64) and zero points (int64) when ``per_channel``, and its output's
+        activation scale (float32) and zero point (int64)."""
+        def linear(n_in: int, n_out: int) -> int:
+            return n_in * n_out + 4 * n_out + (16 * n_out if per_channel else 0) + 12
+
+        standardise, quantise_input = 8 * in_features, 12
+        if self.hidden == 0:
+            return standardise + quantise_input + linear(in_features, self.num_classes)
+        return (standardise + quantise_input + linear(in_features, self.hidden)
+                + linear(self.hidden, self.num_classes))
+
     def as_dict(self) -> dict:
         return {"num_classes": self.num_classes, "hidden": self.hidden, "dropout": float(self.dropout)}

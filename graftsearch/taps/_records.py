@@ -1,12 +1,12 @@
 """Taps as records: :class:`Tap`, :class:`TapList` and the exact :class:`Cost` of a selection, in
-float32 parameters and MiB."""
+float32 parameters, MiB, MACs and (once measured, :meth:`TapList.with_int8_sizes`) int8 MiB."""
 
 from __future__ import annotations
 
 import csv
 import io
 from dataclasses import asdict, dataclass
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from graftsearch._utils.errors import ParameterError, TapError, close_matches_hint, param_message
 from graftsearch.taps._head import HeadSpec
@@ -14,8 +14,11 @@ from graftsearch.taps._selection import SelectionLike, as_indices, to_bits
 
 BYTES_PER_PARAM = 4
 MIB = 2**20
-# What "size" can mean: float32 parameters, MiB at 4 bytes per parameter, multiply-accumulates.
-SIZE_METRICS = ("params", "size_mib", "macs")
+# What "size" can mean: float32 parameters, MiB at 4 bytes per parameter, multiply-accumulates,
+# and the MiB of the int8 copy's tensors (graftsearch.taps._int8).
+SIZE_METRICS = ("params", "size_mib", "macs", "int8_mib")
+INT8_HINT = ("Measure them with `taps.with_int8_sizes(donor.module)` (`graftsearch run` does "
+             "when --size-metric int8_mib).")
 
 
 def params_mib(params: int) -> float:
@@ -51,21 +54,28 @@ class Tap:
 
 @dataclass(frozen=True)
 class Cost:
-    """Exact size of a grafted model: parameters, MiB at 4 bytes per parameter, and MACs."""
+    """Exact size of a grafted model: parameters, MiB at 4 bytes per parameter, MACs, and the
+    MiB of its int8 copy's tensors (None when the tap list has no int8 sizes)."""
 
     params: int
     size_mib: float
     macs: int
+    int8_mib: Optional[float] = None
 
     @classmethod
-    def from_params(cls, params: int, macs: int) -> "Cost":
-        return cls(params=params, size_mib=params_mib(params), macs=macs)
+    def from_params(cls, params: int, macs: int, int8_bytes: Optional[int] = None) -> "Cost":
+        return cls(params=params, size_mib=params_mib(params), macs=macs,
+                   int8_mib=None if int8_bytes is None else int8_bytes / MIB)
 
     def metric(self, name: str) -> float:
         if name not in SIZE_METRICS:
             raise ParameterError(param_message(
                 "size_metric", "one of " + ", ".join(f"'{m}'" for m in SIZE_METRICS), name))
-        return getattr(self, name)
+        value = getattr(self, name)
+        if value is None:
+            raise ParameterError("size_metric='int8_mib' needs the int8 sizes of the taps, and "
+                                 f"this tap list has none. {INT8_HINT}")
+        return value
 
 
 class TapList(Sequence[Tap]):
@@ -75,16 +85,28 @@ class TapList(Sequence[Tap]):
     1-based tap index of DESIGN.md and the CSV files.
     """
 
-    def __init__(self, taps: Sequence[Tap], *, donor_name: str, image_size: int):
+    def __init__(self, taps: Sequence[Tap], *, donor_name: str, image_size: int,
+                 int8_bytes_upto: Optional[Sequence[int]] = None, int8_per_channel: bool = True):
         taps = tuple(taps)
         for pos, tap in enumerate(taps, start=1):
             if tap.index != pos:
                 raise TapError(f"Tap '{tap.name}' has index {tap.index}; expected {pos}.")
         if not taps:
             raise TapError(f"The donor '{donor_name}' has no candidate taps.")
+        if int8_bytes_upto is not None:
+            int8_bytes_upto = tuple(int(b) for b in int8_bytes_upto)
+            if len(int8_bytes_upto) != len(taps) or any(
+                    b < 0 for b in int8_bytes_upto) or list(int8_bytes_upto) != sorted(int8_bytes_upto):
+                raise TapError(param_message("int8_bytes_upto", f"{len(taps)} non-decreasing "
+                                             "byte counts, one per tap", int8_bytes_upto))
         self._taps = taps
         self.donor_name = donor_name
         self.image_size = image_size
+        #: Bytes of the int8 donor prefix up to each tap (None: not measured); see
+        #: :meth:`with_int8_sizes`.
+        self.int8_bytes_upto: Optional[Tuple[int, ...]] = int8_bytes_upto
+        #: Whether the int8 weights carry one scale per output channel (the engine's scheme).
+        self.int8_per_channel = bool(int8_per_channel)
 
     # sequence protocol
     def __len__(self) -> int:
@@ -150,11 +172,30 @@ class TapList(Sequence[Tap]):
         return sum(t.channels for t in self.select(selection))
 
     def cost(self, selection: SelectionLike, head: HeadSpec) -> Cost:
-        """Exact params / MiB / MACs of the grafted model for ``selection``, in O(taps)."""
+        """Exact params / MiB / MACs (and int8 MiB, when measured) of the grafted model for
+        ``selection``, in O(taps)."""
         chosen = self.select(selection)
         deepest = chosen[-1]
         d = sum(t.channels for t in chosen)
-        return Cost.from_params(deepest.params_upto + head.params(d), deepest.macs_upto + head.macs(d))
+        int8 = (None if self.int8_bytes_upto is None
+                else self.int8_bytes_upto[deepest.index - 1]
+                + head.int8_bytes(d, per_channel=self.int8_per_channel))
+        return Cost.from_params(deepest.params_upto + head.params(d),
+                                deepest.macs_upto + head.macs(d), int8)
+
+    def with_int8_sizes(self, module, *, engine: Optional[str] = None) -> "TapList":
+        """This tap list with the int8 size of every donor prefix measured on ``module`` (the
+        donor these taps belong to), so that :meth:`cost` gives ``int8_mib``: the MiB of the
+        tensors of the graft's int8 copy as ``graft.quantize_int8`` builds it with every layer
+        in int8 (about a second for EfficientNet-Lite0). ``engine``: the int8 engine whose
+        weight scheme to count (default: this machine's first)."""
+        from graftsearch.taps._int8 import int8_tap_bytes, quantization_engine, weights_per_channel
+
+        engine = engine or quantization_engine()
+        found = int8_tap_bytes(module, self.names, self.image_size, engine=engine,
+                               donor_name=self.donor_name)
+        return TapList(self._taps, donor_name=self.donor_name, image_size=self.image_size,
+                       int8_bytes_upto=found, int8_per_channel=weights_per_channel(engine))
 
     # tables
     def to_records(self) -> List[dict]:

@@ -47,7 +47,8 @@ if str(ROOT) not in sys.path:
 
 import graftsearch as gs  # noqa: E402
 from graftsearch.fitness._evaluation import Evaluation  # noqa: E402
-from graftsearch.optimize._hypervolume import front_hypervolume  # noqa: E402
+from graftsearch.optimize._hypervolume import (REFERENCE, front_hypervolume, front_points,  # noqa: E402
+                                               hypervolume_2d)
 
 RESULTS = ROOT / "benchmarks" / "results"
 TABLES = Path(os.environ.get("GRAFTSEARCH_CACHE", Path.home() / ".cache" / "graftsearch")) / "bench"
@@ -294,11 +295,25 @@ def feasible_masks(masks: Iterable[int], problem: Problem, table: np.ndarray, ob
     return [m for m in set(masks) if m and objective.feasible(float(table[m]), problem.size(m))]
 
 
-def hv_of(masks: Iterable[int], problem: Problem, table: np.ndarray, objective: Objective) -> float:
-    """Hypervolume of the feasible selections among ``masks`` (graftsearch's space and reference)."""
+def hv_of(masks: Iterable[int], problem: Problem, table: np.ndarray, objective: Objective,
+          at_constraint: bool = False) -> float:
+    """Hypervolume of the feasible selections among ``masks`` in graftsearch's space, with its
+    reference point (1.1, P = 0), or with ``at_constraint`` the reference moved to the
+    constraint (P = p_min for min-size, size = size_max for max-accuracy), where only what a
+    feasible selection adds beyond the constraint counts and tools are easier to tell apart."""
     masks = feasible_masks(masks, problem, table, objective)  # dominated points add no area
-    return front_hypervolume([problem.size(m) for m in masks], [float(table[m]) for m in masks],
-                             problem.size_ref)
+    if not at_constraint:
+        return front_hypervolume([problem.size(m) for m in masks], [float(table[m]) for m in masks],
+                                 problem.size_ref)
+    rx, ry = REFERENCE
+    if objective.kind == "min-size":
+        ry = 1.0 - objective.limit
+    else:
+        rx = objective.limit / problem.size_ref
+    points = front_points([problem.size(m) for m in masks], [float(table[m]) for m in masks],
+                          problem.size_ref)
+    # a selection exactly at the constraint still counts: the box closes just past it
+    return hypervolume_2d(points, (rx + 1e-12, ry + 1e-12))
 
 
 def preference(mask: int, problem: Problem, table: np.ndarray, objective: Objective) -> tuple:
@@ -375,4 +390,63 @@ def greedy_forward(problem: Problem, evaluate: Callable[[int], float], budget: i
             if top <= score:
                 break
             current, score = m, top
+    return list(evaluated)
+
+
+def local_search(problem: Problem, evaluate: Callable[[int], float], budget: int, seed: int,
+                 objective: Objective) -> List[int]:
+    """First-improvement bit-flip local search from the best single taps.
+
+    Every single-tap selection is evaluated first; from the best of them (in graftsearch's
+    order: least violation, then its preference) the one-bit flips are tried in a random order
+    and the first better one is taken, until none is better (a local optimum); then the same
+    from the next-best single tap, and when the singles are spent from a random selection.
+    A selection over ``size_max`` is never evaluated; ``evaluate`` answers repeats itself.
+    """
+    rng = np.random.default_rng(seed)
+    evaluated: Dict[int, float] = {}
+
+    def key(m: int) -> tuple:
+        p, size = evaluated[m], problem.size(m)
+        return (objective.violation(p, size),) + preference_of(p, size, m)
+
+    def preference_of(p: float, size: float, m: int) -> tuple:
+        if objective.kind == "min-size":
+            return (size, -p, bits_of(m, problem.n))
+        return (-p, size, bits_of(m, problem.n))
+
+    def spend(m: int) -> bool:
+        if m not in evaluated:
+            if len(evaluated) >= budget:
+                return False
+            evaluated[m] = float(evaluate(m))
+        return True
+
+    singles = [1 << t for t in range(problem.n) if objective.size_ok(problem.size(1 << t))]
+    for m in singles:
+        if not spend(m):
+            return list(evaluated)
+    starts = sorted(singles, key=key)
+    while len(evaluated) < budget:
+        if starts:
+            current = starts.pop(0)
+        else:  # singles spent: restart from a random selection within the size limit
+            current = mask_of(int(i) + 1 for i in rng.choice(
+                problem.n, size=int(rng.integers(1, problem.n + 1)), replace=False))
+            if not objective.size_ok(problem.size(current)):
+                continue
+            if not spend(current):
+                break
+        improved = True
+        while improved:
+            improved = False
+            for t in rng.permutation(problem.n):
+                m = current ^ (1 << int(t))
+                if m == 0 or not objective.size_ok(problem.size(m)):
+                    continue
+                if not spend(m):
+                    return list(evaluated)
+                if key(m) < key(current):
+                    current, improved = m, True
+                    break
     return list(evaluated)

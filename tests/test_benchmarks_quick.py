@@ -50,7 +50,7 @@ def _env():
     return env
 
 
-@pytest.mark.parametrize("tool", ["graftsearch", "optuna", "pymoo", "random", "greedy"])
+@pytest.mark.parametrize("tool", peers.TOOLS)
 def test_smaller_budget_is_a_prefix_of_the_larger(tiny, tool):
     # the peers table reads budgets 1-10% off one run at 10%: valid only if a run with a
     # smaller budget makes exactly the first calls of the longer run
@@ -78,14 +78,37 @@ def test_tools_respect_the_budget_and_graftsearch_never_repeats(tiny):
                 assert len(set(calls)) == len(calls)
 
 
-def test_meter_stops_a_tool_at_its_budget(tiny):
+def test_meter_answers_repeats_free_and_stops_a_tool_at_its_budget(tiny):
     problem, table, _ = tiny
     meter = peers.Meter(table, "k", budget=2)
-    meter.p(1)
-    meter.p(1)
+    assert meter.p(1) == meter.p(1) == float(table[1])  # the repeat costs no budget
+    meter.p(2)
+    assert meter.p(1) == float(table[1]) and meter.repeats == 2
     with pytest.raises(peers.BudgetSpent):
-        meter.p(2)
-    assert list(meter.calls) == [1, 1]
+        meter.p(3)
+    assert list(meter.calls) == [1, 2]
+
+
+def test_local_search_finds_the_best_neighbour_of_the_best_single_tap():
+    """A hand-made 4-tap problem: P is the number of taps chosen among {1, 2}, minus 0.1 per
+    other tap; min-size with p_min 2 is met only by taps {1, 2}, one flip from tap 1 or 2."""
+    from benchmarks._problems import Objective, local_search
+
+    class Four:
+        n = 4
+        size_ref = 4.0
+
+        def size(self, m):
+            return float(bin(m).count("1"))
+
+    def p(m):
+        return float((m & 1) + (m >> 1 & 1)) - 0.1 * bin(m >> 2).count("1")
+
+    asked = []
+    found = local_search(Four(), lambda m: asked.append(m) or p(m), 12, 0, Objective.min_size(2.0))
+    assert asked[:4] == [1, 2, 4, 8]  # every single tap first
+    assert 3 in found and asked.index(3) <= 7  # then the best single's improving neighbour
+    assert len(set(asked)) == len(asked)  # never the same selection twice
 
 
 def test_hypervolume_fraction_of_the_exhaustive_front_is_one_and_of_a_subset_less(tiny):
@@ -157,7 +180,9 @@ def test_quick_peers_table_measures_every_tool_and_objective(quick_run):
     runs = list(csv.DictReader((out / "peers_runs.csv").open()))
     assert {r["tool"] for r in runs} == set(peers.TOOLS) | {"graftsearch+files"}
     ours = [r for r in runs if r["tool"] == "graftsearch"]
-    assert all(int(r["wasted_calls"]) == 0 for r in ours)
+    assert all(int(r["wasted_calls"]) == 0 for r in runs)  # one cache: a repeat is never a call
+    assert all(int(r["cache_repeats"]) == 0 for r in ours)  # its archive answers its repeats
+    assert {"hv_c_fraction"} <= set(rows[0])
     assert all(float(r["overhead_us_per_call"]) > 0 for r in runs)
     # peak memory is measured once per tool and objective (seed 0)
     measured = [r for r in runs if r["peak_kib"] not in ("", "nan")]

@@ -92,7 +92,11 @@ from graftsearch.fitness._evaluation import Evaluation  # noqa: E402
 
 BUDGET_PCTS = (1, 2, 5, 10)
 QUICK_BUDGET_PCTS = (5, 10, 20)
-TOOLS = ("graftsearch", "optuna", "optuna-tpe", "pymoo", "pymoo-ux", "random", "greedy", "local")
+TOOLS = ("graftsearch", "graftsearch+local", "graftsearch-random-init", "optuna", "optuna-tpe",
+         "pymoo", "pymoo-ux", "random", "greedy", "local")
+# graftsearch with one part changed (ablation rows): not peers, left out of the targets
+ABLATIONS = ("graftsearch+local", "graftsearch-random-init")
+LOCAL_PLACES = 8  # graftsearch+local: local_search=8 of the 32 places of each generation
 PEERS = ("optuna", "optuna-tpe", "pymoo", "pymoo-ux")
 NSGA_PEERS = ("optuna", "pymoo", "pymoo-ux")
 # TPE asks at most this many selections (repeats included) per distinct evaluation of its budget:
@@ -202,9 +206,11 @@ def _answer(problem: Problem, objective: Objective, meter: Meter, mask: int, ask
 # the tools
 
 def run_graftsearch(problem: Problem, objective: Objective, meter: Meter, seed: int,
-                    population: int = POPULATION, run_dir: Optional[Path] = None) -> Asks:
+                    population: int = POPULATION, run_dir: Optional[Path] = None,
+                    **options) -> Asks:
+    """graftsearch's search; ``options`` are further SearchSettings (the ablation rows)."""
     settings = objective.settings(population=population, generations=10**6,
-                                  max_evaluations=meter.budget, seed=seed)
+                                  max_evaluations=meter.budget, seed=seed, **options)
     result = gs.run_search(problem.taps, problem.head, meter, settings, run_dir=run_dir)
     asks = Asks()
     trained = sum(1 for r in result.records if r.trained)
@@ -322,8 +328,18 @@ def run_local(problem: Problem, objective: Objective, meter: Meter, seed: int, *
     return Asks()
 
 
+def run_graftsearch_local(problem: Problem, objective: Objective, meter: Meter, seed: int, **kw) -> Asks:
+    return run_graftsearch(problem, objective, meter, seed, local_search=LOCAL_PLACES, **kw)
+
+
+def run_graftsearch_random_init(problem: Problem, objective: Objective, meter: Meter, seed: int,
+                                **kw) -> Asks:
+    return run_graftsearch(problem, objective, meter, seed, initial="random", **kw)
+
+
 RUNNERS: Dict[str, Callable[..., Asks]] = {
-    "graftsearch": run_graftsearch, "optuna": run_optuna, "optuna-tpe": run_optuna_tpe,
+    "graftsearch": run_graftsearch, "graftsearch+local": run_graftsearch_local,
+    "graftsearch-random-init": run_graftsearch_random_init, "optuna": run_optuna, "optuna-tpe": run_optuna_tpe,
     "pymoo": run_pymoo, "pymoo-ux": run_pymoo_ux, "random": run_random, "greedy": run_greedy,
     "local": run_local}
 
@@ -515,7 +531,7 @@ def _text(x) -> str:
 def verdicts(frame, runs) -> List[str]:
     """Lines on the search issue's targets, each computed from this run's numbers."""
     lines = []
-    tests = comparisons(frame)
+    tests = [x for x in comparisons(frame) if x["tool"] not in ABLATIONS]
     small = [x for x in tests if x["pct"] <= 2]
     worse = [x for x in small if x["verdict"] == "worse"]
     not_better = [x for x in small if x["tool"] in NSGA_PEERS and x["verdict"] != "better"]
@@ -575,7 +591,8 @@ def discussion(frame, runs, notes) -> List[str]:
     """What this run's numbers say about where graftsearch loses, and its costs."""
     ours = runs[runs.tool == "graftsearch"]
     n = notes[0]["n"] if notes else 0
-    tests = comparisons(frame)
+    every = comparisons(frame)
+    tests = [x for x in every if x["tool"] not in ABLATIONS]
     lines = ["## Where another tool wins, and the costs", ""]
     worse = [x for x in tests if x["verdict"] == "worse"]
     by_tool: Dict[str, int] = {}
@@ -599,6 +616,24 @@ def discussion(frame, runs, notes) -> List[str]:
             "smallest budget) that is a few generations. Single taps sit at the low-accuracy end "
             "of the front; a tool that walks from them (greedy, local search) or that models the "
             "whole space (TPE) is closer to the front sooner.")
+    for tool, part in (("graftsearch+local", f"local_search={LOCAL_PLACES} (of {POPULATION} places "
+                        "per generation to unevaluated one-bit neighbours of the front)"),
+                       ("graftsearch-random-init", "initial='random' (no single-tap rule)")):
+        mine = [x for x in every if x["tool"] == tool]
+        if not mine:
+            continue
+        # the comparisons are graftsearch's view: its "worse" is the variant being better
+        flips = {"better": "worse", "worse": "better", "tie": "tie"}
+        tally = {v: sum(flips[x["verdict"]] == v for x in mine) for v in ("better", "worse", "tie")}
+        gains = sorted({f"{x['pct']:g}%" for x in mine if x["verdict"] == "worse"})
+        lines.append(
+            f"- **Ablation `{tool}`**, {part}: against the default in {len(mine)} problem x "
+            f"objective x budget cases, significantly better in {tally['better']}, worse in "
+            f"{tally['worse']}, tied in {tally['tie']}"
+            + (f" (better at {', '.join(gains)})" if gains else "") + "; mean fraction "
+            + ", ".join(f"{pct:g}%: {np.mean([x['theirs'] for x in mine if x['pct'] == pct]):.4f} vs "
+                        f"{np.mean([x['ours'] for x in mine if x['pct'] == pct]):.4f}"
+                        for pct in sorted({x['pct'] for x in mine})) + ".")
     over = runs[runs.tool.isin(("graftsearch",) + PEERS)].groupby("tool").overhead_us_per_call.mean()
     lines.append(
         "- **Overhead.** Mean over problems and seeds, µs per distinct evaluation: "

@@ -36,7 +36,8 @@ from graftsearch.optimize._runfiles import RunFiles
 from graftsearch._utils.seeding import derive_seed
 from graftsearch.optimize._settings import SearchSettings
 from graftsearch.taps._records import INT8_HINT, TapList
-from graftsearch.optimize._variation import SearchRandom, initial_population, make_offspring, space_size
+from graftsearch.optimize._variation import (SearchRandom, flip_neighbours, initial_population,
+                                            make_offspring, space_size)
 
 logger = logging.getLogger("graftsearch")
 
@@ -239,7 +240,8 @@ class _Run:
     def run(self, evaluator: Evaluator) -> None:
         if self.generation < 0:
             with self.rng.active() as rng:
-                start = initial_population(len(self.taps), self.pop_size, rng)
+                start = initial_population(len(self.taps), self.pop_size, rng,
+                                           singles=self.settings.initial == "singles")
             new = self.archive.evaluate(start, evaluator, generation=0, budget=self._budget())
             self._select([b for b in start if b in self.archive])
             self._finish_generation(0, new)
@@ -251,13 +253,26 @@ class _Run:
             g = self.generation + 1
             k = min(self.pop_size, self.space - len(self.population))
             with self.rng.active() as rng:
-                children = make_offspring(self._parents(), k, crossover=self.settings.crossover,
-                                          cx_prob=self.settings.cx_prob, mut_prob=self.settings.mut_prob,
-                                          indpb=self.indpb, rng=rng, evaluated=self.archive.keys())
+                local = self._local_step(min(self.settings.local_search, k), rng)
+                children = local + make_offspring(
+                    self._parents(), k - len(local), crossover=self.settings.crossover,
+                    cx_prob=self.settings.cx_prob, mut_prob=self.settings.mut_prob,
+                    indpb=self.indpb, rng=rng, evaluated=self.archive.keys(), taken=set(local))
             new = self.archive.evaluate(children, evaluator, generation=g, budget=self._budget())
             members = [b for b, _, _ in self.population] + [b for b in children if b in self.archive]
             self._select(members)
             self._finish_generation(g, new)
+
+    def _local_step(self, k: int, rng) -> List[str]:
+        """Up to ``k`` unevaluated one-bit-flip neighbours of the front (best pick first; the
+        least violating records while nothing is feasible) that are within size_max."""
+        if k <= 0:
+            return []
+        sources = self._front or least_violating(self.archive.records(), self.settings)
+        members = {b for b, _, _ in self.population}
+        return flip_neighbours([r.bits for r in sources], k, rng,
+                               lambda b: b in self.archive or b in members
+                               or not self.archive.size_feasible(b))
 
     def _finish_generation(self, g: int, new: List[Record]) -> None:
         s = self.settings

@@ -30,6 +30,7 @@ OBJECTIVES = ("min-size", "max-accuracy")
 CROSSOVERS = ("uniform", "two-point")
 REFINES = ("none", "front", "front+neighbours")
 PICKS = ("best", "one-se")
+INITIALS = ("singles", "random")
 
 _COUNT_SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
 _BYTE_SUFFIX = {"b": 1, "kib": 2**10, "kb": 2**10, "mib": 2**20, "mb": 2**20, "gib": 2**30, "gb": 2**30}
@@ -107,7 +108,11 @@ class SearchSettings:
     (constrained rank, then crowding distance), ``crossover`` ("uniform": each bit swapped with
     probability 0.5, or "two-point") with probability ``cx_prob``, then bit-flip mutation with
     probability ``mut_prob`` flipping each bit with probability ``indpb`` (None: 1 / number of
-    taps).
+    taps). ``initial`` is how the first population starts: ``"singles"`` (every single-tap
+    selection, then random ones) or ``"random"``. ``local_search`` (default 0: off) gives up to
+    that many of each generation's places to the one-bit-flip neighbours, not yet evaluated, of
+    the front's members, best pick first (a memetic step: the rest of the generation is bred as
+    usual).
 
     Termination, whichever comes first: ``generations`` after the initial population,
     ``max_evaluations`` fitness calls (selections rejected on size alone are free),
@@ -138,6 +143,8 @@ class SearchSettings:
     max_seconds: Optional[float] = None
     stagnation: Optional[int] = None
     crossover: str = field(default="uniform", metadata={"choices": CROSSOVERS})
+    initial: str = field(default="singles", metadata={"choices": INITIALS})
+    local_search: int = 0
     cx_prob: float = 0.9
     mut_prob: float = 1.0
     indpb: Optional[float] = None
@@ -186,6 +193,7 @@ class SearchSettings:
         self._int("max_evaluations", 1, optional=True)
         self._int("stagnation", 1, optional=True)
         self._int("checkpoint_every", 1)
+        self._int("local_search", 0)
         if self.max_seconds is not None:
             if not is_real(self.max_seconds) or self.max_seconds <= 0:
                 raise ParameterError(param_message("max_seconds", "a positive number of seconds or None",

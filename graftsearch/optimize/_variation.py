@@ -63,14 +63,15 @@ def _random_bits(n: int, rng: random.Random) -> str:
     return "".join("1" if i in chosen else "0" for i in range(n))
 
 
-def initial_population(n: int, size: int, rng: random.Random) -> List[str]:
-    """``size`` distinct non-empty bit strings (see the module docstring for the rule)."""
+def initial_population(n: int, size: int, rng: random.Random, *, singles: bool = True) -> List[str]:
+    """``size`` distinct non-empty bit strings (see the module docstring for the rule;
+    ``singles=False``: all random)."""
     space = space_size(n)
     if size >= space:
         return [format(v, f"0{n}b") for v in range(1, space + 1)]
     population: List[str] = []
     seen: Set[str] = set()
-    if size >= n:
+    if singles and size >= n:
         for i in range(n):
             bits = "".join("1" if j == i else "0" for j in range(n))
             population.append(bits)
@@ -107,10 +108,12 @@ def repair(child: list, taken: Set[str], rng, evaluated: AbstractSet[str] = froz
 
 def make_offspring(population: Sequence, k: int, *, crossover: str, cx_prob: float,
                    mut_prob: float, indpb: float, rng,
-                   evaluated: AbstractSet[str] = frozenset()) -> List[str]:
+                   evaluated: AbstractSet[str] = frozenset(),
+                   taken: AbstractSet[str] = frozenset()) -> List[str]:
     """``k`` new distinct bit strings bred from ``population`` (individuals with rank/crowding),
-    steered away from the ``evaluated`` ones (see :func:`repair`)."""
-    taken: Set[str] = {bits_of(ind) for ind in population}
+    different from ``taken`` ones and steered away from the ``evaluated`` ones (see
+    :func:`repair`)."""
+    taken = set(taken) | {bits_of(ind) for ind in population}
     n = len(population[0])
     children: List[str] = []
     while len(children) < k:
@@ -130,3 +133,21 @@ def make_offspring(population: Sequence, k: int, *, crossover: str, cx_prob: flo
             taken.add(bits)
             children.append(bits)
     return children
+
+
+def flip_neighbours(sources: Sequence[str], k: int, rng, skip) -> List[str]:
+    """Up to ``k`` distinct one-bit-flip neighbours of ``sources``, in their order (each
+    source's bits in a random order), leaving out the empty selection and every bit string for
+    which ``skip(bits)`` is true."""
+    out: List[str] = []
+    chosen: Set[str] = set()
+    for bits in sources:
+        for i in rng.sample(range(len(bits)), len(bits)):
+            if len(out) >= k:
+                return out
+            nb = bits[:i] + ("0" if bits[i] == "1" else "1") + bits[i + 1:]
+            if "1" not in nb or nb in chosen or skip(nb):
+                continue
+            chosen.add(nb)
+            out.append(nb)
+    return out

@@ -398,6 +398,10 @@ class RunSettings:
     stagnation: Optional[int] = _setting("search", "stop after this many generations without "
                                                    "hypervolume gain")
     crossover: str = _setting("search", "crossover operator")
+    initial: str = _setting("search", "first population: singles (every single-tap selection, "
+                                      "then random ones) or random")
+    local_search: int = _setting("search", "places per generation given to unevaluated one-bit "
+                                           "neighbours of the front (0: off)")
     cx_prob: float = _setting("search", "crossover probability")
     mut_prob: float = _setting("search", "probability that an offspring is mutated")
     indpb: Optional[float] = _setting("search", "bit-flip probability (unset: 1 / number of "

@@ -1,0 +1,119 @@
+"""The search's optional parts: a local step around the front each generation
+(``local_search``) and the first population's rule (``initial``); each keeps determinism,
+resume and no-duplicate guarantees."""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import pytest
+
+import graftsearch as gs
+from graftsearch.fitness._evaluation import Evaluation
+from graftsearch.optimize._variation import flip_neighbours
+from search_problems import InfoFitness, make_taps, strip_time
+
+CHANNELS = [8, 8, 16, 16, 32, 32, 64, 64, 96, 128]
+
+
+class PairFitness(gs.Fitness):
+    """P = 1 when taps 2 and 4 are both selected, else 0.5 per one of them held (0 for none)."""
+
+    name = "pair"
+
+    def evaluate(self, selection):
+        held = len({2, 4} & set(selection))
+        return Evaluation(val_accuracy=1.0 if held == 2 else 0.5 * held)
+
+    def key(self) -> str:
+        return "pair"
+
+
+def test_flip_neighbours_in_source_order_skipping_what_is_known():
+    rng = random.Random(0)
+    got = flip_neighbours(["100", "011"], 10, rng, skip=lambda b: b == "110")
+    # every one-bit neighbour of "100" but the skipped "110" and the empty "000", then "011"'s
+    assert got[:1] == ["101"] and set(got[1:]) == {"111", "001", "010"} and len(got) == 4
+    assert flip_neighbours(["100", "011"], 2, random.Random(0), skip=lambda b: False) == \
+        flip_neighbours(["100", "011"], 2, random.Random(0), skip=lambda b: False)
+    assert len(flip_neighbours(["100"], 1, rng, skip=lambda b: False)) == 1
+
+
+def test_the_local_step_evaluates_the_missing_neighbour_next():
+    """Nothing is feasible among the single taps; the two closest (taps 2 and 4) are one flip
+    from the only feasible pair, which the local step evaluates in generation 1."""
+    taps = make_taps([8] * 6)
+    head = gs.HeadSpec(num_classes=3, hidden=4)
+    settings = gs.SearchSettings(p_min=1.0, population=6, generations=1, seed=0, local_search=6)
+    result = gs.run_search(taps, head, PairFitness(), settings)
+    first = [r for r in result.records if r.generation == 0]
+    assert sorted(r.taps for r in first) == [(i,) for i in range(1, 7)]
+    found = next(r for r in result.records if r.taps == (2, 4))
+    assert found.generation == 1 and result.feasible and result.best.taps == (2, 4)
+    # the six places of generation 1 went to neighbours of tap 2 (the first least violating)
+    second = [r.taps for r in result.records if r.generation == 1]
+    assert all(2 in t and len(t) == 2 for t in second[:5])
+
+
+def _settings(**kw):
+    return gs.SearchSettings(**(dict(p_min=0.5, population=12, generations=6, seed=4,
+                                     local_search=4) | kw))
+
+
+class Stop(Exception):
+    pass
+
+
+def test_with_the_local_step_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    taps, head = make_taps(CHANNELS), gs.HeadSpec(num_classes=5, hidden=16)
+    full = gs.run_search(taps, head, InfoFitness(len(taps)), _settings(), run_dir=tmp_path / "a")
+    again = gs.run_search(taps, head, InfoFitness(len(taps)), _settings(), run_dir=tmp_path / "c")
+    assert strip_time(tmp_path / "a" / "evaluations.csv") == strip_time(tmp_path / "c" / "evaluations.csv")
+
+    def stop(p):
+        if p.stage == "search" and p.info["generation"] == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        gs.run_search(taps, head, InfoFitness(len(taps)), _settings(), run_dir=tmp_path / "b",
+                      progress=stop)
+    assert pickle.loads((tmp_path / "b" / "checkpoint.pkl").read_bytes())["generation"] == 3
+    resumed = gs.run_search(taps, head, InfoFitness(len(taps)), _settings(), run_dir=tmp_path / "b")
+    for name in ("evaluations.csv", "pareto.csv"):
+        assert strip_time(tmp_path / "a" / name) == strip_time(tmp_path / "b" / name)
+    assert resumed.best == full.best
+    bits = [r.bits for r in full.records]
+    assert len(bits) == len(set(bits))  # never the same selection twice
+    # the local step changes what is searched (else this test would not test it)
+    plain = gs.run_search(taps, head, InfoFitness(len(taps)), _settings(local_search=0))
+    assert [r.bits for r in plain.records] != bits
+
+
+def test_the_local_step_stays_within_size_max():
+    taps, head = make_taps(CHANNELS), gs.HeadSpec(num_classes=5, hidden=16)
+    cap = taps.cost([6], head).params
+    result = gs.run_search(taps, head, InfoFitness(len(taps)), gs.SearchSettings(
+        objective="max-accuracy", size_max=cap, population=12, generations=5, seed=1,
+        local_search=6))
+    local = [r for r in result.records if r.generation > 0]
+    assert local and all(r.params <= cap for r in result.records if r.trained)
+
+
+def test_a_random_first_population_holds_no_rule_of_singles():
+    taps, head = make_taps(CHANNELS), gs.HeadSpec(num_classes=5, hidden=16)
+    singles = gs.run_search(taps, head, InfoFitness(len(taps)), _settings(generations=0))
+    random_start = gs.run_search(taps, head, InfoFitness(len(taps)),
+                                 _settings(generations=0, initial="random"))
+    assert [r.taps for r in singles.records[:10]] == [(i,) for i in range(1, 11)]
+    assert sum(len(r.taps) == 1 for r in random_start.records) < 10
+    assert len(random_start.records) == 12
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("local_search", -1, r"'local_search' parameter must be an integer >= 0"),
+    ("initial", "greedy", r"'initial' parameter must be one of 'singles', 'random'"),
+])
+def test_bad_settings_of_the_optional_parts(field, value, match):
+    with pytest.raises(gs.ParameterError, match=match):
+        _settings(**{field: value})

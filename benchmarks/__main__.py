@@ -65,7 +65,7 @@ QUICK_ARGS: Dict[str, List[str]] = {
     "proxy_truth": ["--quick"],
 }
 NEEDS_DATA = ("cache_extraction", "grafting", "quantization", "cultivation")
-TITLES = {"peers": "Peers: graftsearch vs Optuna, pymoo, random search, greedy, the manual pick",
+TITLES = {"peers": "Peers: graftsearch vs Optuna (NSGA-II, TPE), pymoo, random search, greedy, local search, the manual pick",
           "search_quality": "Search quality: NSGA-II vs random search and greedy forward selection",
           "fitness_proxies": "Fitness proxies", "cache_extraction": "Cache extraction",
           "graft_vs_donor": "Graft vs donor at inference",

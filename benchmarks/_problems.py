@@ -229,6 +229,34 @@ def deepweeds_problem(seed: int = 0) -> Problem:
                   "of EfficientNet-Lite0 at 256 px, taps 1-14 of 18"))
 
 
+RESNET_WIDTH = 16  # resnet-shape: channels divided by this (see resnet_shape_problem)
+
+
+def resnet_shape_problem(seed: int = 0) -> Problem:
+    """A problem of another shape: torchvision ResNet-50's 16 bottleneck blocks at 224 px.
+
+    The prefix costs are ResNet-50's exact parameter and MAC counts (four stages, each prefix
+    far larger than the last: 85 k to 23.5 M parameters); the features are generated as in
+    :func:`synthetic_problem`, with each block's channels divided by ``RESNET_WIDTH`` (16 to
+    128) so that 2^16 - 1 selections can be evaluated exhaustively with the fast proxy; the
+    head is sized on those channels. 10 classes, 1,500 train / 500 val samples; the manual pick
+    is the paper's rule (the last three blocks before the layer3 -> layer4 boundary).
+    """
+    resnet = gs.load_donor("resnet50", weights="none")
+    full = resnet.taps(224)
+    blocks = [t for t in full if t.name.startswith("layer")]
+    taps = gs.taps.TapList([gs.taps.Tap(index=k, name=t.name, channels=t.channels // RESNET_WIDTH,
+                                        height=t.height, width=t.width, params_upto=t.params_upto,
+                                        macs_upto=t.macs_upto)
+                            for k, t in enumerate(blocks, start=1)],
+                           donor_name="resnet50", image_size=224)
+    manual = tuple(taps.index_of(n) for n in ("layer3.3", "layer3.4", "layer3.5"))
+    return synthetic_problem(
+        seed, name="resnet-shape", taps=taps, manual=manual,
+        describe=(f"generated features on ResNet-50's 16 bottleneck blocks at 224 px (their exact "
+                  f"prefix costs; channels / {RESNET_WIDTH}), 10 classes, 1,500 train / 500 val"))
+
+
 def exhaustive_table(problem: Problem, log: Callable[[str], None] = print) -> Tuple[np.ndarray, float]:
     """The P of every selection (cached on disk) and seconds per evaluation."""
     TABLES.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,7 @@ from benchmarks._machine import cpu_name  # noqa: E402
 from benchmarks._problems import (DATA, FITNESS, FITNESS_TEXT, RESULTS, Objective, Problem, best_mask,  # noqa: E402
                                   deepweeds_problem, exhaustive_table, feasible_masks, greedy_forward,
                                   hv_of, local_search, mask_of, preference, random_search, real_problem,
+                                  resnet_shape_problem,
                                   selection_of, synthetic_problem)
 
 import numpy as np  # noqa: E402
@@ -102,10 +103,12 @@ NSGA_PEERS = ("optuna", "pymoo", "pymoo-ux")
 # TPE asks at most this many selections (repeats included) per distinct evaluation of its budget:
 # its cost per trial grows with the number of trials, and it repeats itself as it converges
 TPE_ASKS_PER_CALL = 2
-# ...and runs to at most this budget (% of the space): measured here, 800 TPE trials of a 14-tap
-# problem took 9.5 s and the time per trial grows with the trials, so 10% (1,638 distinct
-# evaluations, up to twice as many trials) x 10 seeds x 4 problems would take hours
-TPE_MAX_PCT = 5
+# ...and runs to at most this budget (% of the space, and distinct evaluations): measured here,
+# 800 TPE trials of a 14-tap problem took 9.5 s and the time per trial grows with the trials,
+# so 10% (1,638 distinct evaluations, up to twice as many trials) x 10 seeds x 6 problems would
+# take hours; the small budgets are where a user would pick TPE
+TPE_MAX_PCT = 2
+TPE_MAX_CALLS = 700
 ALPHA = 0.05  # two-sided Mann-Whitney U test of each peer against graftsearch, per budget
 POPULATION = 32
 EMPTY_VIOLATION = 1.0
@@ -369,7 +372,7 @@ def run_tool(tool: str, problem: Problem, objective: Objective, table: np.ndarra
 def top_of(tool: str, budgets: Dict[float, int]) -> int:
     """The largest budget ``tool`` runs to (TPE: the largest within TPE_MAX_PCT, when any)."""
     if tool == "optuna-tpe":
-        within = [b for pct, b in budgets.items() if pct <= TPE_MAX_PCT]
+        within = [b for pct, b in budgets.items() if pct <= TPE_MAX_PCT and b <= TPE_MAX_CALLS]
         if within:
             return max(within)
     return max(budgets.values())
@@ -780,6 +783,7 @@ def problems_for(quick: bool, log=print) -> List[Problem]:
     else:
         log(f"{DATA} not found: the real problem is skipped")
     problems.append(deepweeds_problem())
+    problems.append(resnet_shape_problem())
     return problems
 
 

@@ -387,3 +387,54 @@ def test_binomial_se_by_hand():
     assert binomial_se(0.9, 100) == pytest.approx(0.03)  # sqrt(0.9 * 0.1 / 100)
     assert binomial_se(1.0, 700) == 0.0
     assert np.isnan(binomial_se(0.5, 0))
+
+
+# -- k-fold fast proxy ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sel", [(3,), (1, 3, 4)])
+def test_k_fold_fast_equals_refitting_each_fold_from_scratch(source, sel):
+    """Each fold's probe equals sklearn's shrinkage LDA fitted from scratch on that fold's
+    training rows (train and val pooled, the fold held out), within 1e-8; P is their mean."""
+    from sklearn.covariance import ShrunkCovariance, ledoit_wolf_shrinkage
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    from graftsearch.fitness._fast import fold_assignment
+
+    k = 4
+    proxy = FastProxy(source, seed=3, settings=gs.FastSettings(folds=k))
+    x = np.concatenate([gs.features.selection_features(source, s, sel) for s in ("train", "val")])
+    y = np.concatenate([source.labels("train"), source.labels("val")])
+    fold = fold_assignment(y, k, 3)
+    assert sorted(np.bincount(fold)) == [60, 60, 60, 60]  # 240 rows, 3 classes of 80
+    accuracies = []
+    for f in range(k):
+        xt, yt = x[fold != f].astype(np.float64), y[fold != f]
+        xv, yv = x[fold == f].astype(np.float64), y[fold == f]
+        mean, std = xt.mean(0), xt.std(0)
+        zt, zv = (xt - mean) / std, (xv - mean) / std
+        centred = zt - np.stack([zt[yt == c].mean(0) for c in range(3)])[yt]
+        gamma = ledoit_wolf_shrinkage(centred, assume_centered=True)
+        ref = LinearDiscriminantAnalysis(solver="lsqr",
+                                         covariance_estimator=ShrunkCovariance(shrinkage=gamma))
+        ref.fit(zt, yt)
+        fit = proxy.fit(sel, fold=f)
+        assert fit.regularization == pytest.approx(gamma, rel=1e-8)
+        np.testing.assert_allclose(fit.val_scores, ref.decision_function(zv), rtol=1e-8, atol=1e-8)
+        accuracies.append(ref.score(zv, yv))
+    ev = proxy.evaluate(sel)
+    assert ev.val_accuracy == pytest.approx(np.mean(accuracies), abs=1e-12)
+    assert ev.val_accuracy_se == pytest.approx(np.std(accuracies, ddof=1) / np.sqrt(k), abs=1e-12)
+    # a pickled copy (a worker process) rebuilds its folds and scores the same
+    assert pickle.loads(pickle.dumps(proxy)).evaluate(sel) == ev
+
+
+def test_k_fold_settings_and_keys(source):
+    with pytest.raises(gs.ParameterError, match=r"'folds' parameter must be an integer >= 1"):
+        gs.FastSettings(folds=0)
+    plain = FastProxy(source).key()
+    assert "folds" not in plain  # runs made before k-fold keep their fitness key
+    assert '"folds":5' in FastProxy(source, settings=gs.FastSettings(folds=5)).key()
+    with pytest.raises(gs.ParameterError, match=r"'fold' parameter must be a fold in 0\.\.4"):
+        FastProxy(source, settings=gs.FastSettings(folds=5)).fit((1,), fold=5)
+    with pytest.raises(gs.DataError, match=r"needs at least 600 train and val images; got 240"):
+        FastProxy(source, settings=gs.FastSettings(folds=300))

@@ -20,6 +20,44 @@ from graftsearch.fitness._settings import FastSettings
 from graftsearch.training._headtrain import standardisation
 from graftsearch.training._metrics import cross_entropy
 
+def fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """The fold (0..folds-1) of each row: each class's rows, shuffled by ``seed``, dealt round
+    the folds in turn (stratified; fold sizes differ by at most one per class)."""
+    from graftsearch._utils.seeding import derive_seed
+
+    y = np.asarray(labels, dtype=np.int64)
+    rng = np.random.default_rng(derive_seed(seed, "folds"))
+    out = np.empty(len(y), dtype=np.int64)
+    start = 0
+    for c in np.unique(y):
+        rows = rng.permutation(np.flatnonzero(y == c))
+        out[rows] = (start + np.arange(len(rows))) % folds
+        start += len(rows)  # the next class starts where this one stopped: sizes stay even
+    return out
+
+
+def fold_sources(source: FeatureSource, folds: int, seed: int) -> list:
+    """``folds`` in-memory sources over train and val together: in each, one fold is "val"
+    and the other rows are "train" (see :func:`fold_assignment`)."""
+    from graftsearch.features._source import ArrayFeatures
+
+    y = np.concatenate([np.asarray(source.labels(s), dtype=np.int64) for s in ("train", "val")])
+    if len(y) < 2 * folds:
+        raise DataError(f"k-fold scoring with {folds} folds needs at least {2 * folds} train and "
+                        f"val images; got {len(y)}. Use fewer folds.")
+    x = [np.concatenate([np.asarray(source.features(s, t.index), dtype=np.float32)
+                         for s in ("train", "val")]) for t in source.taps]
+    fold = fold_assignment(y, folds, seed)
+    out = []
+    for k in range(folds):
+        held, kept = fold == k, fold != k
+        out.append(ArrayFeatures(source.taps, source.classes,
+                                 {"train": [a[kept] for a in x], "val": [a[held] for a in x]},
+                                 {"train": y[kept], "val": y[held]},
+                                 fingerprint=f"{source.fingerprint}|fold {k} of {folds}|{seed}"))
+    return out
+
+
 class _GramStats:
     """Everything a ``fast`` evaluation needs, computed once over all taps of the train split.
 
@@ -178,11 +216,17 @@ class FastProxy(_Proxy):
         if not isinstance(settings, FastSettings):
             raise ParameterError(param_message("settings", "a FastSettings", type(settings).__name__))
         super().__init__(source, seed, settings)
-        self._stats: Optional[_GramStats] = _stats_for(self.source, settings.threads)
+        self._stats: Optional[_GramStats] = None
+        self._folds: Optional[list] = None
+        if settings.folds > 1:
+            self._get_folds()
+        else:
+            self._stats = _stats_for(self.source, settings.threads)
 
     def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
         state["_stats"] = None  # rebuilt (once per process) from the source where it lands
+        state["_folds"] = None
         return state
 
     def _get_stats(self) -> _GramStats:
@@ -190,16 +234,39 @@ class FastProxy(_Proxy):
             self._stats = _stats_for(self.source, self.settings.threads)
         return self._stats
 
+    def _get_folds(self) -> list:
+        if self._folds is None:
+            with torch_threads(self.settings.threads):
+                self._folds = [_GramStats(f) for f in fold_sources(self.source, self.settings.folds,
+                                                                   self.seed)]
+        return self._folds
+
     def evaluate(self, selection: Tuple[int, ...]) -> Evaluation:
+        if self.settings.folds > 1:
+            indices, _ = self._normalize(selection)
+            fits = [self._fit(stats, indices) for stats in self._get_folds()]
+            accuracy = np.array([f.val_accuracy for f in fits])
+            se = float(accuracy.std(ddof=1) / np.sqrt(len(fits)))
+            return Evaluation(val_accuracy=float(accuracy.mean()),
+                              val_loss=float(np.mean([f.val_loss for f in fits])),
+                              val_accuracy_se=se, fidelity=self.name)
         fit = self.fit(selection)
         se = binomial_se(fit.val_accuracy, len(self.source.labels("val")))
         return Evaluation(val_accuracy=fit.val_accuracy, val_loss=fit.val_loss,
                           val_accuracy_se=se, fidelity=self.name)
 
-    def fit(self, selection: Tuple[int, ...]) -> ProbeFit:
-        """The probe of ``selection``: coefficients, regularisation and val scores."""
+    def fit(self, selection: Tuple[int, ...], fold: Optional[int] = None) -> ProbeFit:
+        """The probe of ``selection``: coefficients, regularisation and val scores (with
+        ``folds`` > 1: of fold ``fold``, 0-based, scored on that fold's held-out rows)."""
         indices, _ = self._normalize(selection)
-        stats = self._get_stats()
+        if self.settings.folds > 1:
+            if fold is None or not 0 <= fold < self.settings.folds:
+                raise ParameterError(param_message(
+                    "fold", f"a fold in 0..{self.settings.folds - 1}", fold))
+            return self._fit(self._get_folds()[fold], indices)
+        return self._fit(self._get_stats(), indices)
+
+    def _fit(self, stats: _GramStats, indices: Tuple[int, ...]) -> ProbeFit:
         cols = stats.columns(indices)
         with torch_threads(self.settings.threads):
             if self.settings.probe == "lda":

@@ -41,6 +41,10 @@ class FastSettings:
     ``alpha * n_train`` on standardised features; ``alpha`` is a float > 0 or ``"gcv"``
     (generalised cross-validation over ``alphas``, one eigendecomposition per evaluation).
     ``threads`` is the torch thread count for the precomputation and every evaluation.
+    ``folds``: 1 (default) fits on train and scores val; k >= 2 scores by stratified k-fold
+    cross-validation over train and val together (folds drawn from the proxy's seed; each
+    fold's Gram blocks computed once): P is the mean fold accuracy and its standard error the
+    fold standard deviation / sqrt(k).
     """
 
     probe: str = "lda"
@@ -48,9 +52,13 @@ class FastSettings:
     alpha: Union[float, str] = "gcv"
     alphas: Tuple[float, ...] = tuple(float(10.0 ** (k / 4)) for k in range(-16, 9))
     threads: Optional[int] = 1
+    folds: int = 1
 
     def __post_init__(self) -> None:
         _check_choice("probe", self.probe, PROBES)
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 1:
+            raise ParameterError(param_message("folds", "an integer >= 1 (1: train -> val)",
+                                               self.folds))
         if self.shrinkage != "auto" and (not is_real(self.shrinkage)
                                          or not 0.0 <= float(self.shrinkage) <= 1.0):
             raise ParameterError(param_message("shrinkage", "a float in [0, 1] or 'auto'", self.shrinkage))
@@ -65,6 +73,8 @@ class FastSettings:
 
     def as_dict(self) -> Dict[str, Any]:
         d: Dict[str, Any] = {"probe": self.probe, "threads": self.threads}
+        if self.folds > 1:  # absent at 1: the keys of earlier runs stay what they were
+            d["folds"] = self.folds
         if self.probe == "lda":
             d["shrinkage"] = self.shrinkage if self.shrinkage == "auto" else float(self.shrinkage)
         else:

@@ -267,7 +267,7 @@ def _fitnesses(cache, settings: RunSettings):
     mlp = MLPProxy(cache, seed=settings.seed, settings=settings.mlp_settings())
     if settings.proxy == "mlp":
         return mlp, None
-    fast = FastProxy(cache, seed=settings.seed)
+    fast = FastProxy(cache, seed=settings.seed, settings=settings.fast_settings())
     return fast, (mlp if settings.refine != "none" else None)
 
 

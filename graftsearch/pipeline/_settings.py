@@ -51,7 +51,7 @@ from graftsearch.data import DataSpec
 from graftsearch.donors._preprocessing import PAPER_IMAGE_SIZE
 from graftsearch.donors._spec import DonorSpec, NO_WEIGHTS, normalize_weights
 from graftsearch.features._options import DTYPES, CacheOptions
-from graftsearch.fitness._settings import FITNESS_KINDS, MLPSettings
+from graftsearch.fitness._settings import FITNESS_KINDS, FastSettings, MLPSettings
 from graftsearch.graft import FinalSettings
 from graftsearch.graft._settings import QUANTIZE_MODES
 from graftsearch.optimize._settings import SearchSettings
@@ -151,6 +151,7 @@ PARTS: Dict[str, Part] = {
                                  "dtype": "dtype", "device": "device", "batch_size": "batch_size",
                                  "workers": "num_workers", "skip_bad_images": "skip_bad_images"}),
     "search": Part(SearchSettings, _same_names(SearchSettings)),
+    "fast": Part(FastSettings, {"proxy_folds": "folds"}),
     "mlp": Part(MLPSettings, {"proxy_epochs": "epochs", "proxy_batch_size": "batch_size",
                               "proxy_lr": "lr", "proxy_patience": "patience",
                               "head_width": "hidden", "dropout": "dropout"}),
@@ -378,6 +379,8 @@ class RunSettings:
     proxy_epochs: int = _setting("fitness", "most epochs of an mlp proxy training")
     proxy_batch_size: int = _setting("fitness", "batch size of an mlp proxy training")
     proxy_lr: float = _setting("fitness", "learning rate of an mlp proxy training")
+    proxy_folds: int = _setting("fitness", "fast proxy: 1 fits train and scores val; k >= 2 "
+                                           "scores by k-fold cross-validation over train and val")
     proxy_patience: Optional[int] = _setting("fitness", "early stop of an mlp proxy after this "
                                                         "many epochs without a lower val loss")
     # search
@@ -497,6 +500,9 @@ class RunSettings:
 
     def mlp_settings(self) -> MLPSettings:
         return build_part("mlp", self.as_dict())
+
+    def fast_settings(self) -> FastSettings:
+        return build_part("fast", self.as_dict())
 
     def final_settings(self) -> FinalSettings:
         return build_part("final", self.as_dict())

@@ -450,6 +450,10 @@ def local_search(problem: Problem, evaluate: Callable[[int], float], budget: int
             evaluated[m] = float(evaluate(m))
         return True
 
+    # every selection within the size limit evaluated: nothing left to find (or the loop below
+    # would restart for ever)
+    reachable = sum(1 for m in range(1, 2**problem.n) if objective.size_ok(problem.size(m)))
+    budget = min(budget, reachable)
     singles = [1 << t for t in range(problem.n) if objective.size_ok(problem.size(1 << t))]
     for m in singles:
         if not spend(m):

@@ -445,7 +445,7 @@ def measure(problems: Sequence[Problem], seeds: int, pcts: Sequence[float], log=
                         reference_calls = calls
                     hit = next((i + 1 for i, m in enumerate(calls) if m == best), None)
                     runs.append({"problem": problem.name, "objective": objective.kind, "limit": objective.limit,
-                                 "tool": tool, "seed": seed, "budget": top, "fitness_calls": len(calls),
+                                 "tool": tool, "seed": seed, "budget": top_of(name, budgets), "fitness_calls": len(calls),
                                  "unique_calls": len(set(calls)), "wasted_calls": len(calls) - len(set(calls)),
                                  "cache_repeats": meter.repeats,
                                  "asks": asks.total if asks.total else len(calls),
@@ -748,9 +748,10 @@ def markdown(frame, runs, notes, *, command: str, seeds: int, elapsed: float) ->
             hits = r.calls_to_best.dropna()
             calls = (f"{hits.median():,.0f} ({hits.min():,.0f}-{hits.max():,.0f})" if len(hits) else "not found")
             lt = last[last.tool == t]
-            gap = lt.best_gap.median()
-            gap_text = (f"{gap:+.1%}" if note["objective"] == "min-size" else f"{gap:.4f}") if not math.isnan(gap) \
-                else "nothing feasible"
+            gap = lt.best_gap.median() if len(lt) else math.nan
+            gap_text = ((f"{gap:+.1%}" if note["objective"] == "min-size" else f"{gap:.4f}")
+                        if not math.isnan(gap) else "nothing feasible" if len(lt)
+                        else f"not run to {note['budgets'][top]:,} calls")
             if t == "optuna-tpe" and top_of(t, note["budgets"]) < note["budgets"][top]:
                 calls += f" (run to {top_of(t, note['budgets']):,} calls)"
             lines.append(f"| {t} | {len(hits)}/{len(r)} | {calls} | {lt.best_rank.median():.0f}, "

@@ -224,3 +224,19 @@ def test_worked_example_is_the_mean_of_each_seeds_donor_and_kept_variant(tmp_pat
     page = "\n".join(paper_vs_ours(tmp_path))
     assert "| test accuracy | not reported | 90.45% | 60.00% | 70.00% |" in page
     assert "| latency donor / graft (CPU, batch 1) | not reported | not reported |  | 2.00x |" in page
+
+
+def test_local_search_ends_when_everything_within_the_size_limit_is_evaluated():
+    from benchmarks._problems import Objective, local_search
+
+    class Five:
+        n = 5
+        size_ref = 5.0
+
+        def size(self, m):
+            return float(bin(m).count("1"))
+
+    asked = []
+    found = local_search(Five(), lambda m: asked.append(m) or 0.1 * bin(m).count("1"), 100, 0,
+                         Objective.max_accuracy(1.0))
+    assert sorted(found) == [1, 2, 4, 8, 16] and len(asked) == 5  # all that fits, then it stops

@@ -117,3 +117,41 @@ def test_a_random_first_population_holds_no_rule_of_singles():
 def test_bad_settings_of_the_optional_parts(field, value, match):
     with pytest.raises(gs.ParameterError, match=match):
         _settings(**{field: value})
+
+
+@pytest.mark.parametrize("objective", ["min-size", "max-accuracy"])
+def test_a_resumed_run_with_a_wide_local_step_equals_an_uninterrupted_one(tmp_path, objective):
+    """local_search as large as the population: right after a resume the step must take its
+    sources from the feasible front, as the uninterrupted run does (not from the closest)."""
+    taps, head = make_taps(CHANNELS), gs.HeadSpec(num_classes=5, hidden=16)
+    limit = dict(p_min=0.5) if objective == "min-size" else dict(
+        objective="max-accuracy", size_max=taps.cost([8], head).params, p_min=None)
+    settings = _settings(local_search=12, **limit)
+    gs.run_search(taps, head, InfoFitness(len(taps)), settings, run_dir=tmp_path / "a")
+
+    def stop(p):
+        if p.stage == "search" and p.info["generation"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        gs.run_search(taps, head, InfoFitness(len(taps)), settings, run_dir=tmp_path / "b",
+                      progress=stop)
+    gs.run_search(taps, head, InfoFitness(len(taps)), settings, run_dir=tmp_path / "b")
+    for name in ("evaluations.csv", "pareto.csv"):
+        assert strip_time(tmp_path / "a" / name) == strip_time(tmp_path / "b" / name)
+
+
+def test_a_run_directory_from_before_these_settings_still_resumes(tmp_path):
+    import json
+
+    from graftsearch.pipeline._pipeline import _check_run_dir
+
+    settings = gs.RunSettings(data="x", donor="efficientnet_lite0", p_min=0.5)
+    (tmp_path / "checkpoint.pkl").write_bytes(b"")
+    stored = {k: v for k, v in settings.as_dict().items()
+              if k not in ("initial", "local_search", "proxy_folds")}
+    (tmp_path / "config.json").write_text(json.dumps({"settings": stored}))
+    _check_run_dir(tmp_path, settings)  # missing settings read as their defaults: no error
+    with pytest.raises(gs.errors.SearchError, match=r"settings differ: local_search \(0 -> 4\)"):
+        _check_run_dir(tmp_path, gs.RunSettings(data="x", donor="efficientnet_lite0", p_min=0.5,
+                                                local_search=4))

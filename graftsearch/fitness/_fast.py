@@ -129,6 +129,7 @@ class _GramStats:
 _STATS: "OrderedDict[str, _GramStats]" = OrderedDict()
 _STATS_KEPT = 2
 _STATS_LOCK = threading.RLock()
+_FOLDS: "OrderedDict[str, list]" = OrderedDict()
 
 
 def _stats_for(source: FeatureSource, threads: Optional[int]) -> _GramStats:
@@ -236,9 +237,19 @@ class FastProxy(_Proxy):
 
     def _get_folds(self) -> list:
         if self._folds is None:
-            with torch_threads(self.settings.threads):
-                self._folds = [_GramStats(f) for f in fold_sources(self.source, self.settings.folds,
-                                                                   self.seed)]
+            key = (f"{self.source.fingerprint}|{self.settings.threads}|folds "
+                   f"{self.settings.folds}|{self.seed}")
+            with _STATS_LOCK:  # once per process, as the plain statistics
+                folds = _FOLDS.get(key)
+                if folds is None:
+                    with torch_threads(self.settings.threads):
+                        folds = [_GramStats(f) for f in fold_sources(
+                            self.source, self.settings.folds, self.seed)]
+                    _FOLDS[key] = folds
+                    while len(_FOLDS) > _STATS_KEPT:
+                        _FOLDS.popitem(last=False)
+                _FOLDS.move_to_end(key)
+            self._folds = folds
         return self._folds
 
     def evaluate(self, selection: Tuple[int, ...]) -> Evaluation:

@@ -114,6 +114,9 @@ class _Run:
                          "taps": taps.to_records(), "head": head.as_dict(),
                          "fitness_key": fitness_key(fitness),
                          "refine_key": None if refine_fitness is None else fitness_key(refine_fitness)}
+        if taps.int8_bytes_upto is not None:  # int8 sizes depend on the engine's weight scheme
+            self.identity["int8"] = {"bytes_upto": list(taps.int8_bytes_upto),
+                                     "per_channel": taps.int8_per_channel}
         self.archive = Archive(taps, head, settings)
         self.rng = SearchRandom(derive_seed(settings.seed, "nsga2"))
         self.generation = -1
@@ -164,7 +167,7 @@ class _Run:
                 f"({listed}). Use the same settings to resume it, or choose a new run directory.")
         for key, what in (("fitness_key", "fitness"), ("refine_key", "refining fitness"),
                           ("taps", "taps"), ("image_size", "image size"), ("head", "head"),
-                          ("donor", "donor")):
+                          ("donor", "donor"), ("int8", "int8 sizes")):
             if state["identity"].get(key) != self.identity.get(key):
                 raise SearchError(
                     f"The run directory {str(self.files.root)!r} holds a search with another "
@@ -268,7 +271,10 @@ class _Run:
         least violating records while nothing is feasible) that are within size_max."""
         if k <= 0:
             return []
-        sources = self._front or least_violating(self.archive.records(), self.settings)
+        front = self._front
+        if front is None:  # just restored: the front is rebuilt after this generation
+            front = feasible_front(self.archive.records(), self.settings)
+        sources = front or least_violating(self.archive.records(), self.settings)
         members = {b for b, _, _ in self.population}
         return flip_neighbours([r.bits for r in sources], k, rng,
                                lambda b: b in self.archive or b in members

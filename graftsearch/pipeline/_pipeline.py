@@ -77,6 +77,11 @@ def _check_run_dir(run_dir: Path, settings: RunSettings) -> None:
                           "Pass another --run-dir, or resume that search from Python with the "
                           "same run_dir.")
     old = dict(stored["settings"])
+    import dataclasses
+
+    for f in dataclasses.fields(settings):  # a setting added since the run read as its default
+        if f.name not in old and f.default is not dataclasses.MISSING:
+            old[f.name] = f.default
     if isinstance(old.get("quantize"), bool):  # written before the int8 modes existed
         old["quantize"] = "ptq" if old["quantize"] else None
     new = settings.as_dict()

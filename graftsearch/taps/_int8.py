@@ -154,11 +154,9 @@ def int8_tap_bytes(module: nn.Module, tap_names: Sequence[str], image_size: int,
     try:
         example = torch.randn(1, 3, image_size, image_size,
                               generator=torch.Generator().manual_seed(0))
-        device = next((p.device for p in module.parameters()), torch.device("cpu"))
-        if device.type != "cpu":
-            import copy
+        import copy
 
-            trunk = copy.deepcopy(trunk).cpu()
+        trunk = copy.deepcopy(trunk).cpu()  # FX preparation marks modules: never the donor's
         quantized = quantize_weights_fx(trunk, example, engine)
     except Exception as exc:  # torch.fx / ao raise many types for layers they cannot quantise
         raise _cannot_quantise(donor_name, exc) from exc

@@ -40,7 +40,10 @@ is isolated.
 Budget: B distinct evaluations at 1%, 2%, 5%, 10% of the 2^n - 1 selections. Each tool runs
 once per seed at the largest budget; the smaller budgets are prefixes of its sequence of
 distinct evaluations (none of these tools looks at the budget before it is spent, so a run with
-budget b makes exactly the first b of them; tests check it).
+budget b makes exactly the first b of them; tests check it). The exception: the two Optuna
+samplers stop after a number of trials proportional to their budget (``TPE_ASKS_PER_CALL``,
+``NSGA_ASKS_PER_CALL``), so at a smaller budget their prefix may hold more distinct evaluations
+than a run with that budget would reach (in their favour).
 
 Measured per problem, objective and seed:
 

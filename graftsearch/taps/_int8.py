@@ -13,10 +13,11 @@ this size: it does not grow with the graft.
 
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 import zipfile
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -103,22 +104,23 @@ def quantize_weights_fx(module: nn.Module, example: torch.Tensor, engine: str) -
         return convert_fx(prepared).eval()
 
 
+def _quantized_copy(module: nn.Module, image_size: int, engine: Optional[str],
+                    donor_name: str) -> nn.Module:
+    """An int8 copy of ``module`` (weights only; ``module`` itself is never touched: FX
+    preparation marks the modules it sees)."""
+    example = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    try:
+        return quantize_weights_fx(copy.deepcopy(module).cpu(), example,
+                                   engine or quantization_engine())
+    except Exception as exc:  # torch.fx / ao raise many types for layers they cannot quantise
+        raise _cannot_quantise(donor_name, exc) from exc
+
+
 def donor_int8_bytes(module: nn.Module, image_size: int, *, engine: str | None = None,
                      donor_name: str = "donor") -> int:
     """Bytes of the tensors of the whole donor's int8 copy (classifier included), the size a
     relative ``--size-max 30%`` is a share of when the size metric is int8_mib."""
-    import copy
-
-    engine = engine or quantization_engine()
-    example = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
-    was_training = module.training
-    try:
-        quantized = quantize_weights_fx(copy.deepcopy(module).cpu(), example, engine)
-    except Exception as exc:
-        raise _cannot_quantise(donor_name, exc) from exc
-    finally:
-        module.train(was_training)
-    return state_bytes(quantized)
+    return state_bytes(_quantized_copy(module, image_size, engine, donor_name))
 
 
 def _cannot_quantise(donor_name: str, exc: Exception) -> DonorError:
@@ -148,20 +150,8 @@ def int8_tap_bytes(module: nn.Module, tap_names: Sequence[str], image_size: int,
     earlier one, depends on."""
     from graftsearch.taps._trace import build_trunk
 
-    engine = engine or quantization_engine()
     trunk = build_trunk(module, tap_names, donor_name=donor_name)
-    was_training = module.training
-    try:
-        example = torch.randn(1, 3, image_size, image_size,
-                              generator=torch.Generator().manual_seed(0))
-        import copy
-
-        trunk = copy.deepcopy(trunk).cpu()  # FX preparation marks modules: never the donor's
-        quantized = quantize_weights_fx(trunk, example, engine)
-    except Exception as exc:  # torch.fx / ao raise many types for layers they cannot quantise
-        raise _cannot_quantise(donor_name, exc) from exc
-    finally:
-        module.train(was_training)
+    quantized = _quantized_copy(trunk, image_size, engine, donor_name)
     sizes = _node_bytes(quantized)
     output = next(n for n in quantized.graph.nodes if n.op == "output")
     results = output.args[0]

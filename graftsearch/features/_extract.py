@@ -29,6 +29,7 @@ from graftsearch.data._loading import bad_images_message, split_images
 from graftsearch._utils.errors import CacheError, DataError
 from graftsearch.donors._preprocessing import Preprocessing
 from graftsearch._utils.progress import ProgressCallback, report
+from graftsearch.training._imagetrain import BatchFormat
 
 logger = logging.getLogger("graftsearch")
 
@@ -162,8 +163,10 @@ def extract_chunks(trunk: nn.Module, dataset: ImageDataset, chunks: Sequence[Chu
         labels: List[np.ndarray] = []
         errors: List[str] = []
         filled = 0
+        formatted = BatchFormat(trunk)
         for x, y, pos, err in loader:
-            feats = forward_gap(trunk, x.to(device, non_blocking=True), n_taps)
+            feats = formatted.infer(lambda batch: forward_gap(trunk, batch, n_taps),
+                                    x.to(device, non_blocking=True))
             for i, f in enumerate(feats):
                 parts[i].append(f.cpu().numpy().astype(np_dtype, copy=False))
             labels.append(y.numpy())

@@ -18,6 +18,62 @@ from graftsearch._utils.errors import DataError
 LossFn = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 
 
+def input_format(module: nn.Module, images: torch.Tensor) -> torch.memory_format:
+    """``channels_last`` when ``module`` runs on channels-last batches like ``images``, else the
+    contiguous format.
+
+    oneDNN's CPU convolutions are much faster on channels-last (NHWC) tensors: measured on
+    EfficientNet-Lite0 at 128 px with 2 threads, a training step 1.37x and a forward pass 1.8x.
+    A module that calls ``.view`` on a 4-D activation fails on them, so one image is run first,
+    in eval mode and without gradients (no batch-norm statistics move).
+    """
+    if images.dim() != 4:
+        return torch.contiguous_format
+    # every submodule's own mode comes back (frozen batch-norm layers stay in eval mode)
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.inference_mode():
+            module(images[:1].contiguous(memory_format=torch.channels_last))
+        return torch.channels_last
+    except RuntimeError:
+        return torch.contiguous_format
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+class BatchFormat:
+    """The memory format of every batch of one pass over a loader, chosen on the first batch.
+
+    Called on a batch (training), it probes the module once with :func:`input_format`;
+    :meth:`infer` (inference, where a pass changes nothing) tries the batch itself channels-last
+    and falls back to the contiguous format, so no image is run twice.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.format: Optional[torch.memory_format] = None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() != 4:
+            return images
+        if self.format is None:
+            self.format = input_format(self.module, images)
+        return images.contiguous(memory_format=self.format)
+
+    def infer(self, run: Callable[[torch.Tensor], object], images: torch.Tensor):
+        """``run(images)`` in the chosen format (``run`` calls this pass's module)."""
+        if self.format is None and images.dim() == 4:
+            try:
+                out = run(images.contiguous(memory_format=torch.channels_last))
+                self.format = torch.channels_last
+                return out
+            except RuntimeError:
+                self.format = torch.contiguous_format
+        return run(self(images))
+
+
 def train_epoch(module: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device,
                 *, before: Optional[Callable[[nn.Module], None]] = None,
                 scheduler=None, loss: Optional[LossFn] = None,
@@ -35,12 +91,14 @@ def train_epoch(module: nn.Module, loader, optimizer: torch.optim.Optimizer, dev
     if teacher is not None:
         teacher.eval()
     seen, loss_sum, correct = 0, 0.0, 0
+    formatted = BatchFormat(module)
+    teacher_formatted = BatchFormat(teacher) if teacher is not None else None
     for images, y, _ in loader:
-        images, y = images.to(device), y.to(device)
+        images, y = formatted(images.to(device)), y.to(device)
         logits = module(images)
         if teacher is not None:
             with torch.no_grad():
-                soft = teacher(images)
+                soft = teacher(teacher_formatted(images))
         else:
             soft = None
         value = F.cross_entropy(logits, y) if loss is None else loss(logits, y, soft)
@@ -63,10 +121,12 @@ def logits_on_images(module: nn.Module, loader, device: torch.device) -> Tuple[n
     module.eval()
     logits: List[np.ndarray] = []
     labels: List[np.ndarray] = []
+    formatted = BatchFormat(module)
     try:
         with torch.inference_mode():
             for images, y, _ in loader:
-                logits.append(module(images.to(device)).float().cpu().numpy())
+                out = formatted.infer(module, images.to(device))
+                logits.append(out.float().cpu().numpy())
                 labels.append(y.numpy())
     finally:
         module.train(was_training)

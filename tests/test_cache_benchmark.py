@@ -25,3 +25,7 @@ def test_cache_benchmark_writes_its_table(shared_data, tmp_path):
     assert float(row["ratio"]) > 0 and float(row["bytes_per_image"]) > 4 * int(row["feature_dim"])
     md = (tmp_path / "cache_extraction.md").read_text()
     assert "| efficientnet_lite0 |" in md and "torch thread" in md
+    assert row["batch_format"] == "channels_last" and float(row["ratio_forward"]) > 0
+    # the headline is computed from the row: its ratio and its verdict against the target
+    verdict = "meets" if float(row["ratio_forward"]) >= 0.9 else "misses"
+    assert f"ratio {float(row['ratio_forward']):.3f}, which {verdict} the 0.9 target" in md

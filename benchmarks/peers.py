@@ -4,7 +4,9 @@ Every tool searches the same problem with the same fitness, behind the same eval
 with the same budget of distinct evaluations:
 
 - ``graftsearch``: :func:`graftsearch.run_search` with its defaults (constrained domination,
-  archive, uniform crossover 0.9, bit-flip 1/n, population 32, no refinement), in process;
+  archive, uniform crossover 0.9, bit-flip 1/n, population 32, the surrogate screen of
+  offspring ``screen=4``, no refinement), in process; ablation rows change one part each
+  (``ABLATION_PARTS``: no screen, a local step, a random first population);
 - ``optuna``: ``NSGAIISampler(population_size=32)`` with the constraint set on each trial
   (``trial.set_constraint``; Optuna < 5: ``constraints_func``), one boolean categorical
   parameter per tap, directions (maximise P, minimise params), in-memory storage;
@@ -96,11 +98,19 @@ from graftsearch.fitness._evaluation import Evaluation  # noqa: E402
 
 BUDGET_PCTS = (1, 2, 5, 10)
 QUICK_BUDGET_PCTS = (5, 10, 20)
-TOOLS = ("graftsearch", "graftsearch+local", "graftsearch-random-init", "optuna", "optuna-tpe",
-         "pymoo", "pymoo-ux", "random", "greedy", "local")
-# graftsearch with one part changed (ablation rows): not peers, left out of the targets
-ABLATIONS = ("graftsearch+local", "graftsearch-random-init")
 LOCAL_PLACES = 8  # graftsearch+local: local_search=8 of the 32 places of each generation
+# graftsearch with one part changed (ablation rows): not peers, left out of the targets;
+# each is (its SearchSettings changes, what the page calls the change)
+ABLATION_PARTS = {
+    "graftsearch-no-screen": ({"screen": 0}, "screen=0 (no surrogate: every offspring as bred)"),
+    "graftsearch+local": ({"local_search": LOCAL_PLACES},
+                          f"local_search={LOCAL_PLACES} (of {{population}} places per generation "
+                          "to unevaluated one-bit neighbours of the front; the screen on)"),
+    "graftsearch-random-init": ({"initial": "random"}, "initial='random' (no single-tap rule)"),
+}
+ABLATIONS = tuple(ABLATION_PARTS)
+TOOLS = ("graftsearch",) + ABLATIONS + ("optuna", "optuna-tpe", "pymoo", "pymoo-ux", "random",
+                                        "greedy", "local")
 PEERS = ("optuna", "optuna-tpe", "pymoo", "pymoo-ux")
 NSGA_PEERS = ("optuna", "pymoo", "pymoo-ux")
 # TPE asks at most this many selections (repeats included) per distinct evaluation of its budget:
@@ -338,20 +348,17 @@ def run_local(problem: Problem, objective: Objective, meter: Meter, seed: int, *
     return Asks()
 
 
-def run_graftsearch_local(problem: Problem, objective: Objective, meter: Meter, seed: int, **kw) -> Asks:
-    return run_graftsearch(problem, objective, meter, seed, local_search=LOCAL_PLACES, **kw)
-
-
-def run_graftsearch_random_init(problem: Problem, objective: Objective, meter: Meter, seed: int,
-                                **kw) -> Asks:
-    return run_graftsearch(problem, objective, meter, seed, initial="random", **kw)
+def _ablation(options: Dict[str, object]) -> Callable[..., Asks]:
+    def run(problem: Problem, objective: Objective, meter: Meter, seed: int, **kw) -> Asks:
+        return run_graftsearch(problem, objective, meter, seed, **options, **kw)
+    return run
 
 
 RUNNERS: Dict[str, Callable[..., Asks]] = {
-    "graftsearch": run_graftsearch, "graftsearch+local": run_graftsearch_local,
-    "graftsearch-random-init": run_graftsearch_random_init, "optuna": run_optuna, "optuna-tpe": run_optuna_tpe,
-    "pymoo": run_pymoo, "pymoo-ux": run_pymoo_ux, "random": run_random, "greedy": run_greedy,
-    "local": run_local}
+    "graftsearch": run_graftsearch,
+    **{tool: _ablation(options) for tool, (options, _) in ABLATION_PARTS.items()},
+    "optuna": run_optuna, "optuna-tpe": run_optuna_tpe, "pymoo": run_pymoo, "pymoo-ux": run_pymoo_ux,
+    "random": run_random, "greedy": run_greedy, "local": run_local}
 
 
 def run_tool(tool: str, problem: Problem, objective: Objective, table: np.ndarray, budget: int, seed: int,
@@ -617,18 +624,16 @@ def discussion(frame, runs, notes) -> List[str]:
            + " times, at budgets " + ", ".join(sorted({f"{x['pct']:g}%" for x in worse}))
            if worse else "") + ".")
     if worse:
-        per_gen = ours.fitness_calls / ours.generations
+        per_gen = float((ours.fitness_calls / ours.generations).mean())
+        smallest = int(frame[frame.budget_pct == min(frame.budget_pct)].budget.min())
         lines.append(
             f"- **Small budgets.** graftsearch spends its first {POPULATION} calls on its initial "
-            f"population, {n} of them the single-tap selections (the search issue's rule), and "
-            f"then about {per_gen.mean():.0f} new calls per generation; at "
-            f"{frame[frame.budget_pct == min(frame.budget_pct)].budget.min():,} calls (the "
-            "smallest budget) that is a few generations. Single taps sit at the low-accuracy end "
-            "of the front; a tool that walks from them (greedy, local search) or that models the "
-            "whole space (TPE) is closer to the front sooner.")
-    for tool, part in (("graftsearch+local", f"local_search={LOCAL_PLACES} (of {POPULATION} places "
-                        "per generation to unevaluated one-bit neighbours of the front)"),
-                       ("graftsearch-random-init", "initial='random' (no single-tap rule)")):
+            f"population, {n} of them the single-tap selections (the search issue's rule), then "
+            f"about {per_gen:.0f} new calls per generation: at {smallest:,} calls (the smallest "
+            f"budget here) that is {max(0.0, (smallest - POPULATION) / per_gen):.1f} generations "
+            "after the initial population.")
+    for tool, (_, part) in ABLATION_PARTS.items():
+        part = part.format(population=POPULATION)
         mine = [x for x in every if x["tool"] == tool]
         if not mine:
             continue
@@ -664,6 +669,16 @@ def discussion(frame, runs, notes) -> List[str]:
         "archive every generation.")
     lines.append("")
     return lines
+
+
+def _greedy_ends(runs) -> str:
+    """How often greedy stopped (its restarts spent) before the budget, from the runs."""
+    g = runs[runs.tool == "greedy"]
+    if not len(g):
+        return ""
+    short = int((g.fitness_calls < g.budget).sum())
+    return (f"`greedy` ends when its restarts do: in {short} of its {len(g)} runs before the "
+            "budget was spent.")
 
 
 def _mlp_seconds() -> str:
@@ -779,7 +794,7 @@ def markdown(frame, runs, notes, *, command: str, seeds: int, elapsed: float) ->
               "convergence.csv, checkpoint.pkl after every generation); it makes the same calls (checked). "
               "`random` draws distinct selections and `greedy` and `local` remember their evaluations, so "
               "none of them asks twice; graftsearch's duplicate asks are archive hits (answered from the "
-              "archive, no call). `greedy` ends when its 201 restarts do, often before the budget.", ""]
+              "archive, no call). " + _greedy_ends(runs), ""]
     return "\n".join(lines)
 
 

@@ -165,6 +165,13 @@ class Archive:
             return True
         return self._cost(bits).metric(self.settings.size_metric) <= self.settings.size_max  # type: ignore[operator]
 
+    def size_of(self, bits: str) -> float:
+        """The size of ``bits`` in the search's size metric (exact, without a fitness call)."""
+        cost = self._costs.get(bits)
+        if cost is None:  # not kept: screened candidates are mostly never evaluated
+            cost = self.taps.cost(from_bits(bits, len(self.taps)), self.head)
+        return float(cost.metric(self.settings.size_metric))
+
     def _cost(self, bits: str) -> Cost:
         cost = self._costs.get(bits)
         if cost is None:

@@ -35,6 +35,8 @@ from graftsearch.optimize._result import (Pick, SearchResult, feasible_front, fr
 from graftsearch.optimize._runfiles import RunFiles
 from graftsearch._utils.seeding import derive_seed
 from graftsearch.optimize._settings import SearchSettings
+from graftsearch.optimize._surrogate import (MIN_RECORDS, SCREENED_SHARE, RidgeSurrogate,
+                                             screen_order)
 from graftsearch.taps._records import INT8_HINT, TapList
 from graftsearch.optimize._variation import (SearchRandom, flip_neighbours, initial_population,
                                             make_offspring, space_size)
@@ -257,14 +259,51 @@ class _Run:
             k = min(self.pop_size, self.space - len(self.population))
             with self.rng.active() as rng:
                 local = self._local_step(min(self.settings.local_search, k), rng)
-                children = local + make_offspring(
-                    self._parents(), k - len(local), crossover=self.settings.crossover,
-                    cx_prob=self.settings.cx_prob, mut_prob=self.settings.mut_prob,
-                    indpb=self.indpb, rng=rng, evaluated=self.archive.keys(), taken=set(local))
+                children = local + self._offspring(k - len(local), rng, taken=set(local))
             new = self.archive.evaluate(children, evaluator, generation=g, budget=self._budget())
             members = [b for b, _, _ in self.population] + [b for b in children if b in self.archive]
             self._select(members)
             self._finish_generation(g, new)
+
+    def _offspring(self, k: int, rng, *, taken: set) -> List[str]:
+        """``k`` offspring; with ``screen`` >= 2, ``screen`` x ``k`` are bred (fewer where the
+        space runs out), half the places go to the best of them by the surrogate's optimistic P
+        and their exact sizes (see :mod:`._surrogate`), the rest to the others in the order
+        bred; ``screen`` 0 or 1 breeds ``k`` as usual."""
+        s = self.settings
+
+        def breed(m: int) -> List[str]:
+            return make_offspring(self._parents(), m, crossover=s.crossover, cx_prob=s.cx_prob,
+                                  mut_prob=s.mut_prob, indpb=self.indpb, rng=rng,
+                                  evaluated=self.archive.keys(), taken=taken)
+
+        if s.screen <= 1 or k <= 0:
+            return breed(k)
+        known = [r for r in self.archive.records() if r.trained and not r.failed]
+        if len(known) < MIN_RECORDS:
+            return breed(k)
+        # the pool must fit beside the population and the local step's picks: breeding stops
+        # only when it has that many distinct children
+        pool = breed(min(k * s.screen, self.space - len(self.population) - len(taken)))
+        fresh = [b for b in pool if b not in self.archive]
+        if len(fresh) <= k:  # nothing to choose between: the rest in the order bred
+            return fresh + [b for b in pool if b in self.archive][:k - len(fresh)]
+        model = RidgeSurrogate([r.bits for r in known], [r.val_accuracy for r in known])
+        predicted = []
+        for bits, p in zip(fresh, model.optimistic(fresh)):
+            size = self.archive.size_of(bits)
+            predicted.append((bits, float(p), size, float(s.violation(float(p), size))))
+        members = []
+        for bits, _, _ in self.population:
+            r = self.archive[bits]
+            members.append((bits, r.val_accuracy, r.size(s.size_metric), r.violation))
+        # half the places by the model, half as bred: screening every place converged early
+        # (peers benchmark problems, measured), as a model fitted on its own picks narrows
+        k_s = max(1, int(round(k * SCREENED_SHARE)))
+        chosen = screen_order(predicted, members)[:k_s]
+        picked = set(chosen)
+        rest = [i for i in range(len(fresh)) if i not in picked][:k - k_s]
+        return [fresh[i] for i in chosen] + [fresh[i] for i in rest]
 
     def _local_step(self, k: int, rng) -> List[str]:
         """Up to ``k`` unevaluated one-bit-flip neighbours of the front (best pick first; the

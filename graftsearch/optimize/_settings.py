@@ -85,6 +85,12 @@ def parse_size(value: SizeLike, metric: str, *, name: str = "size_max") -> float
 
 
 
+#: Search settings added after searches were already being saved, with the value those
+#: searches ran with: a checkpoint or run directory without one resumes as it started, whatever
+#: the default has become.
+BEFORE_ADDED: Dict[str, Any] = {"initial": "singles", "local_search": 0, "screen": 0}
+
+
 @dataclass(frozen=True, kw_only=True)
 class SearchSettings:
     """How the NSGA-II search runs.
@@ -112,7 +118,11 @@ class SearchSettings:
     selection, then random ones) or ``"random"``. ``local_search`` (default 0: off) gives up to
     that many of each generation's places to the one-bit-flip neighbours, not yet evaluated, of
     the front's members, best pick first (a memetic step: the rest of the generation is bred as
-    usual).
+    usual). ``screen`` (default 4; 0 or 1: off) breeds that many times as many offspring as
+    there are places and gives half the places to those a surrogate (ridge regression of P on
+    taps and pairs of taps, fitted on the evaluations so far; sizes are exact) ranks best by
+    NSGA-II's own survival rule, the other half to the rest as bred: fitness calls go where the
+    front is predicted to move.
 
     Termination, whichever comes first: ``generations`` after the initial population,
     ``max_evaluations`` fitness calls (selections rejected on size alone are free),
@@ -145,6 +155,7 @@ class SearchSettings:
     crossover: str = field(default="uniform", metadata={"choices": CROSSOVERS})
     initial: str = field(default="singles", metadata={"choices": INITIALS})
     local_search: int = 0
+    screen: int = 4
     cx_prob: float = 0.9
     mut_prob: float = 1.0
     indpb: Optional[float] = None
@@ -194,6 +205,7 @@ class SearchSettings:
         self._int("stagnation", 1, optional=True)
         self._int("checkpoint_every", 1)
         self._int("local_search", 0)
+        self._int("screen", 0)
         if self.max_seconds is not None:
             if not is_real(self.max_seconds) or self.max_seconds <= 0:
                 raise ParameterError(param_message("max_seconds", "a positive number of seconds or None",
@@ -261,8 +273,12 @@ class SearchSettings:
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "SearchSettings":
+        """Settings as :meth:`as_dict` wrote them; a setting added since reads as the value such
+        a search ran with (:data:`BEFORE_ADDED`), so an old checkpoint resumes as it started."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in BEFORE_ADDED.items() if k not in data}
+        values.update({k: v for k, v in data.items() if k in known})
+        return cls(**values)
 
     def differences(self, other: "SearchSettings", *, ignore=RESUMABLE_CHANGES) -> Dict[str, tuple]:
         """Settings that differ from ``other`` (except those a resumed run may change)."""

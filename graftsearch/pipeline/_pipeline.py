@@ -17,7 +17,7 @@ from graftsearch._utils.atomic import write_json
 from graftsearch._utils.errors import (DataError, DonorError, GraftSearchError, ParameterError,
                                       SearchError, param_message)
 from graftsearch._utils.progress import ProgressCallback, report
-from graftsearch.pipeline._settings import (RunSettings, cache_kwargs, prepare_data, relative_size,
+from graftsearch.pipeline._settings import (BEFORE_ADDED, RunSettings, cache_kwargs, prepare_data, relative_size,
                                           resolve_size_max)
 from graftsearch.optimize._runfiles import CHECKPOINT, EVALUATIONS, versions
 from graftsearch.optimize._settings import RESUMABLE_CHANGES
@@ -79,7 +79,9 @@ def _check_run_dir(run_dir: Path, settings: RunSettings) -> None:
     old = dict(stored["settings"])
     import dataclasses
 
-    for f in dataclasses.fields(settings):  # a setting added since the run read as its default
+    for k, v in BEFORE_ADDED.items():  # a setting added since: the value that run had
+        old.setdefault(k, v)
+    for f in dataclasses.fields(settings):  # any other setting added since: its default
         if f.name not in old and f.default is not dataclasses.MISSING:
             old[f.name] = f.default
     if isinstance(old.get("quantize"), bool):  # written before the int8 modes existed

@@ -54,11 +54,14 @@ from graftsearch.features._options import DTYPES, CacheOptions
 from graftsearch.fitness._settings import FITNESS_KINDS, FastSettings, MLPSettings
 from graftsearch.graft import FinalSettings
 from graftsearch.graft._settings import QUANTIZE_MODES
-from graftsearch.optimize._settings import SearchSettings
+from graftsearch.optimize._settings import BEFORE_ADDED as SEARCH_BEFORE_ADDED, SearchSettings
 from graftsearch.taps._head import HeadSpec
 from graftsearch.training._schedule import PAPER_SCHEDULE, TrainSchedule
 
 GROUPS = ("donor", "data", "head", "cache", "fitness", "search", "final", "run")
+#: Settings added after run directories were already being written, with the value those runs
+#: had (a run directory without one resumes as it started, whatever the default has become).
+BEFORE_ADDED: Dict[str, Any] = {**SEARCH_BEFORE_ADDED, "proxy_folds": 1}
 DEMO_DATA = "demo:digits"
 #: The cap on epochs of ``cultivate="auto"``; early stopping usually ends cultivation sooner.
 AUTO_CULTIVATE_EPOCHS = 8
@@ -405,6 +408,9 @@ class RunSettings:
                                       "then random ones) or random")
     local_search: int = _setting("search", "places per generation given to unevaluated one-bit "
                                            "neighbours of the front (0: off)")
+    screen: int = _setting("search", "breed this many times as many offspring as places; half "
+                                     "the places go to those a surrogate of P ranks best (0 or "
+                                     "1: off)")
     cx_prob: float = _setting("search", "crossover probability")
     mut_prob: float = _setting("search", "probability that an offspring is mutated")
     indpb: Optional[float] = _setting("search", "bit-flip probability (unset: 1 / number of "
@@ -659,7 +665,10 @@ def read_config(path) -> Dict[str, Any]:
                 f"The config file '{p}' holds the settings of a search started from Python "
                 "(graftsearch.search or graftsearch.run_search), not of `graftsearch run`. "
                 "Resume it by calling the same function again with the same run_dir.")
-        data = data.get("settings", data)
+        if isinstance(data.get("settings"), dict):  # a run directory's: it resumes as it started
+            data = {**BEFORE_ADDED, **data["settings"]}
+        else:
+            data = data.get("settings", data)
     if not isinstance(data, dict):
         raise ParameterError(param_message("config", "a table of settings", Described(type(data).__name__)))
     return data

@@ -33,10 +33,12 @@ def input_format(module: nn.Module, images: torch.Tensor) -> torch.memory_format
     modes = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
-        with torch.inference_mode():
+        # no_grad, not inference_mode: a module that caches a tensor on its first call must
+        # be able to use it in training afterwards
+        with torch.no_grad():
             module(images[:1].contiguous(memory_format=torch.channels_last))
         return torch.channels_last
-    except RuntimeError:
+    except Exception:  # any failure on channels-last: the contiguous pass reports real errors
         return torch.contiguous_format
     finally:
         for m, mode in modes:
@@ -47,8 +49,8 @@ class BatchFormat:
     """The memory format of every batch of one pass over a loader, chosen on the first batch.
 
     Called on a batch (training), it probes the module once with :func:`input_format`;
-    :meth:`infer` (inference, where a pass changes nothing) tries the batch itself channels-last
-    and falls back to the contiguous format, so no image is run twice.
+    :meth:`infer` (inference, where a pass changes nothing) tries the first batch itself
+    channels-last and falls back to the contiguous format (running that batch again only then).
     """
 
     def __init__(self, module: nn.Module) -> None:
@@ -69,7 +71,7 @@ class BatchFormat:
                 out = run(images.contiguous(memory_format=torch.channels_last))
                 self.format = torch.channels_last
                 return out
-            except RuntimeError:
+            except Exception:  # the contiguous run below reports a real error
                 self.format = torch.contiguous_format
         return run(self(images))
 

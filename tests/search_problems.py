@@ -193,3 +193,32 @@ class ThreadsFitness(InfoFitness):
         ev = super().evaluate(selection)
         return Evaluation(val_accuracy=ev.val_accuracy, val_loss=ev.val_loss,
                           extras={"threads": float(torch.get_num_threads()), "pid": float(os.getpid())})
+
+
+class _Stop(Exception):
+    pass
+
+
+def objective_limit(taps, head, objective: str) -> dict:
+    """The SearchSettings fields of ``objective`` for the shared resume tests: P >= 0.5, or at
+    most the size of tap 8 alone."""
+    if objective == "min-size":
+        return dict(p_min=0.5)
+    return dict(objective="max-accuracy", size_max=taps.cost([8], head).params, p_min=None)
+
+
+def stop_then_resume(taps, head, fitness_factory, settings, run_dir, generation: int,
+                     between=None):
+    """Run a search into ``run_dir`` that is interrupted once ``generation`` is written (then
+    ``between(run_dir)`` runs, when given), then resume it there; returns the resumed result."""
+    import pytest
+
+    def stop(p):
+        if p.stage == "search" and p.info["generation"] == generation:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        gs.run_search(taps, head, fitness_factory(), settings, run_dir=run_dir, progress=stop)
+    if between is not None:
+        between(run_dir)
+    return gs.run_search(taps, head, fitness_factory(), settings, run_dir=run_dir)

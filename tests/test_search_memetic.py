@@ -12,7 +12,7 @@ import pytest
 import graftsearch as gs
 from graftsearch.fitness._evaluation import Evaluation
 from graftsearch.optimize._variation import flip_neighbours
-from search_problems import InfoFitness, make_taps, strip_time
+from search_problems import InfoFitness, make_taps, objective_limit, stop_then_resume, strip_time
 
 CHANNELS = [8, 8, 16, 16, 32, 32, 64, 64, 96, 128]
 
@@ -124,19 +124,9 @@ def test_a_resumed_run_with_a_wide_local_step_equals_an_uninterrupted_one(tmp_pa
     """local_search as large as the population: right after a resume the step must take its
     sources from the feasible front, as the uninterrupted run does (not from the closest)."""
     taps, head = make_taps(CHANNELS), gs.HeadSpec(num_classes=5, hidden=16)
-    limit = dict(p_min=0.5) if objective == "min-size" else dict(
-        objective="max-accuracy", size_max=taps.cost([8], head).params, p_min=None)
-    settings = _settings(local_search=12, **limit)
+    settings = _settings(local_search=12, **objective_limit(taps, head, objective))
     gs.run_search(taps, head, InfoFitness(len(taps)), settings, run_dir=tmp_path / "a")
-
-    def stop(p):
-        if p.stage == "search" and p.info["generation"] == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        gs.run_search(taps, head, InfoFitness(len(taps)), settings, run_dir=tmp_path / "b",
-                      progress=stop)
-    gs.run_search(taps, head, InfoFitness(len(taps)), settings, run_dir=tmp_path / "b")
+    stop_then_resume(taps, head, lambda: InfoFitness(len(taps)), settings, tmp_path / "b", 2)
     for name in ("evaluations.csv", "pareto.csv"):
         assert strip_time(tmp_path / "a" / name) == strip_time(tmp_path / "b" / name)
 

@@ -13,7 +13,7 @@ import pytest
 import graftsearch as gs
 from graftsearch.optimize._surrogate import (MIN_RECORDS, RidgeSurrogate, _ALPHAS, _features,
                                              screen_order)
-from search_problems import InfoFitness, make_taps, strip_time
+from search_problems import InfoFitness, make_taps, objective_limit, stop_then_resume, strip_time
 
 CHANNELS = [8, 8, 16, 16, 32, 32, 64, 64, 96, 128]
 
@@ -96,29 +96,19 @@ def _settings(**kw):
                                      screen=4) | kw))
 
 
-class Stop(Exception):
-    pass
-
-
 @pytest.mark.parametrize("objective", ["min-size", "max-accuracy"])
 def test_with_the_screen_a_run_repeats_and_resumes_exactly(tmp_path, objective):
     taps, head = make_taps(CHANNELS), gs.HeadSpec(num_classes=5, hidden=16)
-    limit = dict(p_min=0.5) if objective == "min-size" else dict(
-        objective="max-accuracy", size_max=taps.cost([8], head).params, p_min=None)
+    limit = objective_limit(taps, head, objective)
     settings = _settings(**limit)
     full = gs.run_search(taps, head, InfoFitness(len(taps)), settings, run_dir=tmp_path / "a")
     gs.run_search(taps, head, InfoFitness(len(taps)), settings, run_dir=tmp_path / "c")
     assert strip_time(tmp_path / "a" / "evaluations.csv") == strip_time(tmp_path / "c" / "evaluations.csv")
+    def stopped_at_3(run_dir):
+        assert pickle.loads((run_dir / "checkpoint.pkl").read_bytes())["generation"] == 3
 
-    def stop(p):
-        if p.stage == "search" and p.info["generation"] == 3:
-            raise Stop
-
-    with pytest.raises(Stop):
-        gs.run_search(taps, head, InfoFitness(len(taps)), settings, run_dir=tmp_path / "b",
-                      progress=stop)
-    assert pickle.loads((tmp_path / "b" / "checkpoint.pkl").read_bytes())["generation"] == 3
-    gs.run_search(taps, head, InfoFitness(len(taps)), settings, run_dir=tmp_path / "b")
+    stop_then_resume(taps, head, lambda: InfoFitness(len(taps)), settings, tmp_path / "b", 3,
+                     between=stopped_at_3)
     for name in ("evaluations.csv", "pareto.csv"):
         assert strip_time(tmp_path / "a" / name) == strip_time(tmp_path / "b" / name)
     bits = [r.bits for r in full.records]

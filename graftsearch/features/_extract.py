@@ -150,6 +150,7 @@ def extract_chunks(trunk: nn.Module, dataset: ImageDataset, chunks: Sequence[Chu
     chunk_dir.mkdir(parents=True, exist_ok=True)
     n_taps = len(channels)
     np_dtype = np.dtype(dtype)
+    formatted = BatchFormat(trunk)  # chosen once, on the first batch of the first split
     for split in SPLITS:
         todo = [c for c in chunks if c.split == split]
         if not todo:
@@ -163,7 +164,6 @@ def extract_chunks(trunk: nn.Module, dataset: ImageDataset, chunks: Sequence[Chu
         labels: List[np.ndarray] = []
         errors: List[str] = []
         filled = 0
-        formatted = BatchFormat(trunk)
         for x, y, pos, err in loader:
             feats = formatted.infer(lambda batch: forward_gap(trunk, batch, n_taps),
                                     x.to(device, non_blocking=True))

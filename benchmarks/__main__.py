@@ -2,7 +2,7 @@
 
 ``python -m benchmarks`` runs, one after the other and each in a fresh process (so that one
 benchmark's threads, imports and memory cannot disturb the next): ``cache_extraction``,
-``fitness_proxies``, ``search_quality``, ``graft_vs_donor``, ``peers``, ``grafting`` (whose runs
+``fitness_proxies``, ``search_quality``, ``graft_vs_donor``, ``peers``, ``peers_cost``, ``grafting`` (whose runs
 are the worked example's, ``examples/plant_seedlings.py``: they fill the paper-vs-ours table),
 ``quantization`` (int8 copies of those runs' grafts and donors), ``cultivation``, ``startup`` and
 ``proxy_truth``.
@@ -36,7 +36,7 @@ BENCH = ROOT / "benchmarks"
 RESULTS = BENCH / "results"
 DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
 ORDER = ("cache_extraction", "fitness_proxies", "search_quality", "graft_vs_donor", "peers",
-         "grafting", "quantization", "cultivation", "startup", "proxy_truth")
+         "peers_cost", "grafting", "quantization", "cultivation", "startup", "proxy_truth")
 FULL_ARGS: Dict[str, List[str]] = {
     "cache_extraction": ["--reps", "2"],  # ABBA: baseline, cache, cache, baseline
     # 200 selections (the fitness issue's minimum); 15 for the settings table, which chose the
@@ -44,7 +44,8 @@ FULL_ARGS: Dict[str, List[str]] = {
     "fitness_proxies": ["--selections", "200", "--settings-selections", "15"],
     "search_quality": [],
     "graft_vs_donor": ["--runs", "50", "--warmup", "10", "--threads", "1"],
-    "peers": [],
+    "peers": ["--jobs", "2"],  # one process per problem, two at a time
+    "peers_cost": ["--jobs", "2"],
     "grafting": ["--seeds", "0,1,2", "--threads", "2"],
     # the grafting runs' grafts and donors (seeds without a finished run are listed as missing)
     "quantization": ["--seeds", "0,1,2", "--threads", "1"],
@@ -58,6 +59,7 @@ QUICK_ARGS: Dict[str, List[str]] = {
     "search_quality": ["--quick"],
     "graft_vs_donor": ["--runs", "2", "--warmup", "1", "--no-int8"],
     "peers": ["--quick"],
+    "peers_cost": ["--quick"],
     "grafting": ["--quick"],
     "quantization": ["--quick"],
     "cultivation": ["--quick"],
@@ -66,6 +68,7 @@ QUICK_ARGS: Dict[str, List[str]] = {
 }
 NEEDS_DATA = ("cache_extraction", "grafting", "quantization", "cultivation")
 TITLES = {"peers": "Peers: graftsearch vs Optuna (NSGA-II, TPE), pymoo, random search, greedy, local search, the manual pick",
+          "peers_cost": "Peers at mlp cost: wall-clock time to 0.95 and 0.99 of the exhaustive hypervolume",
           "search_quality": "Search quality: NSGA-II vs random search and greedy forward selection",
           "fitness_proxies": "Fitness proxies", "cache_extraction": "Cache extraction",
           "graft_vs_donor": "Graft vs donor at inference",

@@ -139,8 +139,11 @@ class TableFitness(gs.Fitness):
         return self._key
 
 
-def real_problem(n_taps: int = 14) -> Problem:
-    """Plant seedlings through EfficientNet-Lite0 (ImageNet) at 128 px, taps 1..``n_taps``."""
+def real_problem(n_taps: int = 14, *, indices: Optional[Sequence[int]] = None, fitness: str = FITNESS,
+                 name: str = "plant-seedlings") -> Problem:
+    """Plant seedlings through EfficientNet-Lite0 (ImageNet) at 128 px, taps 1..``n_taps`` (or
+    the taps ``indices``); ``fitness`` ``"mlp"``: graftsearch's ``mlp`` proxy (its defaults,
+    seed 0) instead of :func:`make_probe`'s ``fast``."""
     from graftsearch.features._cache import build_cache
     from graftsearch.data._sources import load_dataset
 
@@ -148,16 +151,26 @@ def real_problem(n_taps: int = 14) -> Problem:
     dataset = load_dataset(f"folder:{DATA}")
     cache = build_cache(donor, dataset, image_size=128)
     full = cache.taps
-    indices = list(range(1, n_taps + 1))
+    indices = list(indices) if indices is not None else list(range(1, n_taps + 1))
     taps = subspace(full, indices)
     train = [np.asarray(cache.features("train", i)) for i in indices]
     val = [np.asarray(cache.features("val", i)) for i in indices]
-    probe = make_probe(taps, cache.classes, train, cache.labels("train"), val, cache.labels("val"))
+    if fitness == FITNESS:
+        probe = make_probe(taps, cache.classes, train, cache.labels("train"), val, cache.labels("val"))
+    else:
+        from graftsearch.features._source import ArrayFeatures
+
+        source = ArrayFeatures(taps, cache.classes, {"train": train, "val": val},
+                               {"train": cache.labels("train"), "val": cache.labels("val")})
+        probe = gs.make_fitness(fitness, source, seed=0)
     manual = tuple(taps.index_of(n) for n in LITE0_MANUAL)
     head = gs.HeadSpec(num_classes=len(cache.classes))
-    return Problem("plant-seedlings", taps, head, probe, manual,
+    span = (f"taps 1-{len(indices)}" if indices == list(range(1, len(indices) + 1))
+            else f"taps {indices[0]}-{indices[-1]}" if indices == list(range(indices[0], indices[-1] + 1))
+            else "taps " + ",".join(map(str, indices)))
+    return Problem(name, taps, head, probe, manual,
                    f"EfficientNet-Lite0 (ImageNet) at 128 px on plant-seedlings ({cache.n_images('train')} "
-                   f"train / {cache.n_images('val')} val images), taps 1-{n_taps} of {len(full)}")
+                   f"train / {cache.n_images('val')} val images), {span} of {len(full)}")
 
 
 SYNTHETIC_CHANNELS = (16, 16, 24, 24, 40, 40, 64, 64, 80, 80, 112, 112, 160, 160)

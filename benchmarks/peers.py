@@ -4,9 +4,10 @@ Every tool searches the same problem with the same fitness, behind the same eval
 with the same budget of distinct evaluations:
 
 - ``graftsearch``: :func:`graftsearch.run_search` with its defaults (constrained domination,
-  archive, uniform crossover 0.9, bit-flip 1/n, population 32, the surrogate screen of
-  offspring ``screen=4``, no refinement), in process; ablation rows change one part each
-  (``ABLATION_PARTS``: no screen, a local step, a random first population);
+  archive, uniform crossover 0.9, bit-flip 1/n, population 32, a random first population, the
+  local step on 8 places, the surrogate screen of offspring ``screen=8``, no refinement), in
+  process; ablation rows change one part each (``ABLATION_PARTS``: no screen, the screen at 4,
+  no local step, the single-tap first population);
 - ``optuna``: ``NSGAIISampler(population_size=32)`` with the constraint set on each trial
   (``trial.set_constraint``; Optuna < 5: ``constraints_func``), one boolean categorical
   parameter per tap, directions (maximise P, minimise params), in-memory storage;
@@ -39,7 +40,8 @@ and times every distinct evaluation. So every tool sees identical numbers, a fit
 microseconds, and each tool's own overhead (wall time minus the time spent inside the fitness)
 is isolated.
 
-Budget: B distinct evaluations at 1%, 2%, 5%, 10% of the 2^n - 1 selections. Each tool runs
+Budget: B distinct evaluations at 1%, 2%, 5%, 10% of the 2^n - 1 selections (per problem
+``PROBLEM_PCTS`` may keep fewer: resnet-shape's 2^16 space to 5%). Each tool runs
 once per seed at the largest budget; the smaller budgets are prefixes of its sequence of
 distinct evaluations (none of these tools looks at the budget before it is spent, so a run with
 budget b makes exactly the first b of them; tests check it). The exception: the two Optuna
@@ -63,7 +65,8 @@ Measured per problem, objective and seed:
 - asks: selections the tool asked for, those asked before (duplicates), those answered without
   training (empty or over ``size_max``), and repeats answered by the cache.
 
-Usage: ``python -m benchmarks.peers [--seeds 10] [--quick] [--out DIR]``. Writes
+Usage: ``python -m benchmarks.peers [--seeds 10] [--problems A,B] [--jobs N] [--quick] [--out DIR]``
+(``--jobs``: problems in that many processes at once). Writes
 ``peers.csv`` (per budget), ``peers_runs.csv`` (per run) and ``peers.md``.
 """
 
@@ -98,15 +101,19 @@ from graftsearch.fitness._evaluation import Evaluation  # noqa: E402
 
 BUDGET_PCTS = (1, 2, 5, 10)
 QUICK_BUDGET_PCTS = (5, 10, 20)
-LOCAL_PLACES = 8  # graftsearch+local: local_search=8 of the 32 places of each generation
+# resnet-shape's 2^16 space: 10% would be 6,554 distinct evaluations, and Optuna's NSGA-II (whose
+# cost per trial grows with the trials) up to 5x as many trials per run; 5% is the budget the
+# >= 5% target is checked at
+PROBLEM_PCTS = {"resnet-shape": (1, 2, 5)}
 # graftsearch with one part changed (ablation rows): not peers, left out of the targets;
 # each is (its SearchSettings changes, what the page calls the change)
 ABLATION_PARTS = {
     "graftsearch-no-screen": ({"screen": 0}, "screen=0 (no surrogate: every offspring as bred)"),
-    "graftsearch+local": ({"local_search": LOCAL_PLACES},
-                          f"local_search={LOCAL_PLACES} (of {{population}} places per generation "
-                          "to unevaluated one-bit neighbours of the front; the screen on)"),
-    "graftsearch-random-init": ({"initial": "random"}, "initial='random' (no single-tap rule)"),
+    "graftsearch-screen4": ({"screen": 4}, "screen=4 (4x as many offspring bred as places, not 8)"),
+    "graftsearch-no-local": ({"local_search": 0}, "local_search=0 (no places for one-bit neighbours "
+                                                  "of the front)"),
+    "graftsearch-singles": ({"initial": "singles"}, "initial='singles' (every single-tap selection "
+                                                    "in the first population)"),
 }
 ABLATIONS = tuple(ABLATION_PARTS)
 TOOLS = ("graftsearch",) + ABLATIONS + ("optuna", "optuna-tpe", "pymoo", "pymoo-ux", "random",
@@ -122,6 +129,9 @@ TPE_ASKS_PER_CALL = 2
 # take hours; the small budgets are where a user would pick TPE
 TPE_MAX_PCT = 2
 NSGA_ASKS_PER_CALL = 5  # Optuna NSGA-II: at most this many trials per distinct evaluation
+# ...on resnet-shape 2x: measured here, one max-accuracy run to 3,277 distinct evaluations at 5x
+# (16,385 trials, 1,512 distinct evaluations reached) took 314 s, 10 seeds of it most of an hour
+PROBLEM_NSGA_ASKS = {"resnet-shape": 2}
 TPE_MAX_CALLS = 700
 ALPHA = 0.05  # two-sided Mann-Whitney U test of each peer against graftsearch, per budget
 POPULATION = 32
@@ -152,6 +162,10 @@ class Meter(gs.Fitness):
     def __init__(self, table: np.ndarray, key: str, budget: int):
         self.table, self._key, self.budget = table, key, budget
         self.log = np.zeros(budget, dtype=np.int64)
+        # the tool's own time (wall minus fitness) before each distinct evaluation, from
+        # ``started`` (set by run_tool when the tool starts): what peers_cost adds fitness time to
+        self.stamps = np.zeros(budget)
+        self.started = time.perf_counter()
         self.n = 0
         self.repeats = 0
         self.seconds = 0.0
@@ -173,6 +187,7 @@ class Meter(gs.Fitness):
         if self.n >= self.budget:
             raise BudgetSpent()
         self.log[self.n] = mask
+        self.stamps[self.n] = start - self.started - self.seconds
         self.n += 1
         p = self._seen[mask] = float(self.table[mask])
         result = Evaluation(val_accuracy=p, fidelity="table")
@@ -280,7 +295,7 @@ def run_optuna(problem: Problem, objective: Objective, meter: Meter, seed: int,
         # Optuna's NSGA-II repeats itself as it converges, and its cost per trial grows with the
         # trials (measured here: a 1,638-evaluation run of deepweeds-size / max-accuracy spent
         # minutes on repeats): at most NSGA_ASKS_PER_CALL trials per distinct evaluation
-        cap = NSGA_ASKS_PER_CALL * meter.budget
+        cap = PROBLEM_NSGA_ASKS.get(problem.name, NSGA_ASKS_PER_CALL) * meter.budget
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=chosen)
     study.optimize(objective_fn, n_trials=cap, callbacks=[stop])
     return asks
@@ -370,7 +385,7 @@ def run_tool(tool: str, problem: Problem, objective: Objective, table: np.ndarra
         tracemalloc.start()
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
-    start = time.perf_counter()
+    start = meter.started = time.perf_counter()
     asks = RUNNERS[tool](problem, objective, meter, seed, **kwargs)
     wall = time.perf_counter() - start
     peak = None
@@ -418,7 +433,8 @@ def measure(problems: Sequence[Problem], seeds: int, pcts: Sequence[float], log=
         every = list(range(1, 2**problem.n))
         manual = mask_of(problem.manual)
         objectives = (Objective.min_size(float(table[manual])), Objective.max_accuracy(problem.size(manual)))
-        budgets = {pct: budget_of(pct, problem) for pct in pcts}
+        budgets = {pct: budget_of(pct, problem) for pct in pcts
+                   if pct in PROBLEM_PCTS.get(problem.name, pcts)}
         top = max(budgets.values())
         for objective in objectives:
             hv_all = hv_of(every, problem, table, objective)
@@ -626,9 +642,12 @@ def discussion(frame, runs, notes) -> List[str]:
     if worse:
         per_gen = float((ours.fitness_calls / ours.generations).mean())
         smallest = int(frame[frame.budget_pct == min(frame.budget_pct)].budget.min())
+        start = gs.SearchSettings().initial
+        rule = (f", {n} of them the single-tap selections" if start == "singles" else
+                f" (initial='{start}')")
         lines.append(
             f"- **Small budgets.** graftsearch spends its first {POPULATION} calls on its initial "
-            f"population, {n} of them the single-tap selections (the search issue's rule), then "
+            f"population{rule}, then "
             f"about {per_gen:.0f} new calls per generation: at {smallest:,} calls (the smallest "
             f"budget here) that is {max(0.0, (smallest - POPULATION) / per_gen):.1f} generations "
             "after the initial population.")
@@ -702,15 +721,18 @@ def _spent(notes) -> str:
     return f"{ms[0]:.0f}" if len(ms) == 1 or round(ms[0]) == round(ms[-1]) else f"{ms[0]:.0f}-{ms[-1]:.0f}"
 
 
-def markdown(frame, runs, notes, *, command: str, seeds: int, elapsed: float) -> str:
-    pcts = sorted(frame.budget_pct.unique())
+def markdown(frame, runs, notes, *, command: str, seeds: int, elapsed: float, jobs: int = 1) -> str:
     lines = ["# Peers: graftsearch vs Optuna (NSGA-II, TPE) vs pymoo vs random, greedy and local "
              "search vs the manual pick", "",
              f"Command: `{command}`  ",
-             f"Machine: {_machine()}; {_versions()}; total {elapsed / 60:.1f} min.  ",
+             f"Machine: {_machine()}; {_versions()}; total {elapsed / 60:.1f} min"
+             + (f"; the problems measured {jobs} at a time, one process each" if jobs > 1 else "") + ".  ",
              f"Seeds: {seeds} (0..{seeds - 1}); population {POPULATION} for the NSGA-IIs; TPE asks at "
              f"most {TPE_ASKS_PER_CALL}x its budget in trials and Optuna's NSGA-II "
-             f"{NSGA_ASKS_PER_CALL}x (a tool that stops on this cap shows fewer calls).  ",
+             f"{NSGA_ASKS_PER_CALL}x"
+             + "".join(f" ({n}: {k}x)" for n, k in PROBLEM_NSGA_ASKS.items()
+                       if any(x["problem"] == n for x in notes))
+             + " (a tool that stops on this cap shows fewer calls).  ",
              f"Fitness: a lookup table of the exhaustive P values of each problem ({FITNESS_TEXT}), "
              "so every tool sees identical numbers and a fitness call costs microseconds: what is timed "
              "is each tool's own overhead. **Every tool's asks go through one evaluation cache; budget = "
@@ -723,6 +745,13 @@ def markdown(frame, runs, notes, *, command: str, seeds: int, elapsed: float) ->
              "Objectives (both from the paper's manual pick: three consecutive taps before a stage "
              "boundary): `min-size` with p_min = P of the manual pick, `max-accuracy` with "
              "size_max = size of the manual pick.", ""]
+    cut = sorted({n["problem"] for n in notes if n["problem"] in PROBLEM_PCTS})
+    if cut:
+        lines += ["Budgets per problem: " + "; ".join(
+            f"{name} to {max(PROBLEM_PCTS[name]):g}% only (its space holds "
+            f"{2**next(n['n'] for n in notes if n['problem'] == name) - 1:,} selections; a larger share "
+            "would run Optuna's NSGA-II, whose cost per trial grows with the trials, for hours)"
+            for name in cut) + ".", ""]
     lines += ["## Targets", ""] + verdicts(frame, runs) + [""]
     for note in notes:
         if note["objective"] == "min-size":
@@ -732,6 +761,7 @@ def markdown(frame, runs, notes, *, command: str, seeds: int, elapsed: float) ->
                       f"P {note['manual_p']:.4f}, {note['manual_size']:,.0f} params.", ""]
         sub = frame[(frame.problem == note["problem"]) & (frame.objective == note["objective"])]
         rsub = runs[(runs.problem == note["problem"]) & (runs.objective == note["objective"])]
+        pcts = sorted(sub.budget_pct.unique())
         limit = (f"p_min {note['limit']:.4f}" if note["objective"] == "min-size"
                  else f"size_max {note['limit']:,.0f} params")
         lines += [f"### {note['problem']}, {note['objective']} ({limit})", "",
@@ -801,6 +831,13 @@ def markdown(frame, runs, notes, *, command: str, seeds: int, elapsed: float) ->
 PROBLEMS = ("plant-seedlings", "deepweeds-size", "resnet-shape")
 
 
+def _measure_one(problem: Problem, seeds: int, pcts: Sequence[float]):
+    import torch
+
+    torch.set_num_threads(1)
+    return measure([problem], seeds, pcts, log=lambda m: print(m, flush=True))
+
+
 def problems_for(quick: bool, log=print, names: Sequence[str] = PROBLEMS) -> List[Problem]:
     if quick:
         return [synthetic_problem(n_taps=9, name="synthetic-9", describe="9 generated taps (quick smoke run)")]
@@ -823,6 +860,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: a 9-tap synthetic problem, 2 seeds, budgets 5/10/20%%")
     parser.add_argument("--out", default=str(RESULTS), help="where the tables go")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="problems measured in this many processes at once (one thread each)")
     parser.add_argument("--problems", default=",".join(PROBLEMS),
                         help=f"comma-separated, of {', '.join(PROBLEMS)} (default: all)")
     args = parser.parse_args(argv)
@@ -835,14 +874,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     unknown = sorted(set(names) - set(PROBLEMS))
     if unknown:
         parser.error(f"unknown problem(s) {unknown}; choose from {', '.join(PROBLEMS)}")
-    frame, runs, notes = measure(problems_for(args.quick, names=names), seeds, QUICK_BUDGET_PCTS if args.quick else BUDGET_PCTS,
-                                 log=lambda m: print(m, flush=True))
+    pcts = QUICK_BUDGET_PCTS if args.quick else BUDGET_PCTS
+    problems = problems_for(args.quick, names=names)
+    if args.jobs > 1 and len(problems) > 1:
+        import pandas as pd
+        from joblib import Parallel, delayed
+
+        # one process per problem (each on one thread): a problem's tools still run side by
+        # side, seed by seed, in its process
+        parts = Parallel(n_jobs=min(args.jobs, len(problems)))(
+            delayed(_measure_one)(p, seeds, pcts) for p in problems)
+        frame = pd.concat([f for f, _, _ in parts], ignore_index=True)
+        runs = pd.concat([r for _, r, _ in parts], ignore_index=True)
+        # the page lists the problems in PROBLEMS' order, whatever order they ran in
+        notes = sorted((n for _, _, ns in parts for n in ns), key=lambda n: PROBLEMS.index(n["problem"])
+                       if n["problem"] in PROBLEMS else len(PROBLEMS))
+    else:
+        frame, runs, notes = measure(problems, seeds, pcts, log=lambda m: print(m, flush=True))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "peers.csv", index=False, float_format="%.6g")
     runs.to_csv(out / "peers_runs.csv", index=False, float_format="%.6g")
     command = " ".join(["python -m benchmarks.peers"] + list(argv if argv is not None else sys.argv[1:]))
-    text = markdown(frame, runs, notes, command=command, seeds=seeds, elapsed=time.perf_counter() - started)
+    text = markdown(frame, runs, notes, command=command, seeds=seeds, elapsed=time.perf_counter() - started,
+                    jobs=min(args.jobs, len(problems)))
     (out / "peers.md").write_text(text + "\n")
     print(text)
     return 0

@@ -89,6 +89,26 @@ def test_meter_answers_repeats_free_and_stops_a_tool_at_its_budget(tiny):
     assert list(meter.calls) == [1, 2]
 
 
+def test_time_to_a_hypervolume_is_the_first_prefix_that_reaches_it(tiny):
+    from benchmarks import peers_cost
+    from benchmarks._problems import hv_of
+
+    problem, table, objectives = tiny
+    for objective in objectives:
+        meter, _, wall, _ = peers.run_tool("graftsearch", problem, objective, table, 40, seed=1)
+        calls = [int(m) for m in meter.calls]
+        # the tool's own time before each evaluation grows and stays within its wall time
+        stamps = meter.stamps[:meter.n]
+        assert (np.diff(stamps) >= 0).all() and 0 <= stamps[0] and stamps[-1] < wall
+        whole = hv_of(calls, problem, table, objective, at_constraint=True)
+        for share in (0.5, 0.9, 1.0):
+            k = peers_cost.first_reaching(calls, problem, table, objective, share * whole)
+            scan = next(j for j in range(1, len(calls) + 1)
+                        if hv_of(calls[:j], problem, table, objective, at_constraint=True) >= share * whole)
+            assert k == scan
+        assert peers_cost.first_reaching(calls, problem, table, objective, whole * 1.01 + 1e-9) is None
+
+
 def test_local_search_finds_the_best_neighbour_of_the_best_single_tap():
     """A hand-made 4-tap problem: P is the number of taps chosen among {1, 2}, minus 0.1 per
     other tap; min-size with p_min 2 is met only by taps {1, 2}, one flip from tap 1 or 2."""
@@ -136,7 +156,7 @@ def quick_run(tmp_path_factory):
 def test_quick_run_writes_every_table_and_leaves_the_reported_ones_alone(quick_run):
     out, proc, before, after = quick_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    names = ["search_quality", "graft_vs_donor", "peers", "startup", "proxy_truth"]
+    names = ["search_quality", "graft_vs_donor", "peers", "peers_cost", "startup", "proxy_truth"]
     has_data = (ROOT.parent / "shared" / "data" / "plant-seedlings" / "images").is_dir()
     if has_data:
         names += ["cache_extraction", "grafting", "quantization", "cultivation"]

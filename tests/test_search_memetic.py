@@ -4,6 +4,7 @@ resume and no-duplicate guarantees."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import random
 
@@ -45,7 +46,8 @@ def test_the_local_step_evaluates_the_missing_neighbour_next():
     from the only feasible pair, which the local step evaluates in generation 1."""
     taps = make_taps([8] * 6)
     head = gs.HeadSpec(num_classes=3, hidden=4)
-    settings = gs.SearchSettings(p_min=1.0, population=6, generations=1, seed=0, local_search=6)
+    settings = gs.SearchSettings(p_min=1.0, population=6, generations=1, seed=0, local_search=6,
+                                 initial="singles")
     result = gs.run_search(taps, head, PairFitness(), settings)
     first = [r for r in result.records if r.generation == 0]
     assert sorted(r.taps for r in first) == [(i,) for i in range(1, 7)]
@@ -102,17 +104,67 @@ def test_the_local_step_stays_within_size_max():
 
 def test_a_random_first_population_holds_no_rule_of_singles():
     taps, head = make_taps(CHANNELS), gs.HeadSpec(num_classes=5, hidden=16)
-    singles = gs.run_search(taps, head, InfoFitness(len(taps)), _settings(generations=0))
-    random_start = gs.run_search(taps, head, InfoFitness(len(taps)),
-                                 _settings(generations=0, initial="random"))
+    singles = gs.run_search(taps, head, InfoFitness(len(taps)), _settings(generations=0, initial="singles"))
+    random_start = gs.run_search(taps, head, InfoFitness(len(taps)), _settings(generations=0))
     assert [r.taps for r in singles.records[:10]] == [(i,) for i in range(1, 11)]
     assert sum(len(r.taps) == 1 for r in random_start.records) < 10
     assert len(random_start.records) == 12
 
 
+class AddFitness(gs.Fitness):
+    """P = the sum of fixed weights of the taps held, capped at 1: tap 3 first, then 5, then 1
+    (the rest add little), so forward selection's path is known."""
+
+    name = "add"
+    weights = {1: 0.2, 2: 0.01, 3: 0.5, 4: 0.02, 5: 0.3, 6: 0.03}
+
+    def evaluate(self, selection):
+        return Evaluation(val_accuracy=min(1.0, sum(self.weights[i] for i in selection)))
+
+    def key(self) -> str:
+        return "add"
+
+
+def test_a_greedy_start_follows_forward_selection_up_to_twice_the_population():
+    taps, head = make_taps([8] * 6), gs.HeadSpec(num_classes=3, hidden=4)
+    settings = gs.SearchSettings(p_min=0.5, population=8, generations=0, seed=0, initial="greedy")
+    asked = [r.taps for r in gs.run_search(taps, head, AddFitness(), settings).records]
+    # every single tap, every pair with tap 3 (the best single), every triple with 3 and 5,
+    # then the first quadruple: the cap of 2 x population = 16 is reached within that step
+    assert asked[:6] == [(i,) for i in range(1, 7)]
+    assert asked[6:11] == [(1, 3), (2, 3), (3, 4), (3, 5), (3, 6)]
+    assert asked[11:15] == [(1, 3, 5), (2, 3, 5), (3, 4, 5), (3, 5, 6)]
+    assert asked[15:] == [(1, 2, 3, 5)]
+
+
+def test_a_greedy_start_stops_where_p_stops_rising_and_fills_the_population_at_random():
+    taps, head = make_taps([8] * 6), gs.HeadSpec(num_classes=3, hidden=4)
+    settings = gs.SearchSettings(p_min=0.5, population=32, generations=0, seed=2, initial="greedy")
+    asked = [r.taps for r in gs.run_search(taps, head, AddFitness(), settings).records]
+    # 1,3,5 reaches P = 1 (the cap): no quadruple raises it, so the path ends after them
+    path = [(i,) for i in range(1, 7)] + [(i, 3) if i < 3 else (3, i) for i in (1, 2, 4, 5, 6)] + \
+        [tuple(sorted((3, 5, i))) for i in (1, 2, 4, 6)] + [tuple(sorted((1, 3, 5, i))) for i in (2, 4, 6)]
+    assert asked[:18] == path
+    assert len(asked) == 32 and len(set(asked)) == 32  # the fill repeats nothing
+
+
+def test_a_greedy_start_stays_within_size_max_and_resumes_exactly(tmp_path):
+    taps, head = make_taps(CHANNELS), gs.HeadSpec(num_classes=5, hidden=16)
+    for objective in ("min-size", "max-accuracy"):
+        settings = _settings(initial="greedy", **objective_limit(taps, head, objective))
+        full = gs.run_search(taps, head, InfoFitness(len(taps)), settings, run_dir=tmp_path / objective / "a")
+        stop_then_resume(taps, head, lambda: InfoFitness(len(taps)), settings, tmp_path / objective / "b", 0)
+        for name in ("evaluations.csv", "pareto.csv"):
+            assert strip_time(tmp_path / objective / "a" / name) == strip_time(tmp_path / objective / "b" / name)
+        if objective == "max-accuracy":
+            assert all(r.params <= settings.size_max for r in full.records if r.trained)
+        first = [r.taps for r in full.records if r.generation == 0]
+        assert all(len(t) == 1 for t in first[:3])
+
+
 @pytest.mark.parametrize("field, value, match", [
     ("local_search", -1, r"'local_search' parameter must be an integer >= 0"),
-    ("initial", "greedy", r"'initial' parameter must be one of 'singles', 'random'"),
+    ("initial", "forward", r"'initial' parameter must be one of 'singles', 'random', 'greedy'"),
 ])
 def test_bad_settings_of_the_optional_parts(field, value, match):
     with pytest.raises(gs.ParameterError, match=match):
@@ -136,12 +188,18 @@ def test_a_run_directory_from_before_these_settings_still_resumes(tmp_path):
 
     from graftsearch.pipeline._pipeline import _check_run_dir
 
-    settings = gs.RunSettings(data="x", donor="efficientnet_lite0", p_min=0.5)
+    # what such a run ran with: the values BEFORE_ADDED names, not today's defaults
+    settings = gs.RunSettings(data="x", donor="efficientnet_lite0", p_min=0.5, initial="singles",
+                              local_search=0, screen=0, proxy_folds=1)
     (tmp_path / "checkpoint.pkl").write_bytes(b"")
     stored = {k: v for k, v in settings.as_dict().items()
-              if k not in ("initial", "local_search", "proxy_folds")}
+              if k not in ("initial", "local_search", "screen", "proxy_folds")}
     (tmp_path / "config.json").write_text(json.dumps({"settings": stored}))
-    _check_run_dir(tmp_path, settings)  # missing settings read as their defaults: no error
+    _check_run_dir(tmp_path, settings)  # missing settings read as the values it ran with
     with pytest.raises(gs.errors.SearchError, match=r"settings differ: local_search \(0 -> 4\)"):
-        _check_run_dir(tmp_path, gs.RunSettings(data="x", donor="efficientnet_lite0", p_min=0.5,
-                                                local_search=4))
+        _check_run_dir(tmp_path, dataclasses.replace(settings, local_search=4))
+    # today's defaults are not what it ran with: `graftsearch resume` continues it as it was
+    with pytest.raises(gs.errors.SearchError,
+                       match=r"initial \('singles' -> 'random'\), local_search \(0 -> None\), "
+                             r"screen \(0 -> 8\).*graftsearch resume"):
+        _check_run_dir(tmp_path, gs.RunSettings(data="x", donor="efficientnet_lite0", p_min=0.5))

@@ -120,6 +120,33 @@ def test_with_the_screen_a_run_repeats_and_resumes_exactly(tmp_path, objective):
     assert [r.bits for r in plain.records] != bits
 
 
+def test_the_model_sees_the_latest_evaluations_only_and_a_resume_still_equals_the_run(tmp_path, monkeypatch):
+    from graftsearch.optimize import _search
+
+    taps, head = make_taps(CHANNELS), gs.HeadSpec(num_classes=5, hidden=16)
+    settings = _settings()
+    wide = gs.run_search(taps, head, InfoFitness(len(taps)), settings)
+    seen = []
+    fit = _search.RidgeSurrogate
+
+    def spy(bits, p):
+        seen.append(list(bits))
+        return fit(bits, p)
+
+    monkeypatch.setattr(_search, "FIT_WINDOW", 20)
+    monkeypatch.setattr(_search, "RidgeSurrogate", spy)
+    narrow = gs.run_search(taps, head, InfoFitness(len(taps)), settings, run_dir=tmp_path / "a")
+    order = [r.bits for r in narrow.records]
+    assert seen and max(len(b) for b in seen) == 20
+    for bits in seen:  # the 20 latest records before each generation's screen, in order
+        end = order.index(bits[-1]) + 1
+        assert bits == [b for b in order[:end] if narrow.records[order.index(b)].trained][-20:]
+    assert [r.bits for r in wide.records] != order  # the window changes what is searched
+    stop_then_resume(taps, head, lambda: InfoFitness(len(taps)), settings, tmp_path / "b", 3)
+    for name in ("evaluations.csv", "pareto.csv"):
+        assert strip_time(tmp_path / "a" / name) == strip_time(tmp_path / "b" / name)
+
+
 def test_with_the_screen_parallel_evaluation_searches_the_same(tmp_path):
     taps, head = make_taps(CHANNELS), gs.HeadSpec(num_classes=5, hidden=16)
     one = gs.run_search(taps, head, InfoFitness(len(taps)), _settings(generations=3))

@@ -35,7 +35,7 @@ from graftsearch.optimize._result import (Pick, SearchResult, feasible_front, fr
 from graftsearch.optimize._runfiles import RunFiles
 from graftsearch._utils.seeding import derive_seed
 from graftsearch.optimize._settings import SearchSettings
-from graftsearch.optimize._surrogate import (MIN_RECORDS, SCREENED_SHARE, RidgeSurrogate,
+from graftsearch.optimize._surrogate import (FIT_WINDOW, MIN_RECORDS, SCREENED_SHARE, RidgeSurrogate,
                                              screen_order)
 from graftsearch.taps._records import INT8_HINT, TapList
 from graftsearch.optimize._variation import (SearchRandom, flip_neighbours, initial_population,
@@ -44,6 +44,8 @@ from graftsearch.optimize._variation import (SearchRandom, flip_neighbours, init
 logger = logging.getLogger("graftsearch")
 
 _GAIN = 1e-12  # smaller changes of hypervolume or violation are rounding, not progress
+# initial='greedy': the forward-selection path may ask for this many times the population
+GREEDY_SHARE = 2
 
 
 def fitness_key(fitness: Fitness) -> str:
@@ -244,10 +246,13 @@ class _Run:
     # -- one generation --------------------------------------------------------------------------
     def run(self, evaluator: Evaluator) -> None:
         if self.generation < 0:
-            with self.rng.active() as rng:
-                start = initial_population(len(self.taps), self.pop_size, rng,
-                                           singles=self.settings.initial == "singles")
-            new = self.archive.evaluate(start, evaluator, generation=0, budget=self._budget())
+            if self.settings.initial == "greedy":
+                start, new = self._greedy_start(evaluator)
+            else:
+                with self.rng.active() as rng:
+                    start = initial_population(len(self.taps), self.pop_size, rng,
+                                               singles=self.settings.initial == "singles")
+                new = self.archive.evaluate(start, evaluator, generation=0, budget=self._budget())
             self._select([b for b in start if b in self.archive])
             self._finish_generation(0, new)
         while True:
@@ -258,12 +263,52 @@ class _Run:
             g = self.generation + 1
             k = min(self.pop_size, self.space - len(self.population))
             with self.rng.active() as rng:
-                local = self._local_step(min(self.settings.local_search, k), rng)
+                local = self._local_step(min(self.settings.local_places, k), rng)
                 children = local + self._offspring(k - len(local), rng, taken=set(local))
             new = self.archive.evaluate(children, evaluator, generation=g, budget=self._budget())
             members = [b for b, _, _ in self.population] + [b for b in children if b in self.archive]
             self._select(members)
             self._finish_generation(g, new)
+
+    def _greedy_start(self, evaluator: Evaluator) -> Tuple[List[str], List[Record]]:
+        """Generation 0 by greedy forward selection: from the empty selection, evaluate every
+        one-tap extension of the current selection (within size_max) and move to the one with
+        the highest P, while P rises and at most ``GREEDY_SHARE`` x population selections have
+        been asked for; then random selections while the population is not full. NSGA-II's
+        survival keeps the best ``population`` of them. Each step's extensions are one batch
+        (evaluated in parallel under ``n_jobs``); no random draw is made until the fill."""
+        n = len(self.taps)
+        cap = min(self.space, GREEDY_SHARE * self.pop_size)
+        asked: List[str] = []
+        new: List[Record] = []
+        current, best = ["0"] * n, -math.inf
+        while len(asked) < cap and (self._budget() is None or self._budget() > 0):
+            steps = []
+            for i in range(n):
+                if current[i] == "0":
+                    bits = "".join(current[:i] + ["1"] + current[i + 1:])
+                    if bits not in self.archive and self.archive.size_feasible(bits):
+                        steps.append(bits)
+            steps = steps[:cap - len(asked)]
+            if not steps:
+                break
+            new += self.archive.evaluate(steps, evaluator, generation=0, budget=self._budget())
+            done = [self.archive[b] for b in steps if b in self.archive]
+            asked += [r.bits for r in done]
+            scored = [r for r in done if r.trained and not r.failed]
+            if not scored:
+                break
+            top = max(scored, key=lambda r: (r.val_accuracy, -r.size(self.settings.size_metric), r.bits))
+            if top.val_accuracy <= best:
+                break
+            current, best = list(top.bits), top.val_accuracy
+        if len(asked) < self.pop_size:
+            with self.rng.active() as rng:
+                fill = [b for b in initial_population(n, self.pop_size, rng, singles=False)
+                        if b not in self.archive][:self.pop_size - len(asked)]
+            new += self.archive.evaluate(fill, evaluator, generation=0, budget=self._budget())
+            asked += [b for b in fill if b in self.archive]
+        return asked, new
 
     def _offspring(self, k: int, rng, *, taken: set) -> List[str]:
         """``k`` offspring; with ``screen`` >= 2, ``screen`` x ``k`` are bred (fewer where the
@@ -288,6 +333,7 @@ class _Run:
         fresh = [b for b in pool if b not in self.archive]
         if len(fresh) <= k:  # nothing to choose between: the rest in the order bred
             return fresh + [b for b in pool if b in self.archive][:k - len(fresh)]
+        known = known[-FIT_WINDOW:]  # records keep evaluation order: the latest
         model = RidgeSurrogate([r.bits for r in known], [r.val_accuracy for r in known])
         predicted = []
         for bits, p in zip(fresh, model.optimistic(fresh)):

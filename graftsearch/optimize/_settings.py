@@ -30,7 +30,7 @@ OBJECTIVES = ("min-size", "max-accuracy")
 CROSSOVERS = ("uniform", "two-point")
 REFINES = ("none", "front", "front+neighbours")
 PICKS = ("best", "one-se")
-INITIALS = ("singles", "random")
+INITIALS = ("singles", "random", "greedy")
 
 _COUNT_SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
 _BYTE_SUFFIX = {"b": 1, "kib": 2**10, "kb": 2**10, "mib": 2**20, "mb": 2**20, "gib": 2**30, "gb": 2**30}
@@ -114,15 +114,18 @@ class SearchSettings:
     (constrained rank, then crowding distance), ``crossover`` ("uniform": each bit swapped with
     probability 0.5, or "two-point") with probability ``cx_prob``, then bit-flip mutation with
     probability ``mut_prob`` flipping each bit with probability ``indpb`` (None: 1 / number of
-    taps). ``initial`` is how the first population starts: ``"singles"`` (every single-tap
-    selection, then random ones) or ``"random"``. ``local_search`` (default 0: off) gives up to
-    that many of each generation's places to the one-bit-flip neighbours, not yet evaluated, of
-    the front's members, best pick first (a memetic step: the rest of the generation is bred as
-    usual). ``screen`` (default 4; 0 or 1: off) breeds that many times as many offspring as
-    there are places and gives half the places to those a surrogate (ridge regression of P on
-    taps and pairs of taps, fitted on the evaluations so far; sizes are exact) ranks best by
-    NSGA-II's own survival rule, the other half to the rest as bred: fitness calls go where the
-    front is predicted to move.
+    taps). ``initial`` is how the first population starts: ``"random"`` (default), ``"singles"``
+    (every single-tap selection, then random ones) or ``"greedy"`` (greedy forward selection's
+    path, up to twice the population, then random ones). ``local_search`` gives up to that many
+    of each generation's places to the one-bit-flip neighbours, not yet evaluated, of the front's
+    members, best pick first (a memetic step: the rest of the generation is bred as usual);
+    None (default) gives a quarter of the population (8 of 32), 0 turns it off. ``screen``
+    (default 8; 0 or 1: off) breeds that many times as many offspring as there are places and
+    gives half the places to those a surrogate (ridge regression of P on taps and pairs of taps,
+    fitted on the latest evaluations; sizes are exact) ranks best by NSGA-II's own survival rule,
+    the other half to the rest as bred: fitness calls go where the front is predicted to move.
+    The defaults of these three were chosen on the peers benchmark
+    (``benchmarks/results/peers.md``, the ablation rows).
 
     Termination, whichever comes first: ``generations`` after the initial population,
     ``max_evaluations`` fitness calls (selections rejected on size alone are free),
@@ -153,9 +156,9 @@ class SearchSettings:
     max_seconds: Optional[float] = None
     stagnation: Optional[int] = None
     crossover: str = field(default="uniform", metadata={"choices": CROSSOVERS})
-    initial: str = field(default="singles", metadata={"choices": INITIALS})
-    local_search: int = 0
-    screen: int = 4
+    initial: str = field(default="random", metadata={"choices": INITIALS})
+    local_search: Optional[int] = None
+    screen: int = 8
     cx_prob: float = 0.9
     mut_prob: float = 1.0
     indpb: Optional[float] = None
@@ -204,7 +207,7 @@ class SearchSettings:
         self._int("max_evaluations", 1, optional=True)
         self._int("stagnation", 1, optional=True)
         self._int("checkpoint_every", 1)
-        self._int("local_search", 0)
+        self._int("local_search", 0, optional=True)
         self._int("screen", 0)
         if self.max_seconds is not None:
             if not is_real(self.max_seconds) or self.max_seconds <= 0:
@@ -251,6 +254,12 @@ class SearchSettings:
         object.__setattr__(self, name, int(value))
 
     # ------------------------------------------------------------------------------------------
+    @property
+    def local_places(self) -> int:
+        """Places per generation of the local step: ``local_search``, or a quarter of the
+        population when it is None."""
+        return self.population // 4 if self.local_search is None else self.local_search
+
     @property
     def size_unit(self) -> str:
         return {"params": "params", "size_mib": "MiB", "macs": "MACs",

@@ -404,10 +404,12 @@ class RunSettings:
     stagnation: Optional[int] = _setting("search", "stop after this many generations without "
                                                    "hypervolume gain")
     crossover: str = _setting("search", "crossover operator")
-    initial: str = _setting("search", "first population: singles (every single-tap selection, "
-                                      "then random ones) or random")
-    local_search: int = _setting("search", "places per generation given to unevaluated one-bit "
-                                           "neighbours of the front (0: off)")
+    initial: str = _setting("search", "first population: random, singles (every single-tap "
+                                      "selection, then random ones) or greedy (forward "
+                                      "selection's path, then random ones)")
+    local_search: Optional[int] = _setting("search", "places per generation given to unevaluated "
+                                                     "one-bit neighbours of the front (unset: a "
+                                                     "quarter of --population; 0: off)")
     screen: int = _setting("search", "breed this many times as many offspring as places; half "
                                      "the places go to those a surrogate of P ranks best (0 or "
                                      "1: off)")

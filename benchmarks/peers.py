@@ -882,8 +882,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         # one process per problem (each on one thread): a problem's tools still run side by
         # side, seed by seed, in its process
+        # the largest space first: it takes longest, and the others share the other processes
         parts = Parallel(n_jobs=min(args.jobs, len(problems)))(
-            delayed(_measure_one)(p, seeds, pcts) for p in problems)
+            delayed(_measure_one)(p, seeds, pcts) for p in sorted(problems, key=lambda p: -p.n))
         frame = pd.concat([f for f, _, _ in parts], ignore_index=True)
         runs = pd.concat([r for _, r, _ in parts], ignore_index=True)
         # the page lists the problems in PROBLEMS' order, whatever order they ran in

@@ -109,7 +109,8 @@ PROBLEM_PCTS = {"resnet-shape": (1, 2, 5)}
 # each is (its SearchSettings changes, what the page calls the change)
 ABLATION_PARTS = {
     "graftsearch-no-screen": ({"screen": 0}, "screen=0 (no surrogate: every offspring as bred)"),
-    "graftsearch-screen4": ({"screen": 4}, "screen=4 (4x as many offspring bred as places, not 8)"),
+    "graftsearch-screen4": ({"screen": 4}, "screen=4 (4x as many offspring bred as places, not "
+                                           "the default's {screen}x)"),
     "graftsearch-no-local": ({"local_search": 0}, "local_search=0 (no places for one-bit neighbours "
                                                   "of the front)"),
     "graftsearch-singles": ({"initial": "singles"}, "initial='singles' (every single-tap selection "
@@ -132,6 +133,7 @@ NSGA_ASKS_PER_CALL = 5  # Optuna NSGA-II: at most this many trials per distinct 
 # ...on resnet-shape 2x: measured here, one max-accuracy run to 3,277 distinct evaluations at 5x
 # (16,385 trials, 1,512 distinct evaluations reached) took 314 s, 10 seeds of it most of an hour
 PROBLEM_NSGA_ASKS = {"resnet-shape": 2}
+NSGA_TRIAL_S = 314  # that measurement (seconds), quoted on the page
 TPE_MAX_CALLS = 700
 ALPHA = 0.05  # two-sided Mann-Whitney U test of each peer against graftsearch, per budget
 POPULATION = 32
@@ -642,7 +644,7 @@ def discussion(frame, runs, notes) -> List[str]:
     if worse:
         per_gen = float((ours.fitness_calls / ours.generations).mean())
         smallest = int(frame[frame.budget_pct == min(frame.budget_pct)].budget.min())
-        start = gs.SearchSettings().initial
+        start = _default("initial")
         rule = (f", {n} of them the single-tap selections" if start == "singles" else
                 f" (initial='{start}')")
         lines.append(
@@ -652,7 +654,7 @@ def discussion(frame, runs, notes) -> List[str]:
             f"budget here) that is {max(0.0, (smallest - POPULATION) / per_gen):.1f} generations "
             "after the initial population.")
     for tool, (_, part) in ABLATION_PARTS.items():
-        part = part.format(population=POPULATION)
+        part = part.format(population=POPULATION, screen=_default("screen"))
         mine = [x for x in every if x["tool"] == tool]
         if not mine:
             continue
@@ -688,6 +690,14 @@ def discussion(frame, runs, notes) -> List[str]:
         "archive every generation.")
     lines.append("")
     return lines
+
+
+def _default(name: str):
+    """graftsearch's default of the SearchSettings field ``name`` (read off the dataclass: a
+    SearchSettings() without p_min is refused)."""
+    import dataclasses
+
+    return next(f.default for f in dataclasses.fields(gs.SearchSettings) if f.name == name)
 
 
 def _greedy_ends(runs) -> str:
@@ -750,7 +760,8 @@ def markdown(frame, runs, notes, *, command: str, seeds: int, elapsed: float, jo
         lines += ["Budgets per problem: " + "; ".join(
             f"{name} to {max(PROBLEM_PCTS[name]):g}% only (its space holds "
             f"{2**next(n['n'] for n in notes if n['problem'] == name) - 1:,} selections; a larger share "
-            "would run Optuna's NSGA-II, whose cost per trial grows with the trials, for hours)"
+            f"would run Optuna's NSGA-II, whose cost per trial grows with the trials, {NSGA_TRIAL_S:.0f} s "
+            f"for one run to 5% at {NSGA_ASKS_PER_CALL}x, measured)"
             for name in cut) + ".", ""]
     lines += ["## Targets", ""] + verdicts(frame, runs) + [""]
     for note in notes:

@@ -109,6 +109,25 @@ def test_time_to_a_hypervolume_is_the_first_prefix_that_reaches_it(tiny):
         assert peers_cost.first_reaching(calls, problem, table, objective, whole * 1.01 + 1e-9) is None
 
 
+def test_the_peers_discussion_names_a_tool_that_beats_graftsearch_and_each_ablation():
+    import pandas as pd
+
+    rows, runs = [], []
+    for seed in range(10):
+        for tool, hv in (("graftsearch", 0.90), ("greedy", 0.95), ("graftsearch-no-screen", 0.85)):
+            rows.append({"problem": "p", "objective": "min-size", "budget_pct": 1, "budget": 100, "tool": tool,
+                         "seed": seed, "hv_c_fraction": hv + seed * 1e-4, "hv_fraction": hv})
+            runs.append({"problem": "p", "objective": "min-size", "tool": tool, "seed": seed,
+                         "fitness_calls": 100, "generations": 4, "overhead_us_per_call": 10.0,
+                         "asks": 120, "cache_repeats": 3})
+    runs.append(dict(runs[0], tool="graftsearch+files"))
+    text = "\n".join(peers.discussion(pd.DataFrame(rows), pd.DataFrame(runs),
+                                      [{"problem": "p", "n": 6, "ms_per_eval": 1.0}]))
+    assert "worse in 1: greedy 1 times, at budgets 1%" in text
+    assert "(initial='random')" in text
+    assert "Ablation `graftsearch-no-screen`**, screen=0" in text and "worse in 1" in text
+
+
 def test_local_search_finds_the_best_neighbour_of_the_best_single_tap():
     """A hand-made 4-tap problem: P is the number of taps chosen among {1, 2}, minus 0.1 per
     other tap; min-size with p_min 2 is met only by taps {1, 2}, one flip from tap 1 or 2."""

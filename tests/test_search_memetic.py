@@ -156,10 +156,21 @@ def test_a_greedy_start_stays_within_size_max_and_resumes_exactly(tmp_path):
         stop_then_resume(taps, head, lambda: InfoFitness(len(taps)), settings, tmp_path / objective / "b", 0)
         for name in ("evaluations.csv", "pareto.csv"):
             assert strip_time(tmp_path / objective / "a" / name) == strip_time(tmp_path / objective / "b" / name)
-        if objective == "max-accuracy":
-            assert all(r.params <= settings.size_max for r in full.records if r.trained)
-        first = [r.taps for r in full.records if r.generation == 0]
-        assert all(len(t) == 1 for t in first[:3])
+        # the path's first step: every single tap within size_max (tap 8 alone is the cap), all
+        # trained, in tap order
+        singles = 10 if objective == "min-size" else 8
+        first = full.records[:singles]
+        assert [r.taps for r in first] == [(i,) for i in range(1, singles + 1)]
+        assert all(r.trained for r in first)
+
+
+def test_a_greedy_start_stops_at_the_evaluation_budget():
+    taps, head = make_taps([8] * 6), gs.HeadSpec(num_classes=3, hidden=4)
+    settings = gs.SearchSettings(p_min=0.5, population=8, generations=3, seed=0, initial="greedy",
+                                 max_evaluations=9)
+    result = gs.run_search(taps, head, AddFitness(), settings)
+    assert [r.taps for r in result.records] == [(i,) for i in range(1, 7)] + [(1, 3), (2, 3), (3, 4)]
+    assert result.stopped_by == "max_evaluations"
 
 
 @pytest.mark.parametrize("field, value, match", [

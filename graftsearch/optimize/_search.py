@@ -39,7 +39,7 @@ from graftsearch.optimize._surrogate import (FIT_WINDOW, MIN_RECORDS, SCREENED_S
                                              screen_order)
 from graftsearch.taps._records import INT8_HINT, TapList
 from graftsearch.optimize._variation import (SearchRandom, flip_neighbours, initial_population,
-                                            make_offspring, space_size)
+                                            make_offspring, random_bits, space_size)
 
 logger = logging.getLogger("graftsearch")
 
@@ -302,10 +302,15 @@ class _Run:
             if top.val_accuracy <= best:
                 break
             current, best = list(top.bits), top.val_accuracy
-        if len(asked) < self.pop_size:
+        want = min(self.pop_size, self.space) - len(asked)
+        if want > 0:
+            fill: List[str] = []
             with self.rng.active() as rng:
-                fill = [b for b in initial_population(n, self.pop_size, rng, singles=False)
-                        if b not in self.archive][:self.pop_size - len(asked)]
+                # new distinct selections, drawn as the random first population draws them
+                while len(fill) < want and len(self.archive) + len(fill) < self.space:
+                    bits = random_bits(n, rng)
+                    if bits not in self.archive and bits not in fill:
+                        fill.append(bits)
             new += self.archive.evaluate(fill, evaluator, generation=0, budget=self._budget())
             asked += [b for b in fill if b in self.archive]
         return asked, new

@@ -51,7 +51,8 @@ def _features(bits: Sequence[str]) -> np.ndarray:
 
 
 class RidgeSurrogate:
-    """P predicted from bits and pairs of bits; fitted once per generation on the archive."""
+    """P predicted from bits and pairs of bits; fitted once per generation on the latest
+    evaluations (see :data:`FIT_WINDOW`)."""
 
     def __init__(self, bits: Sequence[str], p: Sequence[float]) -> None:
         if len(bits) < MIN_RECORDS:
@@ -64,22 +65,33 @@ class RidgeSurrogate:
         z = (x - self._mean) / self._scale
         self._y0 = float(y.mean())
         yc = y - self._y0
-        # ridge through the eigenvectors of z'z (z V = U S of the SVD, 4x cheaper to get for
-        # thousands of rows): every alpha's fit and leave-one-out error from one decomposition
-        lam, v = np.linalg.eigh(z.T @ z)
+        # ridge through one eigendecomposition, of z'z (features x features) or, with fewer
+        # evaluations than features, of zz' (4x cheaper than the SVD of z for thousands of
+        # rows): every alpha's fit, coefficients and leave-one-out error follow from it
+        m, d = z.shape
+        if m >= d:
+            lam, v = np.linalg.eigh(z.T @ z)
+            zv = z @ v  # = U S of the SVD
+        else:
+            lam, zv = np.linalg.eigh(z @ z.T)  # zv = U here; its S is folded into the weights
         lam = np.clip(lam, 0.0, None)  # rounding can leave a zero eigenvalue slightly negative
-        zv = z @ v
-        vty = zv.T @ yc
+        uty = zv.T @ yc
         best = None
         for a in _ALPHAS:
-            w = 1.0 / (lam + a * z.shape[1])
-            fitted = zv @ (w * vty)
+            w = 1.0 / (lam + a * d)
+            if m >= d:
+                fitted = zv @ (w * uty)
+                hat_w = w  # hat = sum_j (zv_ij)^2 / (lam_j + alpha)
+            else:
+                fitted = zv @ (lam * w * uty)
+                hat_w = lam * w  # hat = sum_j u_ij^2 lam_j / (lam_j + alpha)
             # diagonal of the hat matrix, the unpenalised intercept's 1/m included: then
             # e_i / (1 - h_ii) is exactly the error of a refit without point i
-            hat = 1.0 / len(yc) + np.einsum("ij,j,ij->i", zv, w, zv)
+            hat = 1.0 / m + np.einsum("ij,j,ij->i", zv, hat_w, zv)
             loo = np.mean(((yc - fitted) / np.maximum(1.0 - hat, 1e-9)) ** 2)
             if best is None or loo < best[0]:
-                best = (loo, v @ (w * vty))
+                coef = v @ (w * uty) if m >= d else z.T @ (zv @ (w * uty))
+                best = (loo, coef)
         self.loo_mse = float(best[0])
         self._coef = best[1]
 

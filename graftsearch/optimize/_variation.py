@@ -7,10 +7,11 @@ disturbs the search nor is disturbed by it, and the state can be saved in a chec
 
 Rules that keep a population valid:
 
-- **Initial population.** When ``population >= number of taps``, it starts with every
-  single-tap selection (tap 1 alone, ..., tap n alone); the other places are random
-  selections: a number of taps k drawn uniformly from 1..n, then k distinct taps uniformly.
-  When the population is smaller than the number of taps, all places are random.
+- **Initial population.** Random selections by default (``initial="random"``): a number of
+  taps k drawn uniformly from 1..n, then k distinct taps uniformly. With ``initial="singles"``
+  and ``population >= number of taps`` it starts with every single-tap selection (tap 1
+  alone, ..., tap n alone) and the other places are random. (``initial="greedy"`` is made by
+  the search loop, which evaluates forward selection's path step by step.)
 - **Empty selections** never occur: an offspring with no tap gets one tap, chosen uniformly,
   switched on.
 - **Duplicates** never occur: an offspring equal to a member of the population or to an earlier
@@ -57,7 +58,7 @@ def space_size(n_taps: int) -> int:
     return 2**n_taps - 1
 
 
-def _random_bits(n: int, rng: random.Random) -> str:
+def random_bits(n: int, rng: random.Random) -> str:
     k = rng.randint(1, n)
     chosen = set(rng.sample(range(n), k))
     return "".join("1" if i in chosen else "0" for i in range(n))
@@ -77,7 +78,7 @@ def initial_population(n: int, size: int, rng: random.Random, *, singles: bool =
             population.append(bits)
             seen.add(bits)
     while len(population) < size:
-        bits = _random_bits(n, rng)
+        bits = random_bits(n, rng)
         if bits not in seen:
             population.append(bits)
             seen.add(bits)
@@ -102,7 +103,7 @@ def repair(child: list, taken: Set[str], rng, evaluated: AbstractSet[str] = froz
                 continue
             bits = bits_of(child)
         else:
-            bits = _random_bits(n, rng)
+            bits = random_bits(n, rng)
     return bits
 
 

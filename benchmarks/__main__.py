@@ -271,8 +271,8 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("GRAFTSEARCH_CACHE", Path.home() / ".cache" / "graftsearch"))
 
 
-SECTIONS = ("grafting", "quantization", "cultivation", "peers", "search_quality", "fitness_proxies", "cache_extraction",
-            "graft_vs_donor", "startup", "proxy_truth")
+SECTIONS = ("grafting", "quantization", "cultivation", "peers", "peers_cost", "search_quality",
+            "fitness_proxies", "cache_extraction", "graft_vs_donor", "startup", "proxy_truth")
 
 
 def write_results(out: Path, records: List[dict], *, command: str, total: float, quick: bool,

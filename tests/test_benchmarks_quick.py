@@ -23,6 +23,7 @@ pytest.importorskip("optuna")
 pytest.importorskip("pymoo")
 
 from benchmarks import peers  # noqa: E402
+import benchmarks.__main__ as bench_main  # noqa: E402
 from benchmarks._problems import (Objective, exhaustive_table, hv_of, mask_of,  # noqa: E402
                                   synthetic_problem)
 
@@ -193,7 +194,9 @@ def test_quick_run_writes_every_table_and_leaves_the_reported_ones_alone(quick_r
     assert "3 of the 3 commands that need no donor" in (out / "startup.md").read_text()
     truth = (out / "proxy_truth.md").read_text()
     assert "| fast |" in truth and "| LogME |" in truth and "the target (Spearman" in truth
+    assert set(bench_main.SECTIONS) == set(bench_main.ORDER)  # every benchmark has its section
     for heading in ("## Targets", "## The paper's figures beside our worked example", "## Peers:",
+                    "## Peers at mlp cost",
                     "## Search quality", "## Graft vs donor", "| params | 16,880,201 | 1,934,665 |"):
         assert heading in results, heading
     if has_data:  # the grafting runs fill the worked example's column

@@ -116,12 +116,13 @@ FITNESS_TEXT = ("graftsearch's `fast` proxy (`make_fitness(\"fast\", features, s
 
 
 def make_probe(taps: gs.taps.TapList, classes: Sequence[str], train: List[np.ndarray], ytr: np.ndarray,
-               val: List[np.ndarray], yva: np.ndarray):
-    """The fitness every search benchmark uses: graftsearch's ``fast`` proxy over the features."""
+               val: List[np.ndarray], yva: np.ndarray, kind: str = FITNESS):
+    """The fitness every search benchmark uses: graftsearch's ``fast`` proxy over the features
+    (``kind="mlp"``: its ``mlp`` proxy), its defaults, seed 0."""
     from graftsearch.features._source import ArrayFeatures
 
     source = ArrayFeatures(taps, classes, {"train": train, "val": val}, {"train": ytr, "val": yva})
-    return gs.make_fitness("fast", source, seed=0)
+    return gs.make_fitness(kind, source, seed=0)
 
 
 class TableFitness(gs.Fitness):
@@ -155,14 +156,8 @@ def real_problem(n_taps: int = 14, *, indices: Optional[Sequence[int]] = None, f
     taps = subspace(full, indices)
     train = [np.asarray(cache.features("train", i)) for i in indices]
     val = [np.asarray(cache.features("val", i)) for i in indices]
-    if fitness == FITNESS:
-        probe = make_probe(taps, cache.classes, train, cache.labels("train"), val, cache.labels("val"))
-    else:
-        from graftsearch.features._source import ArrayFeatures
-
-        source = ArrayFeatures(taps, cache.classes, {"train": train, "val": val},
-                               {"train": cache.labels("train"), "val": cache.labels("val")})
-        probe = gs.make_fitness(fitness, source, seed=0)
+    probe = make_probe(taps, cache.classes, train, cache.labels("train"), val, cache.labels("val"),
+                       kind=fitness)
     manual = tuple(taps.index_of(n) for n in LITE0_MANUAL)
     head = gs.HeadSpec(num_classes=len(cache.classes))
     span = (f"taps 1-{len(indices)}" if indices == list(range(1, len(indices) + 1))

@@ -41,7 +41,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 from benchmarks._problems import (DATA, RESULTS, TABLES, Objective, Problem, hv_of, mask_of,  # noqa: E402
                                   real_problem, selection_of, synthetic_problem)
-from benchmarks.peers import ALPHA, TOOLS, _machine, _versions, run_tool  # noqa: E402
+from benchmarks.peers import ALPHA, TOOLS, _machine, _versions, comparisons, run_tool  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -166,27 +166,13 @@ def _minutes(values) -> str:
 
 
 def _verdicts(frame, objective: str, f: float, tools: Sequence[str]) -> Dict[str, Tuple[str, float]]:
-    from scipy.stats import mannwhitneyu
-
+    """graftsearch against each tool at fraction ``f``: ``peers.comparisons`` on the negated
+    times (sooner is higher; a seed that never reached it is later than any that did)."""
     sub = frame[(frame.objective == objective) & (frame.fraction == f)]
-    ours = sub[sub.tool == "graftsearch"].wall_s.to_numpy()
-    out = {}
-    big = 1e12  # never reached: longer than any time that was
-    for t in tools:
-        if t == "graftsearch":
-            continue
-        theirs = sub[sub.tool == t].wall_s.to_numpy()
-        a, b = np.where(np.isfinite(ours), ours, big), np.where(np.isfinite(theirs), theirs, big)
-        if np.array_equal(np.sort(a), np.sort(b)):
-            out[t] = ("tie", 1.0)
-            continue
-        test = mannwhitneyu(a, b, alternative="two-sided")
-        p = float(test.pvalue)
-        # U counts the pairs in which graftsearch's time is the larger: below half, it is sooner
-        sooner = float(test.statistic) < len(a) * len(b) / 2
-        verdict = "tie" if p >= ALPHA else ("better" if sooner else "worse")
-        out[t] = (verdict, p)
-    return out
+    sub = sub.assign(problem="-", budget_pct=f,
+                     sooner=-np.where(np.isfinite(sub.wall_s), sub.wall_s, 1e12))
+    return {x["tool"]: (x["verdict"], x["p"]) for x in comparisons(sub, column="sooner")
+            if x["tool"] in tools}
 
 
 def markdown(frame, problem: Problem, table: np.ndarray, seconds: np.ndarray, table_wall: float, *, jobs: int,

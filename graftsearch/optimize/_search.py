@@ -39,7 +39,7 @@ from graftsearch.optimize._surrogate import (FIT_WINDOW, MIN_RECORDS, SCREENED_S
                                              screen_order)
 from graftsearch.taps._records import INT8_HINT, TapList
 from graftsearch.optimize._variation import (SearchRandom, flip_neighbours, initial_population,
-                                            make_offspring, random_bits, space_size)
+                                            make_offspring, space_size)
 
 logger = logging.getLogger("graftsearch")
 
@@ -304,13 +304,8 @@ class _Run:
             current, best = list(top.bits), top.val_accuracy
         want = min(self.pop_size, self.space) - len(asked)
         if want > 0:
-            fill: List[str] = []
             with self.rng.active() as rng:
-                # new distinct selections, drawn as the random first population draws them
-                while len(fill) < want and len(self.archive) + len(fill) < self.space:
-                    bits = random_bits(n, rng)
-                    if bits not in self.archive and bits not in fill:
-                        fill.append(bits)
+                fill = initial_population(n, want, rng, singles=False, exclude=self.archive.keys())
             new += self.archive.evaluate(fill, evaluator, generation=0, budget=self._budget())
             asked += [b for b in fill if b in self.archive]
         return asked, new

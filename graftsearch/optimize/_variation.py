@@ -64,11 +64,13 @@ def random_bits(n: int, rng: random.Random) -> str:
     return "".join("1" if i in chosen else "0" for i in range(n))
 
 
-def initial_population(n: int, size: int, rng: random.Random, *, singles: bool = True) -> List[str]:
+def initial_population(n: int, size: int, rng: random.Random, *, singles: bool = True,
+                       exclude: AbstractSet[str] = frozenset()) -> List[str]:
     """``size`` distinct non-empty bit strings (see the module docstring for the rule;
-    ``singles=False``: all random)."""
+    ``singles=False``: all random), none of them in ``exclude`` (random ones only; fewer when
+    the space holds fewer)."""
     space = space_size(n)
-    if size >= space:
+    if size >= space and not exclude:
         return [format(v, f"0{n}b") for v in range(1, space + 1)]
     population: List[str] = []
     seen: Set[str] = set()
@@ -77,9 +79,9 @@ def initial_population(n: int, size: int, rng: random.Random, *, singles: bool =
             bits = "".join("1" if j == i else "0" for j in range(n))
             population.append(bits)
             seen.add(bits)
-    while len(population) < size:
+    while len(population) < size and len(exclude) + len(population) < space:
         bits = random_bits(n, rng)
-        if bits not in seen:
+        if bits not in seen and bits not in exclude:
             population.append(bits)
             seen.add(bits)
     return population

@@ -8,9 +8,10 @@ engine and activation observer of this machine on the val split (and the first c
 float32 when the best still loses more than 1 pp), QAT fine-tunes with fake quantisation for
 ``--qat-epochs`` epochs distilled from the float32 network (here always, so that its row exists;
 ``--quantize qat`` runs it only when PTQ loses more than 1 pp on val). Every row: test accuracy,
-the TorchScript file's size, the median CPU latency at batch 1 (float32 and int8 measured side by
-side, interleaved, at the stated torch threads) and the peak resident memory of a fresh process
-running the file. Beside them, the same networks through ONNX Runtime (float32, and its static
+the TorchScript file's size (as graftsearch exports it: frozen, entries DEFLATE-compressed; the
+uncompressed size beside it), the median CPU latency at batch 1 of the files loaded back (float32
+and int8 side by side, interleaved, at the stated torch threads) and the peak resident memory of
+a fresh process running the file. Beside them, the same networks through ONNX Runtime (float32, and its static
 quantiser on the same calibration images), the other int8 path the issue names. The test split
 chose nothing.
 
@@ -30,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -42,7 +44,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
 GRAFTING = ROOT / "benchmarks" / "cache" / "grafting"
 COLUMNS = ["seed", "model", "variant", "recipe", "val_accuracy", "test_accuracy", "file_mib",
-           "latency_ms", "peak_mib", "seconds"]
+           "stored_mib", "latency_ms", "peak_mib", "seconds"]
 TARGET_DROP, TARGET_SHRINK = 0.01, 3.5
 VARIANTS = ("float32", "PTQ", "QAT", "float32 (ONNX Runtime)", "PTQ (ONNX Runtime)")
 
@@ -54,7 +56,8 @@ def _finished(seed: int, quick: bool) -> Optional[Path]:
 
 def _stamp(args) -> Dict[str, object]:
     return {"threads": args.threads, "qat_epochs": args.qat_epochs, "latency_runs": args.latency_runs,
-            "calibration_images": args.calibration_images, "variants": list(VARIANTS)}
+            "calibration_images": args.calibration_images, "variants": list(VARIANTS),
+            "torchscript": "frozen, deflated; latency and memory of the loaded files"}
 
 
 def measure_seed(seed: int, run: Path, args) -> List[Dict[str, object]]:
@@ -78,7 +81,8 @@ def _measure(seed: int, run: Path, args) -> List[Dict[str, object]]:
 
     import graftsearch as gs
     from graftsearch.data._store import build_image_store
-    from graftsearch.graft._export import DeployableModel, export_int8, load_model, save_torchscript
+    from graftsearch.graft._export import (DeployableModel, export_int8, load_model,
+                                           load_torchscript, save_torchscript)
     from graftsearch.graft._final import fine_tune, make_loader_for
     from graftsearch.graft._int8 import (_accuracy, calibration_batches, make_int8,
                                          quantization_aware)
@@ -131,23 +135,32 @@ def _measure(seed: int, run: Path, args) -> List[Dict[str, object]]:
                     "PTQ": (ptq, recipe, ptq_seconds), "QAT": (qat, qat_recipe, qat_seconds)}
         wrapped = {k: DeployableModel(m, mean=pre.mean, std=pre.std, image_size=size,
                                       class_names=classes).eval() for k, (m, _, _) in variants.items()}
-        lat = compare_latency(wrapped, size, runs=args.latency_runs,
-                              warmup=max(1, args.latency_runs // 10), threads=args.threads)
         with tempfile.TemporaryDirectory() as tmp:
-            for variant, (module, rec, seconds) in variants.items():
-                path = Path(tmp) / f"{name}-{variant}.pt"
+            paths, shipped = {}, {}
+            for variant, (_, rec, _) in variants.items():
+                paths[variant] = Path(tmp) / f"{name}-{variant}.pt"
                 if rec is None:
-                    save_torchscript(wrapped[variant], path)
+                    save_torchscript(wrapped[variant], paths[variant])
                 else:
-                    export_int8(wrapped[variant], path, engine=rec.engine, method=variant.lower())
-                peak = measure_peak_memory(wrapped[variant], size, threads=args.threads,
+                    export_int8(wrapped[variant], paths[variant], engine=rec.engine,
+                                method=variant.lower())
+                shipped[variant], _ = load_torchscript(paths[variant])
+            # the files as a user runs them (frozen TorchScript, loaded back), side by side
+            torch.backends.quantized.engine = recipe.engine
+            lat = compare_latency(shipped, size, runs=args.latency_runs,
+                                  warmup=max(1, args.latency_runs // 10), threads=args.threads)
+            for variant, (module, rec, seconds) in variants.items():
+                peak = measure_peak_memory(shipped[variant], size, threads=args.threads,
                                            engine=rec.engine if rec else None)
                 torch.backends.quantized.engine = recipe.engine
+                with zipfile.ZipFile(paths[variant]) as archive:
+                    stored = sum(e.file_size for e in archive.infolist())
                 rows.append({"seed": seed, "model": name, "variant": variant,
                              "recipe": "" if rec is None else json.dumps(rec.as_dict()),
                              "val_accuracy": _accuracy(module, val),
                              "test_accuracy": _accuracy(module, test),
-                             "file_mib": path.stat().st_size / 2**20,
+                             "file_mib": paths[variant].stat().st_size / 2**20,
+                             "stored_mib": stored / 2**20,
                              "latency_ms": lat[variant].median_ms, "peak_mib": peak.peak_mib,
                              "seconds": seconds, "qat_epochs": len(history)})
                 print(json.dumps(rows[-1]), flush=True)
@@ -231,7 +244,7 @@ def _onnxruntime_rows(seed, name, network, pre, classes, dataset, settings, args
             rows.append({"seed": seed, "model": name, "variant": f"{variant} (ONNX Runtime)",
                          "recipe": recipe, "val_accuracy": accuracy(path, "val"),
                          "test_accuracy": accuracy(path, "test"),
-                         "file_mib": path.stat().st_size / 2**20,
+                         "file_mib": path.stat().st_size / 2**20, "stored_mib": math.nan,
                          "latency_ms": statistics.median(times[variant]), "peak_mib": math.nan,
                          "seconds": seconds})
             print(json.dumps(rows[-1]), flush=True)
@@ -254,17 +267,20 @@ def render(rows: List[Dict[str, object]], args, missing: List[int], seconds: flo
              f"Command: `python -m benchmarks.quantization --seeds {args.seeds} --threads "
              f"{args.threads} --qat-epochs {args.qat_epochs}`"
              f"{' --quick (harness smoke test: numbers mean nothing)' if args.quick else ''}. "
-             f"Machine: {cpu_name()}, {os.cpu_count()} cores; latency and peak memory at torch "
-             f"threads {args.threads}, batch 1, median of {args.latency_runs} interleaved passes. "
+             f"Machine: {cpu_name()}, {os.cpu_count()} cores; latency and peak memory of the "
+             f"exported files loaded back (TorchScript: frozen, its entries DEFLATE-compressed, "
+             f"float32 and int8 alike), at torch threads {args.threads}, batch 1, median of "
+             f"{args.latency_runs} interleaved passes. "
              f"Models: the kept graft and the cultivated donor of the grafting benchmark's run of "
              f"each seed (plant seedlings, Lite0). Seeds measured: {', '.join(map(str, seeds)) or 'none'}"
              + (f"; seed(s) {', '.join(map(str, missing))} had no finished grafting run" if missing else "")
              + f". Accuracies in % (mean ± sd over seeds). Total {seconds / 60:.1f} min"
              + (f" (seed(s) {', '.join(map(str, reused))} reused from an earlier run's "
                 "`quantization_rows.json`)" if reused else "") + ".", "",
-             "| model | variant | val acc | test acc | TorchScript file (MiB) | latency b=1 (ms) | "
-             "peak memory (MiB) | quantisation time (s) | recipe (seed " + str(seeds[0] if seeds else "") + ") |",
-             "|---|---|--:|--:|--:|--:|--:|--:|---|"]
+             "| model | variant | val acc | test acc | file (MiB) | uncompressed (MiB) | "
+             "latency b=1 (ms) | peak memory (MiB) | quantisation time (s) | recipe (seed "
+             + str(seeds[0] if seeds else "") + ") |",
+             "|---|---|--:|--:|--:|--:|--:|--:|--:|---|"]
     for model in ("graft", "donor"):
         for variant in VARIANTS:
             rs = [r for r in rows if r["model"] == model and r["variant"] == variant]
@@ -274,6 +290,7 @@ def render(rows: List[Dict[str, object]], args, missing: List[int], seconds: flo
                 model, variant, _mean_sd([r["val_accuracy"] for r in rs]),
                 _mean_sd([r["test_accuracy"] for r in rs]),
                 _mean_sd([r["file_mib"] for r in rs], 1, 2),
+                _mean_sd([r.get("stored_mib") for r in rs], 1, 2),
                 _mean_sd([r["latency_ms"] for r in rs], 1, 2),
                 _mean_sd([r["peak_mib"] for r in rs], 1, 1),
                 _mean_sd([r["seconds"] for r in rs], 1, 0),
@@ -289,7 +306,8 @@ def _verdicts(rows: List[Dict[str, object]]) -> str:
                 and r[key] is not None and r[key] == r[key]]
         return statistics.mean(vals) if vals else None
 
-    base = {k: mean("float32", k) for k in ("test_accuracy", "file_mib", "latency_ms")}
+    base = {k: mean("float32", k) for k in ("test_accuracy", "file_mib", "latency_ms",
+                                             "stored_mib")}
     if base["test_accuracy"] is None:
         return "No graft was measured."
     out = []
@@ -301,11 +319,14 @@ def _verdicts(rows: List[Dict[str, object]]) -> str:
         shrink = base["file_mib"] / mib
         change = (f"{100 * drop:.2f} pp lost" if drop > 0 else
                   f"{100 * -drop:.2f} pp gained" if drop < 0 else "no change")
+        stored = mean(variant, "stored_mib")
+        unpacked = (f", {base['stored_mib'] / stored:.2f}x before compression"
+                    if stored and base["stored_mib"] else "")
         checks = [f"test accuracy {100 * acc:.2f}% against float32's "
                   f"{100 * base['test_accuracy']:.2f}% ({change}; target: at most "
                   f"{100 * TARGET_DROP:.0f} pp lost, {'met' if drop <= TARGET_DROP else 'missed'})",
                   f"a file {shrink:.2f}x smaller (target >= {TARGET_SHRINK}x: "
-                  f"{'met' if shrink >= TARGET_SHRINK else 'missed'})"]
+                  f"{'met' if shrink >= TARGET_SHRINK else 'missed'}{unpacked})"]
         if lat is not None and base["latency_ms"] is not None:
             checks.append(f"latency {lat:.2f} ms against {base['latency_ms']:.2f} ms (target <= "
                           f"float32's: {'met' if lat <= base['latency_ms'] else 'missed'})")

@@ -53,6 +53,34 @@ def test_export_files_reproduce_eager_model(tiny, images, tmp_path):
     torch.load(result.model_pt, weights_only=True)  # loads without trusting pickles
 
 
+def test_torchscript_file_is_frozen_compressed_and_reproducible(tiny, images, tmp_path):
+    import zipfile
+
+    from graftsearch.graft._export import _deflated, save_torchscript
+
+    model = _deployable(tiny)
+    a = save_torchscript(model, tmp_path / "a.pt")
+    with zipfile.ZipFile(a) as archive:
+        entries = archive.infolist()
+        assert {e.compress_type for e in entries} == {zipfile.ZIP_DEFLATED}
+        # frozen: one inlined graph, no code for the graft's submodules
+        code = [e.filename for e in entries if "/code/" in e.filename and e.filename.endswith(".py")]
+        assert len(code) == 1, code
+        stored = sum(e.file_size for e in entries)
+    assert a.stat().st_size < stored
+    scripted, meta = load_torchscript(a)
+    with torch.no_grad():
+        np.testing.assert_allclose(scripted(images), model(images), atol=1e-5)
+    assert meta["class_names"] == ["ant", "bee", "cat"]
+    # the rewrite keeps every entry's bytes, in order, and is itself deterministic
+    _deflated(a.read_bytes(), tmp_path / "b.pt")
+    _deflated(a.read_bytes(), tmp_path / "c.pt")
+    assert (tmp_path / "b.pt").read_bytes() == (tmp_path / "c.pt").read_bytes()
+    with zipfile.ZipFile(a) as x, zipfile.ZipFile(tmp_path / "b.pt") as y:
+        assert x.namelist() == y.namelist()
+        assert all(x.read(n) == y.read(n) for n in x.namelist())
+
+
 def test_onnx_output_equals_eager_with_onnxruntime(tiny, images, tmp_path):
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")

@@ -173,6 +173,24 @@ def test_a_greedy_start_stops_at_the_evaluation_budget():
     assert result.stopped_by == "max_evaluations"
 
 
+class SlowAddFitness(AddFitness):
+    def evaluate(self, selection):
+        import time
+
+        time.sleep(0.02)  # the six single taps take >= 0.12 s
+        return super().evaluate(selection)
+
+
+def test_a_greedy_start_stops_after_the_step_where_max_seconds_runs_out():
+    taps, head = make_taps([8] * 6), gs.HeadSpec(num_classes=3, hidden=4)
+    settings = gs.SearchSettings(p_min=0.5, population=8, generations=3, seed=0, initial="greedy",
+                                 max_seconds=0.05)
+    result = gs.run_search(taps, head, SlowAddFitness(), settings)
+    # the first step runs whole (a population of the six single taps); no second step, no fill
+    assert [r.taps for r in result.records] == [(i,) for i in range(1, 7)]
+    assert result.stopped_by == "max_seconds"
+
+
 @pytest.mark.parametrize("field, value, match", [
     ("local_search", -1, r"'local_search' parameter must be an integer >= 0"),
     ("initial", "forward", r"'initial' parameter must be one of 'singles', 'random', 'greedy'"),

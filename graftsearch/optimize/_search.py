@@ -276,8 +276,11 @@ class _Run:
         the highest P, while P rises and at most ``GREEDY_SHARE`` x population selections have
         been asked for; then random selections while the population is not full. NSGA-II's
         survival keeps the best ``population`` of them. Each step's extensions are one batch
-        (evaluated in parallel under ``n_jobs``); no random draw is made until the fill."""
+        (evaluated in parallel under ``n_jobs``); no random draw is made until the fill. When
+        ``max_seconds`` has run out after a step, the path and the fill stop there (the first
+        step always runs, so that there is a population)."""
         n = len(self.taps)
+        limit = self.settings.max_seconds
         cap = min(self.space, GREEDY_SHARE * self.pop_size)
         asked: List[str] = []
         new: List[Record] = []
@@ -299,11 +302,16 @@ class _Run:
             if not scored:
                 break
             top = max(scored, key=lambda r: (r.val_accuracy, -r.size(self.settings.size_metric), r.bits))
+            logger.info("greedy start: step %d, %d selections asked, best P %.4f (taps %s)",
+                        int(sum(b == "1" for b in top.bits)), len(asked), top.val_accuracy,
+                        top.taps_text)
             if top.val_accuracy <= best:
                 break
             current, best = list(top.bits), top.val_accuracy
+            if limit is not None and self.elapsed() >= limit:
+                break
         want = min(self.pop_size, self.space) - len(asked)
-        if want > 0:
+        if want > 0 and (limit is None or self.elapsed() < limit):
             with self.rng.active() as rng:
                 fill = initial_population(n, want, rng, singles=False, exclude=self.archive.keys())
             new += self.archive.evaluate(fill, evaluator, generation=0, budget=self._budget())

@@ -535,14 +535,17 @@ def _ms(values) -> str:
 def comparisons(frame, column: str = "hv_c_fraction") -> List[dict]:
     """Every other tool against graftsearch per (problem, objective, budget): a two-sided
     Mann-Whitney U test on ``column`` over the seeds; ``verdict`` is graftsearch's "better",
-    "worse" (p < ALPHA, in the direction of the rank sums) or "tie"."""
+    "worse" (p < ALPHA, in the direction of the rank sums) or "tie"; ``short`` counts the other
+    tool's seeds that stopped before spending the budget (an ask cap, or greedy's restarts
+    running out), where a verdict of "better" may owe something to the budget it left unspent."""
     from scipy.stats import mannwhitneyu
 
     out = []
     for (problem, objective, pct), part in frame.groupby(["problem", "objective", "budget_pct"]):
         ours = part[part.tool == "graftsearch"][column].to_numpy(dtype=float)
         for tool in TOOLS[1:]:
-            theirs = part[part.tool == tool][column].to_numpy(dtype=float)
+            rows = part[part.tool == tool]
+            theirs = rows[column].to_numpy(dtype=float)
             if not len(theirs) or not len(ours):
                 continue
             if np.array_equal(np.sort(ours), np.sort(theirs)) or np.ptp(np.r_[ours, theirs]) == 0:
@@ -554,7 +557,8 @@ def comparisons(frame, column: str = "hv_c_fraction") -> List[dict]:
                 "better" if u > len(ours) * len(theirs) / 2 else "worse")
             out.append({"tool": tool, "problem": problem, "objective": objective, "pct": pct,
                         "ours": float(ours.mean()), "theirs": float(theirs.mean()),
-                        "p": p_value, "verdict": verdict})
+                        "p": p_value, "verdict": verdict,
+                        "short": int((rows.unique_calls < rows.budget).sum()), "seeds": len(rows)})
     return out
 
 
@@ -588,6 +592,14 @@ def verdicts(frame, runs) -> List[str]:
                                                  "comparisons (ties unless marked):"))
         lines += [f"  - {_text(x)}" + ("" if x["verdict"] == "tie" else " **worse**")
                   for x in not_better]
+        capped = [x for x in small if x["tool"] in NSGA_PEERS and x["verdict"] == "better"
+                  and x["short"]]
+        if capped:
+            lines.append(
+                f"  - {len(capped)} of these \"better\" verdicts are against a peer that stopped on "
+                "its ask cap before spending the budget in some seeds (marked † in the tables): "
+                + "; ".join(f"{x['tool']} on {x['problem']} / {x['objective']} at {x['pct']:g}% "
+                            f"({x['short']} of {x['seeds']} seeds)" for x in capped) + ".")
     big = frame[(frame.tool == "graftsearch") & (frame.budget_pct >= 5)] \
         .groupby(["problem", "objective", "budget_pct"]).hv_c_fraction.mean()
     short = [(k, v) for k, v in big.items() if v < 0.99]
@@ -617,8 +629,13 @@ def verdict_table(frame, problem: str, objective: str) -> List[str]:
         cells = []
         for tool in TOOLS[1:]:
             x = next((t for t in tests if t["pct"] == pct and t["tool"] == tool), None)
-            cells.append("-" if x is None else f"{x['verdict']} ({x['p']:.2g})")
+            cells.append("-" if x is None else f"{x['verdict']} ({x['p']:.2g})"
+                         + (f" †{x['short']}" if x["short"] else ""))
         lines.append(f"| {pct:g}% | " + " | ".join(cells) + " |")
+    if any(x["short"] for x in tests):
+        lines += ["", "†k: in k seeds that tool stopped before spending the budget (Optuna: its ask "
+                  "cap; greedy: its restarts ran out), so it is compared on fewer distinct "
+                  "evaluations than graftsearch."]
     return lines
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -96,6 +97,21 @@ PAPER_TABLE3 = [("Knowledge Grafting (paper)", "90.45", "92.64", "89.13", "1.93"
                 ("EfficientNet V2", "97.03", "97.05", "96.01", "21.5", "82.7"),
                 ("Vision Transformer", "95.37", "94.18", "93.97", "86.6", "330.4")]
 
+
+
+def _table_date(md: Path):
+    """When ``md`` was written, and how that is known: the time of the last commit that changed
+    it while the file is as committed (a checkout gives every file the checkout's mtime), else
+    the file's mtime."""
+    try:
+        git = dict(cwd=md.parent, capture_output=True, text=True, check=True, timeout=30)
+        if not subprocess.run(["git", "status", "--porcelain", "--", md.name], **git).stdout.strip():
+            when = subprocess.run(["git", "log", "-1", "--format=%ct", "--", md.name], **git).stdout.strip()
+            if when:
+                return datetime.fromtimestamp(int(when), timezone.utc), "committed"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return datetime.fromtimestamp(md.stat().st_mtime, timezone.utc), "file time"
 
 def _env() -> Dict[str, str]:
     env = dict(os.environ)
@@ -293,9 +309,12 @@ def write_results(out: Path, records: List[dict], *, command: str, total: float,
     for name in SECTIONS:
         md = out / f"{name}.md"
         if name not in ran and md.is_file():  # --only: the other sections are an earlier run's
-            stamp = datetime.fromtimestamp(md.stat().st_mtime, timezone.utc)
-            lines.append(f"| {name} | `{' '.join(['python -m benchmarks.' + name] + FULL_ARGS.get(name, []))}`"
-                         f" | not run this time: its table of {stamp:%Y-%m-%d %H:%M} UTC is shown | |")
+            stamp, how = _table_date(md)
+            used = re.search(r"Command: `([^`]+)`", md.read_text())
+            command = used.group(1) if used else " ".join(
+                ["python -m benchmarks." + name] + FULL_ARGS.get(name, []))
+            lines.append(f"| {name} | `{command}` | not run this time: its table of "
+                         f"{stamp:%Y-%m-%d %H:%M} UTC ({how}) is shown | |")
     lines += ["", "Raw numbers: `benchmarks/results/*.csv`; each section below is that benchmark's own "
               "`results/<name>.md` (command, settings, machine, threads, seeds).", ""]
     lines += headline(out)

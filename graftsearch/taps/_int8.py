@@ -8,7 +8,9 @@ for each tap, the tensors of every graph node that tap depends on; :meth:`HeadSp
 gives the head's share by formula. :func:`int8_payload_bytes` measures a built module the other
 way, from the tensor entries of the file ``torch.save`` writes, so the two can be checked against
 each other. The archive around the tensors (pickle, zip headers, TorchScript code) is not part of
-this size: it does not grow with the graft.
+this size: it does not grow with the graft. The exported TorchScript file DEFLATE-compresses the
+tensors, so it is usually smaller than this size by an amount that depends on the trained
+weights, which no tap list can know.
 """
 
 from __future__ import annotations

@@ -98,7 +98,6 @@ PAPER_TABLE3 = [("Knowledge Grafting (paper)", "90.45", "92.64", "89.13", "1.93"
                 ("Vision Transformer", "95.37", "94.18", "93.97", "86.6", "330.4")]
 
 
-
 def _table_date(md: Path):
     """When ``md`` was written, and how that is known: the time of the last commit that changed
     it while the file is as committed (a checkout gives every file the checkout's mtime), else
@@ -112,6 +111,7 @@ def _table_date(md: Path):
     except (OSError, subprocess.SubprocessError):
         pass
     return datetime.fromtimestamp(md.stat().st_mtime, timezone.utc), "file time"
+
 
 def _env() -> Dict[str, str]:
     env = dict(os.environ)

@@ -11,9 +11,9 @@ float32 when the best still loses more than 1 pp), QAT fine-tunes with fake quan
 the TorchScript file's size (as graftsearch exports it: frozen, entries DEFLATE-compressed; the
 uncompressed size beside it), the median CPU latency at batch 1 of the files loaded back (float32
 and int8 side by side, interleaved, at the stated torch threads) and the peak resident memory of
-a fresh process running the file. Beside them, the same networks through ONNX Runtime (float32, and its static
-quantiser on the same calibration images), the other int8 path the issue names. The test split
-chose nothing.
+a fresh process running the file. Beside them, the same networks through ONNX Runtime (float32,
+and its static quantiser on the same calibration images), the other int8 path the issue names.
+The test split chose nothing.
 
 Usage: ``python -m benchmarks.quantization [--seeds 0,1,2] [--threads 1] [--qat-epochs 2]
 [--quick]``. Writes ``benchmarks/results/quantization.csv`` and ``.md``.

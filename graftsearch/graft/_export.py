@@ -3,9 +3,9 @@
 A deployed model takes RGB float tensors (N, 3, S, S) with values in [0, 1] at the run's image
 size S, normalises them itself and returns logits, so a user needs nothing but torch (or an ONNX
 runtime) to run it. ``model.pt`` holds the weights and everything needed to rebuild the module
-with graftsearch; it loads with ``torch.load(weights_only=True)``. The TorchScript file (frozen, its zip entries
-compressed; ``torch.jit.load`` reads it as it is) carries the same description as
-``graftsearch.json`` in its extra files.
+with graftsearch; it loads with ``torch.load(weights_only=True)``. The TorchScript file (frozen,
+its zip entries compressed; ``torch.jit.load`` reads it as it is) carries the same description
+as ``graftsearch.json`` in its extra files.
 """
 
 from __future__ import annotations

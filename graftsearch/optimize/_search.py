@@ -144,6 +144,9 @@ class _Run:
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self._t0
 
+    def out_of_time(self) -> bool:
+        return self.settings.max_seconds is not None and self.elapsed() >= self.settings.max_seconds
+
     # -- checkpoint ------------------------------------------------------------------------------
     def state(self) -> Dict[str, Any]:
         import numpy as np
@@ -239,7 +242,7 @@ class _Run:
             return "max_evaluations"
         if s.stagnation is not None and self.stale >= s.stagnation:
             return "stagnation"
-        if s.max_seconds is not None and self.elapsed() >= s.max_seconds:
+        if self.out_of_time():
             return "max_seconds"
         return None
 
@@ -280,7 +283,6 @@ class _Run:
         ``max_seconds`` has run out after a step, the path and the fill stop there (the first
         step always runs, so that there is a population)."""
         n = len(self.taps)
-        limit = self.settings.max_seconds
         cap = min(self.space, GREEDY_SHARE * self.pop_size)
         asked: List[str] = []
         new: List[Record] = []
@@ -303,15 +305,15 @@ class _Run:
                 break
             top = max(scored, key=lambda r: (r.val_accuracy, -r.size(self.settings.size_metric), r.bits))
             logger.info("greedy start: step %d, %d selections asked, best P %.4f (taps %s)",
-                        int(sum(b == "1" for b in top.bits)), len(asked), top.val_accuracy,
+                        len(top.taps), len(asked), top.val_accuracy,
                         top.taps_text)
             if top.val_accuracy <= best:
                 break
             current, best = list(top.bits), top.val_accuracy
-            if limit is not None and self.elapsed() >= limit:
+            if self.out_of_time():
                 break
         want = min(self.pop_size, self.space) - len(asked)
-        if want > 0 and (limit is None or self.elapsed() < limit):
+        if want > 0 and not self.out_of_time():
             with self.rng.active() as rng:
                 fill = initial_population(n, want, rng, singles=False, exclude=self.archive.keys())
             new += self.archive.evaluate(fill, evaluator, generation=0, budget=self._budget())

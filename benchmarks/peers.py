@@ -532,6 +532,14 @@ def _ms(values) -> str:
     return f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f}"
 
 
+def _short(rows) -> int:
+    """Seeds of ``rows`` that spent fewer unique evaluations than the budget; 0 for a frame
+    that does not record calls (peers_cost's times)."""
+    if not {"unique_calls", "budget"} <= set(rows.columns):
+        return 0
+    return int((rows.unique_calls < rows.budget).sum())
+
+
 def comparisons(frame, column: str = "hv_c_fraction") -> List[dict]:
     """Every other tool against graftsearch per (problem, objective, budget): a two-sided
     Mann-Whitney U test on ``column`` over the seeds; ``verdict`` is graftsearch's "better",
@@ -558,7 +566,7 @@ def comparisons(frame, column: str = "hv_c_fraction") -> List[dict]:
             out.append({"tool": tool, "problem": problem, "objective": objective, "pct": pct,
                         "ours": float(ours.mean()), "theirs": float(theirs.mean()),
                         "p": p_value, "verdict": verdict,
-                        "short": int((rows.unique_calls < rows.budget).sum()), "seeds": len(rows)})
+                        "short": _short(rows), "seeds": len(rows)})
     return out
 
 

@@ -73,6 +73,7 @@ Usage: ``python -m benchmarks.peers [--seeds 10] [--problems A,B] [--jobs N] [--
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -97,6 +98,7 @@ from benchmarks._problems import (DATA, FITNESS, FITNESS_TEXT, RESULTS, Objectiv
 import numpy as np  # noqa: E402
 
 import graftsearch as gs  # noqa: E402
+from graftsearch._utils.atomic import write_text  # noqa: E402
 from graftsearch.fitness._evaluation import Evaluation  # noqa: E402
 
 BUDGET_PCTS = (1, 2, 5, 10)
@@ -900,7 +902,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="problems measured in this many processes at once (one thread each)")
     parser.add_argument("--problems", default=",".join(PROBLEMS),
                         help=f"comma-separated, of {', '.join(PROBLEMS)} (default: all)")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: write peers.md again from the CSVs and peers_meta.json "
+                             "of an earlier run in --out (after a change to the page's text)")
     args = parser.parse_args(argv)
+    if args.render:
+        return render_saved(Path(args.out))
     import torch
 
     torch.set_num_threads(1)
@@ -933,9 +940,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     frame.to_csv(out / "peers.csv", index=False, float_format="%.6g")
     runs.to_csv(out / "peers_runs.csv", index=False, float_format="%.6g")
     command = " ".join(["python -m benchmarks.peers"] + list(argv if argv is not None else sys.argv[1:]))
-    text = markdown(frame, runs, notes, command=command, seeds=seeds, elapsed=time.perf_counter() - started,
-                    jobs=min(args.jobs, len(problems)))
-    (out / "peers.md").write_text(text + "\n")
+    meta = {"command": command, "seeds": seeds, "elapsed": time.perf_counter() - started,
+            "jobs": min(args.jobs, len(problems)),
+            # JSON keys are strings: the budgets travel as (pct, calls) pairs
+            "notes": [dict(n, budgets=sorted(n["budgets"].items())) for n in notes]}
+    write_text(out / "peers_meta.json", json.dumps(meta, default=_plain, indent=1) + "\n")
+    return render_saved(out)
+
+
+def _plain(value):
+    """numpy scalars (the notes' masks and sizes) as Python numbers for JSON."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def render_saved(out: Path) -> int:
+    """peers.md from what a run left in ``out``: its two CSVs and peers_meta.json (the run's
+    per-problem notes, command, seeds and wall time). A run writes its page this way too, so a
+    page rendered again equals the page the run wrote."""
+    import pandas as pd
+
+    meta_path = out / "peers_meta.json"
+    missing = [p.name for p in (out / "peers.csv", out / "peers_runs.csv", meta_path) if not p.is_file()]
+    if missing:
+        print(f"cannot render: {', '.join(missing)} not in {out}; run `python -m benchmarks.peers` first")
+        return 2
+    meta = json.loads(meta_path.read_text())
+    notes = [dict(n, budgets={float(k) if float(k) != int(k) else int(k): v for k, v in n["budgets"]})
+             for n in meta["notes"]]
+    frame = pd.read_csv(out / "peers.csv")
+    runs = pd.read_csv(out / "peers_runs.csv")
+    text = markdown(frame, runs, notes, command=meta["command"], seeds=meta["seeds"],
+                    elapsed=meta["elapsed"], jobs=meta["jobs"])
+    write_text(out / "peers.md", text + "\n")
     print(text)
     return 0
 

@@ -232,6 +232,18 @@ def test_quick_peers_table_measures_every_tool_and_objective(quick_run):
         {(t, o, "0") for t in peers.TOOLS for o in ("min-size", "max-accuracy")}
 
 
+def test_peers_page_renders_again_from_what_the_run_saved(quick_run, tmp_path):
+    import shutil
+
+    out = quick_run[0]
+    for name in ("peers.csv", "peers_runs.csv", "peers_meta.json"):
+        shutil.copy(out / name, tmp_path / name)
+    assert peers.main(["--render", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "peers.md").read_text() == (out / "peers.md").read_text()
+    (tmp_path / "peers_meta.json").unlink()
+    assert peers.main(["--render", "--out", str(tmp_path)]) == 2  # nothing to render from
+
+
 def test_quick_refuses_to_write_over_the_reported_tables():
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out",
                            str(ROOT / "benchmarks" / "results")], cwd=ROOT, env=_env(), capture_output=True,

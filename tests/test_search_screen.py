@@ -65,6 +65,27 @@ def test_ridge_equals_a_direct_solve_and_its_leave_one_out_error_equals_refittin
                                np.clip(direct + np.sqrt(errors[best][0]), 0, 1), rtol=1e-6)
 
 
+def test_the_model_is_fitted_on_one_blas_thread_and_leaves_the_setting_as_it_was(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    blas = [lib for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+    if not blas:
+        pytest.skip("numpy here reports no BLAS library to threadpoolctl")
+    seen = []
+    eigh = np.linalg.eigh
+
+    def spy(a):
+        seen.append([lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+                     if lib["user_api"] == "blas"])
+        return eigh(a)
+
+    monkeypatch.setattr(np.linalg, "eigh", spy)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):  # as on a 2-core machine
+        RidgeSurrogate(*_data())
+        after = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+    assert seen and all(n == 1 for n in seen[0])
+    assert after == [2] * len(blas)
+
+
 def test_the_model_needs_a_few_evaluations():
     bits, p = _data(m=MIN_RECORDS - 1)
     with pytest.raises(ValueError, match="at least"):

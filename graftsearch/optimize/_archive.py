@@ -23,6 +23,9 @@ from graftsearch.taps._selection import from_bits, taps_string
 from graftsearch.optimize._settings import SearchSettings
 from graftsearch.taps._records import Cost, TapList
 
+#: Sizes of screened-but-unevaluated candidates remembered at most (about 100 bytes each).
+SIZE_MEMO = 1 << 16
+
 logger = logging.getLogger("graftsearch")
 
 FAILED_VIOLATION = math.inf
@@ -138,6 +141,7 @@ class Archive:
         self._trained = 0
         self.hits = 0
         self._costs: Dict[str, Cost] = {}  # the size check and the record share one computation
+        self._sizes: Dict[str, float] = {}  # see size_of
 
     def __len__(self) -> int:
         return len(self._records)
@@ -168,9 +172,17 @@ class Archive:
     def size_of(self, bits: str) -> float:
         """The size of ``bits`` in the search's size metric (exact, without a fitness call)."""
         cost = self._costs.get(bits)
-        if cost is None:  # not kept: screened candidates are mostly never evaluated
+        if cost is not None:
+            return float(cost.metric(self.settings.size_metric))
+        # screened candidates are mostly never evaluated, so their Costs are not kept; their
+        # sizes are (a float each, the same candidates are bred again and again), up to a bound
+        size = self._sizes.get(bits)
+        if size is None:
+            if len(self._sizes) >= SIZE_MEMO:
+                self._sizes.clear()
             cost = self.taps.cost(from_bits(bits, len(self.taps)), self.head)
-        return float(cost.metric(self.settings.size_metric))
+            size = self._sizes[bits] = float(cost.metric(self.settings.size_metric))
+        return size
 
     def _cost(self, bits: str) -> Cost:
         cost = self._costs.get(bits)

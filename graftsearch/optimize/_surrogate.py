@@ -47,10 +47,12 @@ _BLAS = None
 def _one_blas_thread():
     """A context in which BLAS and LAPACK run on one thread. The model's matrices are small
     (at most FIT_WINDOW rows, about a hundred columns for 14 taps), where a threaded
-    eigendecomposition only waits on its threads, and the search process shares the cores with
-    the fitness's workers: on the peers benchmark's 14-tap problems this one setting cut the
-    search's own time per fitness call by more than half (measured). The controller is built
-    once; entering a limit costs tens of microseconds."""
+    eigendecomposition mostly waits on its threads, and the search process shares the cores
+    with the fitness's workers. Measured side by side on 2 busy cores, with numpy's default of
+    a BLAS thread per core: a 14-tap search to 5% of its space on a lookup-table fitness took
+    2.0 s with the fit threaded and 0.67 s on one thread (pymoo's NSGA-II: 0.52 s). (The peers
+    benchmark sets one BLAS thread for every tool, so its tables do not show this.) The
+    controller is built once; entering a limit costs tens of microseconds."""
     global _BLAS
     if _BLAS is None:
         from threadpoolctl import ThreadpoolController

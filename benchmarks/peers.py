@@ -66,8 +66,10 @@ Measured per problem, objective and seed:
   training (empty or over ``size_max``), and repeats answered by the cache.
 
 Usage: ``python -m benchmarks.peers [--seeds 10] [--problems A,B] [--jobs N] [--quick] [--out DIR]``
-(``--jobs``: problems in that many processes at once). Writes
-``peers.csv`` (per budget), ``peers_runs.csv`` (per run) and ``peers.md``.
+(``--jobs``: problems in that many processes at once). Writes ``peers.csv`` (per budget),
+``peers_runs.csv`` (per run), ``peers_meta.json`` (per-problem notes and the process's
+settings) and ``peers.md``, the page written from those three files; ``--render`` writes the page
+again from them without measuring.
 """
 
 from __future__ import annotations
@@ -527,6 +529,14 @@ def _versions() -> str:
     return f"graftsearch {gs.__version__}, " + ", ".join(f"{p} {version(p)}" for p in ("optuna", "pymoo", "numpy"))
 
 
+def run_context() -> Dict[str, object]:
+    """What the page says of the process that measured: machine and threads, versions, the
+    SearchSettings defaults the discussion names, the mlp proxy's cost. Saved with a run
+    (peers_meta.json), so that a page rendered again says what held when it ran."""
+    return {"machine": _machine(), "versions": _versions(), "initial": _default("initial"),
+            "screen": _default("screen"), "mlp_seconds": _mlp_seconds()}
+
+
 def _ms(values) -> str:
     values = np.asarray(values, dtype=float)
     if not len(values):
@@ -649,9 +659,10 @@ def verdict_table(frame, problem: str, objective: str) -> List[str]:
     return lines
 
 
-def discussion(frame, runs, notes) -> List[str]:
+def discussion(frame, runs, notes, context: Optional[Dict[str, object]] = None) -> List[str]:
     """What this run's numbers say about where graftsearch loses, and its costs."""
     ours = runs[runs.tool == "graftsearch"]
+    context = context or run_context()
     n = notes[0]["n"] if notes else 0
     every = comparisons(frame)
     tests = [x for x in every if x["tool"] not in ABLATIONS]
@@ -671,7 +682,7 @@ def discussion(frame, runs, notes) -> List[str]:
     if worse:
         per_gen = float((ours.fitness_calls / ours.generations).mean())
         smallest = int(frame[frame.budget_pct == min(frame.budget_pct)].budget.min())
-        start = _default("initial")
+        start = context["initial"]
         rule = (f", {n} of them the single-tap selections" if start == "singles" else
                 f" (initial='{start}')")
         lines.append(
@@ -681,7 +692,7 @@ def discussion(frame, runs, notes) -> List[str]:
             f"budget here) that is {max(0.0, (smallest - POPULATION) / per_gen):.1f} generations "
             "after the initial population.")
     for tool, (_, part) in ABLATION_PARTS.items():
-        part = part.format(population=POPULATION, screen=_default("screen"))
+        part = part.format(population=POPULATION, screen=context["screen"])
         mine = [x for x in every if x["tool"] == tool]
         if not mine:
             continue
@@ -702,7 +713,7 @@ def discussion(frame, runs, notes) -> List[str]:
         "- **Overhead.** Mean over problems and seeds, µs per distinct evaluation: "
         + ", ".join(f"{t} {v:,.0f}" for t, v in over.items())
         + f". With a real fitness this is small next to one evaluation (the `{FITNESS}` fitness "
-        f"behind these tables: {_spent(notes)} ms per call{_mlp_seconds()}).")
+        f"behind these tables: {_spent(notes)} ms per call{context['mlp_seconds']}).")
     rep = runs[~runs.tool.str.endswith("+files")].groupby("tool")[["asks", "cache_repeats"]].mean()
     lines.append(
         "- **Repeats.** Every tool's asks go through one evaluation cache, so a selection asked "
@@ -758,11 +769,13 @@ def _spent(notes) -> str:
     return f"{ms[0]:.0f}" if len(ms) == 1 or round(ms[0]) == round(ms[-1]) else f"{ms[0]:.0f}-{ms[-1]:.0f}"
 
 
-def markdown(frame, runs, notes, *, command: str, seeds: int, elapsed: float, jobs: int = 1) -> str:
+def markdown(frame, runs, notes, *, command: str, seeds: int, elapsed: float, jobs: int = 1,
+             context: Optional[Dict[str, object]] = None) -> str:
+    context = context or run_context()
     lines = ["# Peers: graftsearch vs Optuna (NSGA-II, TPE) vs pymoo vs random, greedy and local "
              "search vs the manual pick", "",
              f"Command: `{command}`  ",
-             f"Machine: {_machine()}; {_versions()}; total {elapsed / 60:.1f} min"
+             f"Machine: {context['machine']}; {context['versions']}; total {elapsed / 60:.1f} min"
              + (f"; the problems measured {jobs} at a time, one process each" if jobs > 1 else "") + ".  ",
              f"Seeds: {seeds} (0..{seeds - 1}); population {POPULATION} for the NSGA-IIs; TPE asks at "
              f"most {TPE_ASKS_PER_CALL}x its budget in trials and Optuna's NSGA-II "
@@ -857,7 +870,7 @@ def markdown(frame, runs, notes, *, command: str, seeds: int, elapsed: float, jo
             lines[-1] += (f"{r.asks.mean():,.0f} | {r.duplicate_asks.mean():,.0f} | {r.free_asks.mean():,.0f} | "
                           f"{r.cache_repeats.mean():,.0f} |")
         lines.append("")
-    lines += discussion(frame, runs, notes)
+    lines += discussion(frame, runs, notes, context)
     lines += ["`graftsearch+files`: the same search writing its run directory (evaluations.csv, pareto.csv, "
               "convergence.csv, checkpoint.pkl after every generation); it makes the same calls (checked). "
               "`random` draws distinct selections and `greedy` and `local` remember their evaluations, so "
@@ -937,11 +950,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         frame, runs, notes = measure(problems, seeds, pcts, log=lambda m: print(m, flush=True))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / "peers.csv", index=False, float_format="%.6g")
-    runs.to_csv(out / "peers_runs.csv", index=False, float_format="%.6g")
+    # full precision: the page's verdicts are computed from these files (a %.6g rounding
+    # would merge seeds that differ in the 7th digit into ties)
+    frame.to_csv(out / "peers.csv", index=False)
+    runs.to_csv(out / "peers_runs.csv", index=False)
     command = " ".join(["python -m benchmarks.peers"] + list(argv if argv is not None else sys.argv[1:]))
     meta = {"command": command, "seeds": seeds, "elapsed": time.perf_counter() - started,
-            "jobs": min(args.jobs, len(problems)),
+            "jobs": min(args.jobs, len(problems)), "context": run_context(),
             # JSON keys are strings: the budgets travel as (pct, calls) pairs
             "notes": [dict(n, budgets=sorted(n["budgets"].items())) for n in notes]}
     write_text(out / "peers_meta.json", json.dumps(meta, default=_plain, indent=1) + "\n")
@@ -950,19 +965,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _plain(value):
     """numpy scalars (the notes' masks and sizes) as Python numbers for JSON."""
-    return value.item() if hasattr(value, "item") else str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"a peers note holds a {type(value).__name__}, which JSON cannot keep")
 
 
 def render_saved(out: Path) -> int:
     """peers.md from what a run left in ``out``: its two CSVs and peers_meta.json (the run's
-    per-problem notes, command, seeds and wall time). A run writes its page this way too, so a
-    page rendered again equals the page the run wrote."""
+    per-problem notes, command, seeds, wall time and :func:`run_context`). A run writes its page
+    this way too, so a page rendered again equals the page the run wrote, in any process, as
+    long as the page's code and constants (POPULATION, the ask caps) are unchanged."""
     import pandas as pd
 
     meta_path = out / "peers_meta.json"
     missing = [p.name for p in (out / "peers.csv", out / "peers_runs.csv", meta_path) if not p.is_file()]
     if missing:
-        print(f"cannot render: {', '.join(missing)} not in {out}; run `python -m benchmarks.peers` first")
+        print(f"cannot render: {', '.join(missing)} not in {out}; run `python -m benchmarks.peers` "
+              "first (the tables committed before peers_meta.json existed cannot be rendered again)",
+              file=sys.stderr)
         return 2
     meta = json.loads(meta_path.read_text())
     notes = [dict(n, budgets={float(k) if float(k) != int(k) else int(k): v for k, v in n["budgets"]})
@@ -970,7 +990,7 @@ def render_saved(out: Path) -> int:
     frame = pd.read_csv(out / "peers.csv")
     runs = pd.read_csv(out / "peers_runs.csv")
     text = markdown(frame, runs, notes, command=meta["command"], seeds=meta["seeds"],
-                    elapsed=meta["elapsed"], jobs=meta["jobs"])
+                    elapsed=meta["elapsed"], jobs=meta["jobs"], context=meta["context"])
     write_text(out / "peers.md", text + "\n")
     print(text)
     return 0

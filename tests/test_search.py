@@ -161,6 +161,19 @@ def test_archive_evaluates_each_selection_once(problem):
     assert archive.hits == 1 and archive["1000000000"].generation == 0
 
 
+def test_sizes_of_unevaluated_candidates_are_exact_and_their_memo_is_bounded(problem, monkeypatch):
+    from graftsearch.optimize import _archive
+
+    taps, head, _ = problem
+    archive = Archive(taps, head, gs.SearchSettings(objective="max-accuracy", size_max=10**9))
+    monkeypatch.setattr(_archive, "SIZE_MEMO", 3)
+    picks = ["1000000000", "0110000000", "0000000011", "1111111111"]
+    for bits in picks + picks:  # the second pass reads the memo (until it is cleared)
+        expected = taps.cost([i + 1 for i, c in enumerate(bits) if c == "1"], head).params
+        assert archive.size_of(bits) == float(expected)
+        assert len(archive._sizes) <= 3
+
+
 def test_search_never_trains_a_selection_twice(problem):
     taps, head, _ = problem
     fit = CountingFitness(len(taps))

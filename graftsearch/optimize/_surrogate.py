@@ -21,6 +21,7 @@ the fitness's own value. The model sees the latest :data:`FIT_WINDOW` evaluation
 
 from __future__ import annotations
 
+import threading
 from typing import List, Sequence
 
 import numpy as np
@@ -51,7 +52,8 @@ def _one_blas_thread():
     with the fitness's workers. Measured side by side on 2 busy cores, with numpy's default of
     a BLAS thread per core: a 14-tap search to 5% of its space on a lookup-table fitness took
     2.0 s with the fit threaded and 0.67 s on one thread (pymoo's NSGA-II: 0.52 s). (The peers
-    benchmark sets one BLAS thread for every tool, so its tables do not show this.) The
+    benchmark sets one BLAS thread for every tool, so its tables do not show this.) The limit
+    holds for the whole process while a fit runs (other threads' numpy work included). The
     controller is built once; entering a limit costs tens of microseconds."""
     global _BLAS
     if _BLAS is None:
@@ -59,6 +61,11 @@ def _one_blas_thread():
 
         _BLAS = ThreadpoolController()
     return _BLAS.limit(limits=1, user_api="blas")
+
+
+#: The limit is process-wide, and each limit restores what it found on entry: two fits at once
+#: in two threads could otherwise restore each other's "1" and leave BLAS on one thread for good.
+_BLAS_LOCK = threading.Lock()
 
 
 def _features(bits: Sequence[str]) -> np.ndarray:
@@ -77,7 +84,7 @@ class RidgeSurrogate:
     def __init__(self, bits: Sequence[str], p: Sequence[float]) -> None:
         if len(bits) < MIN_RECORDS:
             raise ValueError(f"a surrogate needs at least {MIN_RECORDS} evaluations")
-        with _one_blas_thread():
+        with _BLAS_LOCK, _one_blas_thread():
             self._fit(bits, p)
 
     def _fit(self, bits: Sequence[str], p: Sequence[float]) -> None:

@@ -294,3 +294,23 @@ def test_local_search_ends_when_everything_within_the_size_limit_is_evaluated():
     found = local_search(Five(), lambda m: asked.append(m) or 0.1 * bin(m).count("1"), 100, 0,
                          Objective.max_accuracy(1.0))
     assert sorted(found) == [1, 2, 4, 8, 16] and len(asked) == 5  # all that fits, then it stops
+
+
+def test_int8_verdicts_count_the_seeds_that_meet_each_target_on_their_own():
+    from benchmarks import quantization
+
+    def row(seed, variant, test, mib, ms):
+        return {"seed": seed, "model": "graft", "variant": variant, "test_accuracy": test,
+                "val_accuracy": test, "file_mib": mib, "stored_mib": mib, "latency_ms": ms}
+
+    # seed 1's QAT copy loses 1.5 pp and is slower; the means still meet both targets
+    rows = [row(0, "float32", 0.90, 4.0, 10.0), row(0, "QAT", 0.91, 1.0, 5.0),
+            row(1, "float32", 0.90, 4.0, 10.0), row(1, "QAT", 0.885, 1.0, 11.0)]
+    text = quantization._verdicts(rows)
+    assert ("0.25 pp lost; target: at most 1 pp lost, met by the mean; seeds meeting it: 1 of 2, "
+            "not seed 1)") in text
+    assert "4.00x smaller (target >= 3.5x: met by the mean; seeds meeting it: 2 of 2, 4.00x" in text
+    assert ("latency 8.00 ms against 10.00 ms (target <= float32's: met by the mean; seeds "
+            "meeting it: 1 of 2, not seed 1)") in text
+    one = quantization._verdicts([r for r in rows if r["seed"] == 0])
+    assert "1.00 pp gained; target: at most 1 pp lost, met)" in one  # one seed: no count

@@ -204,7 +204,7 @@ def test_quick_run_writes_every_table_and_leaves_the_reported_ones_alone(quick_r
         assert "## Cultivation" in results and "ImageFolder + DataLoader, 2 workers" in results
         int8 = (out / "quantization.md").read_text()
         for row in ("| graft | float32 |", "| graft | PTQ |", "| graft | QAT |",
-                    "| graft | PTQ (ONNX Runtime) |"):
+                    "| graft | PTQ (ONNX Runtime) |", "| graft | kept by --quantize qat |"):
             assert row in int8, row
         assert "The graft's PTQ copy: test accuracy" in int8
 
@@ -314,3 +314,27 @@ def test_int8_verdicts_count_the_seeds_that_meet_each_target_on_their_own():
             "meeting it: 1 of 2, not seed 1)") in text
     one = quantization._verdicts([r for r in rows if r["seed"] == 0])
     assert "1.00 pp gained; target: at most 1 pp lost, met)" in one  # one seed: no count
+
+
+def test_int8_kept_row_is_the_copy_the_librarys_rule_keeps_by_val():
+    from benchmarks import quantization
+
+    def row(seed, variant, val, test, seconds=float("nan")):
+        return {"seed": seed, "model": "graft", "variant": variant, "val_accuracy": val,
+                "test_accuracy": test, "file_mib": 1.0, "stored_mib": 1.0, "latency_ms": 1.0,
+                "seconds": seconds, "recipe": variant}
+
+    rows = [  # seed 0: PTQ loses 3 pp on val, QAT is better there (worse on test: test decides nothing)
+            row(0, "float32", 0.90, 0.90), row(0, "PTQ", 0.87, 0.89, 10.0), row(0, "QAT", 0.89, 0.85, 30.0),
+            # seed 1: PTQ within 1 pp on val: no fine-tune would run, though QAT's row is better
+            row(1, "float32", 0.90, 0.90), row(1, "PTQ", 0.895, 0.88, 11.0), row(1, "QAT", 0.90, 0.90, 31.0),
+            # seed 2: QAT ran and was worse on val: PTQ stays
+            row(2, "float32", 0.90, 0.90), row(2, "PTQ", 0.85, 0.86, 12.0), row(2, "QAT", 0.84, 0.90, 32.0)]
+    kept = {r["seed"]: r for r in quantization.shipped_rows(rows)}
+    assert {s: r["kept"] for s, r in kept.items()} == {0: "QAT", 1: "PTQ", 2: "PTQ"}
+    assert [kept[s]["test_accuracy"] for s in (0, 1, 2)] == [0.85, 0.88, 0.86]
+    assert [kept[s]["seconds"] for s in (0, 1, 2)] == [40.0, 11.0, 44.0]  # the fine-tune's time counts when it runs
+    assert {r["variant"] for r in kept.values()} == {quantization.SHIPPED}
+    text = quantization._kept_sentence(rows + list(kept.values()))
+    assert "seed 1: PTQ (PTQ loses 0.50 pp on val, within 1 pp, so no fine-tune runs)" in text
+    assert "seed 2: PTQ (PTQ loses 5.00 pp on val, so QAT runs and reaches 84.00%" in text

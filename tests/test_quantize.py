@@ -222,3 +222,14 @@ def test_cli_quantize_flag_alone_means_ptq():
     assert resolve(build_parser().parse_args(base + ["--quantize"])).quantize == "ptq"
     assert resolve(build_parser().parse_args(base + ["--quantize", "qat"])).quantize == "qat"
     assert resolve(build_parser().parse_args(base)).quantize is None
+
+
+def test_qat_runs_only_past_the_trigger_and_is_kept_only_when_better_on_val():
+    from graftsearch.graft._int8 import QAT_TRIGGER, kept_method, loses_too_much
+
+    assert QAT_TRIGGER == 0.01
+    assert loses_too_much(0.90, 0.8899) and not loses_too_much(0.90, 0.8901)
+    assert kept_method(0.90, 0.85, 0.86) == "qat"
+    assert kept_method(0.90, 0.85, 0.85) == "ptq"  # a tie keeps the cheaper copy
+    assert kept_method(0.90, 0.895, 0.99) == "ptq"  # within the trigger no fine-tune runs
+    assert kept_method(0.90, 0.85, None) == "ptq"  # the fine-tune failed or did not run

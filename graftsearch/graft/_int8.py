@@ -35,6 +35,23 @@ def _accuracy(model: nn.Module, loader) -> float:
     return float((z.argmax(1) == y).mean())
 
 
+def loses_too_much(float_val: float, int8_val: float) -> bool:
+    """Whether an int8 copy loses more than ``QAT_TRIGGER`` of the float32 graft's val accuracy
+    (what makes PTQ try the first convolution in float32, and ``quantize="qat"`` fine-tune)."""
+    return int8_val < float_val - QAT_TRIGGER
+
+
+def kept_method(float_val: float, ptq_val: float, qat_val: Optional[float] = None) -> str:
+    """``"qat"`` or ``"ptq"``: the copy ``quantize="qat"`` keeps, from val accuracies alone.
+
+    Quantisation-aware fine-tuning runs only when the post-training copy loses too much
+    (:func:`loses_too_much`), and its copy is kept only when it is better on val; ``qat_val`` is
+    None when it did not run or failed."""
+    if qat_val is not None and loses_too_much(float_val, ptq_val) and qat_val > ptq_val:
+        return "qat"
+    return "ptq"
+
+
 def calibration_batches(dataset, pre, settings: FinalSettings, make_loader, skip_bad: bool
                         ) -> Tuple[List[torch.Tensor], int]:
     """``settings.calibration_images`` normalised training images (shuffled under the seed)."""
@@ -118,14 +135,14 @@ def make_int8(graft: nn.Module, dataset, pre, settings: FinalSettings, *, make_l
             return {"mode": settings.quantize, "ptq_candidates": candidates,
                     "error": f"every int8 candidate failed ({errors})"}, None
         first = first_convolution(getattr(graft, "trunk", graft))
-        if best[0] < float_val - QAT_TRIGGER and first is not None:
+        if loses_too_much(float_val, best[0]) and first is not None:
             # the layer on raw pixels is the usual casualty of per-tensor activation ranges
             attempt(dataclasses.replace(best[1], float_layers=(first,)))
         ptq_val, recipe, quantized = best
         out: Dict[str, Any] = {"mode": settings.quantize, "method": "ptq",
                                "calibration_images": seen, "float32_val_accuracy": float_val,
                                "ptq_candidates": candidates, "ptq_val_accuracy": ptq_val}
-        if settings.quantize == "qat" and ptq_val < float_val - QAT_TRIGGER:
+        if settings.quantize == "qat" and loses_too_much(float_val, ptq_val):
             logger.info("int8: post-training loses %.4f of val accuracy; quantisation-aware "
                         "fine-tuning", float_val - ptq_val)
             try:
@@ -139,7 +156,7 @@ def make_int8(graft: nn.Module, dataset, pre, settings: FinalSettings, *, make_l
                 logger.info("int8 after quantisation-aware fine-tuning: val accuracy %.4f "
                             "(post-training %.4f)", qat_val, ptq_val)
                 out.update(qat_val_accuracy=qat_val, qat_history=history, qat_epochs=len(history))
-                if qat_val > ptq_val:
+                if kept_method(float_val, ptq_val, qat_val) == "qat":
                     out["method"], recipe, quantized = "qat", qat_recipe, qat_model
         elif settings.quantize == "qat":
             out["qat_note"] = (f"not needed: post-training int8 is within {QAT_TRIGGER:.0%} of "

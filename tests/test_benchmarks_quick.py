@@ -338,3 +338,40 @@ def test_int8_kept_row_is_the_copy_the_librarys_rule_keeps_by_val():
     text = quantization._kept_sentence(rows + list(kept.values()))
     assert "seed 1: PTQ (PTQ loses 0.50 pp on val, within 1 pp, so no fine-tune runs)" in text
     assert "seed 2: PTQ (PTQ loses 5.00 pp on val, so QAT runs and reaches 84.00%" in text
+
+
+def test_int8_library_choice_counts_every_target_per_seed_and_breaks_ties_by_latency():
+    from benchmarks import quantization
+
+    def row(seed, variant, test, mib, ms, **extra):
+        return {"seed": seed, "model": "graft", "variant": variant, "test_accuracy": test,
+                "val_accuracy": test, "file_mib": mib, "stored_mib": mib, "latency_ms": ms,
+                "seconds": 1.0, **extra}
+
+    rows = []
+    for seed in (0, 1):
+        rows += [row(seed, "float32", 0.90, 4.0, 8.0), row(seed, "PTQ", 0.895, 1.0, 4.0),
+                 row(seed, "float32 (ONNX Runtime)", 0.90, 4.0, 3.0),
+                 # ONNX Runtime: accurate and fast, but its file is only 3x smaller
+                 row(seed, "PTQ (ONNX Runtime)", 0.90, 4.0 / 3, 2.0),
+                 row(seed, "float32 (torch.compile)", 0.90, float("nan"), 9.0),
+                 row(seed, "PTQ (torchao PT2E)", 0.90 if seed == 0 else 0.88, 1.0, 8.5,
+                     torchscript_float32_ms=8.0)]
+    rows += quantization.shipped_rows(rows)
+    text = " ".join(quantization._library_choice(rows))
+    assert ("ONNX Runtime's static quantiser (no quantisation-aware fine-tune), on the same "
+            "calibration images: test accuracy 90.00% (within 1 pp of float32 on 2 of 2 seeds), a "
+            "file 3.00x smaller than the float32 TorchScript file (>= 3.5x on 0), 2.00 ms per image "
+            "against its own runtime's float32 3.00 ms (no slower on 2).") in text
+    assert ("(within 1 pp of float32 on 1 of 2 seeds), a file 4.00x smaller than the float32 "
+            "TorchScript file (>= 3.5x on 2), 8.50 ms per image against its own runtime's float32 "
+            "9.00 ms (no slower on 2) and the float32 TorchScript file's 8.00 ms") in text
+    assert ("Seeds on which every target holds: torch.ao (the copy `--quantize qat` keeps) on 2, "
+            "ONNX Runtime's static quantiser on 0, torchao's PT2E quantiser on 1 of 2; graftsearch "
+            "ships torch.ao's int8, the one path that meets them on the most seeds.") in text
+    # torchao on both seeds: a tie, decided by latency
+    rows = [dict(r, test_accuracy=0.90) if r["variant"] == "PTQ (torchao PT2E)" else r
+            for r in rows]
+    text = " ".join(quantization._library_choice(rows))
+    assert ("meets them on as many seeds as torchao's PT2E quantiser, and runs fastest of these "
+            "(4.00 ms per image against 8.50 ms).") in text

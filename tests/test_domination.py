@@ -151,3 +151,41 @@ def test_nondominated_keeps_ties_and_drops_dominated():
     sizes = [10, 10, 20, 20, 30, 5]
     accs = [0.8, 0.8, 0.9, 0.7, 0.9, 0.1]
     assert sorted(nondominated_indices(sizes, accs)) == [0, 1, 2, 5]
+
+
+def _random_population(rng, n):
+    # few distinct values, so that ties, duplicates and equal violations are common
+    return [make_individual("0", rng.choice([0.5, 0.6, 0.7, rng.random()]),
+                            float(rng.choice([1, 2, 3, rng.randint(1, 100)])),
+                            rng.choice([0.0, 0.0, 0.0, 0.5, 1.0, 2.0])) for _ in range(n)]
+
+
+def test_fronts_are_deaps_constrained_fronts_on_random_populations_with_ties():
+    from deap import tools
+
+    rng = random.Random(1)
+    for _ in range(500):
+        inds = _random_population(rng, rng.randint(1, 60))
+        k = rng.choice([None, rng.randint(1, len(inds))])
+        ours = [sorted(map(id, f)) for f in rank_fronts(inds, k)]
+        theirs = [sorted(map(id, f)) for f in tools.sortNondominated(inds, k or len(inds))]
+        assert ours == theirs
+
+
+def test_crowding_distances_are_deaps_bit_for_bit():
+    from deap import tools
+
+    rng = random.Random(2)
+    for _ in range(300):
+        inds = _random_population(rng, rng.randint(1, 40))
+        fronts = rank_fronts(inds)
+        ours = [[x.fitness.crowding_dist for x in f] for f in fronts]
+        for front in fronts:
+            tools.emo.assignCrowdingDist(front)
+        assert ours == [[x.fitness.crowding_dist for x in f] for f in fronts]
+
+
+def test_bits_of_reads_int_and_bool_genes():
+    from graftsearch.optimize._domination import bits_of
+
+    assert bits_of([1, 0, True, False, 0]) == "10100"

@@ -21,6 +21,7 @@ the fitness's own value. The model sees the latest :data:`FIT_WINDOW` evaluation
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import List, Sequence
 
@@ -69,7 +70,10 @@ _BLAS_LOCK = threading.Lock()
 
 
 def _features(bits: Sequence[str]) -> np.ndarray:
-    x = np.array([[c == "1" for c in b] for b in bits], dtype=float)
+    bits = list(bits)
+    # one byte per tap: b"1" is 49; the strings all have the same length (one per tap)
+    x = (np.frombuffer("".join(bits).encode("ascii"), dtype=np.uint8).reshape(len(bits), -1)
+         == ord("1")).astype(float)
     n = x.shape[1]
     if n > MAX_PAIR_TAPS:
         return x
@@ -142,11 +146,17 @@ def screen_order(predicted: List[tuple], known: List[tuple]) -> List[int]:
     Candidates are ranked with the known ones by constrained non-dominated sorting, then by
     crowding distance within a front, then in the order they were bred.
     """
-    from graftsearch.optimize._domination import make_individual, rank_fronts
+    from graftsearch.optimize._domination import crowding_distances, front_ranks
 
-    inds = [make_individual(*item) for item in list(known) + list(predicted)]
-    rank_fronts(inds)
+    items = list(known) + list(predicted)
+    values = np.array([(0.0 if p is None or not math.isfinite(p) else float(p), float(size))
+                       for _, p, size, _ in items], dtype=float)
+    rank = np.zeros(len(items), dtype=int)
+    for r, idx in enumerate(front_ranks(values, np.array([v for *_, v in items], dtype=float)),
+                            start=1):
+        rank[idx] = r
+    crowding = crowding_distances(values, rank)
     offset = len(known)
-    keyed = [(inds[offset + i].fitness.rank, -inds[offset + i].fitness.crowding_dist, i)
+    keyed = [(int(rank[offset + i]), -float(crowding[offset + i]), i)
              for i in range(len(predicted))]
     return [i for _, _, i in sorted(keyed)]

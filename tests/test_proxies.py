@@ -63,11 +63,13 @@ def source():
     (gs.MLPSettings, {"epochs": 0}, r"'epochs' parameter must be an integer >= 1\. Got 0"),
     (gs.MLPSettings, {"hidden": -1}, r"'hidden' parameter must be an integer >= 0"),
     (gs.MLPSettings, {"threads": 0}, r"'threads' parameter must be an integer >= 1, or None"),
-    (gs.FastSettings, {"probe": "lad"}, r"'probe' parameter must be one of 'lda', 'ridge'\. Got 'lad' "
+    (gs.FastSettings, {"probe": "lad"}, r"'probe' parameter must be one of 'lda', 'ridge', 'logistic'\. Got 'lad' "
                                         r"instead\. Did you mean 'lda'\?"),
     (gs.FastSettings, {"shrinkage": 1.5}, r"'shrinkage' parameter must be a float in \[0, 1\] or 'auto'"),
     (gs.FastSettings, {"alpha": "loo"}, r"'alpha' parameter must be a float > 0 or 'gcv'\. Got 'loo'"),
     (gs.FastSettings, {"alphas": ()}, r"'alphas' parameter must be a non-empty tuple of floats > 0"),
+    (gs.FastSettings, {"penalty": 0.0}, r"'penalty' parameter must be a finite float > 0\. Got 0\.0"),
+    (gs.FastSettings, {"iterations": 0}, r"'iterations' parameter must be an integer >= 1\. Got 0"),
 ])
 def test_settings_reject_bad_values(cls, kwargs, match):
     with pytest.raises(gs.ParameterError, match=match):
@@ -220,6 +222,7 @@ def test_never_reads_the_test_split(source, kind):
 @pytest.mark.parametrize("kind, settings", [
     ("fast", {}),
     ("fast", {"probe": "ridge"}),
+    ("fast", {"probe": "logistic"}),
     ("mlp", TINY_MLP),
 ])
 def test_selections_with_the_signal_tap_rank_above_all_others(kind, settings):
@@ -285,6 +288,63 @@ def test_fast_ridge_matches_direct_solve_and_brute_force_gcv(source):
     assert fit.val_loss == pytest.approx(((ref.predict(zv) - np.eye(3)[yv]) ** 2).sum(1).mean(), rel=1e-8)
     fixed = gs.fitness.FastProxy(source, settings=gs.FastSettings(probe="ridge", alpha=0.5)).fit(sel)
     np.testing.assert_allclose(fixed.val_scores, Ridge(alpha=0.5 * n).fit(zt, onehot).predict(zv), rtol=1e-8)
+
+
+@pytest.mark.parametrize("sel", [(3,), (1, 3, 4)])
+def test_fast_logistic_converges_to_sklearns_penalised_softmax_regression(source, sel):
+    # sklearn minimises C * sum CE + ||W||^2 / 2, ours mean CE + penalty ||W||^2: the same
+    # minimiser at C = 1 / (2 penalty n); given iterations enough, ours reaches it
+    from sklearn.linear_model import LogisticRegression
+
+    penalty, n = 0.01, len(source.labels("train"))
+    settings = gs.FastSettings(probe="logistic", penalty=penalty, iterations=500)
+    fit = FastProxy(source, settings=settings).fit(sel)
+    zt, zv = _standardised(source, "train", sel), _standardised(source, "val", sel)
+    ref = LogisticRegression(C=1.0 / (2 * penalty * n), tol=1e-12, max_iter=10_000)
+    ref.fit(zt, source.labels("train"))
+    # 1e-3: the probe runs in float32, where the loss stops changing visibly near the minimum
+    np.testing.assert_allclose(fit.coef, ref.coef_.T, atol=1e-3)
+    # softmax intercepts are defined up to a constant: compare them centred
+    np.testing.assert_allclose(fit.intercept - fit.intercept.mean(), ref.intercept_ - ref.intercept_.mean(), atol=1e-3)
+    yv = source.labels("val")
+    assert fit.val_accuracy == ref.score(zv, yv)
+    assert fit.regularization == penalty
+    ref_loss = -np.log(ref.predict_proba(zv)[np.arange(len(yv)), yv]).mean()
+    assert fit.val_loss == pytest.approx(ref_loss, rel=1e-4)
+
+
+def test_fast_logistic_stops_after_its_iterations_where_lbfgs_is(source):
+    # the few iterations are the probe: the fit is torch's L-BFGS (strong Wolfe) on the same
+    # objective after exactly that many iterations, not a converged one
+    sel = (1, 3, 4)
+    fits = {it: FastProxy(source, settings=gs.FastSettings(probe="logistic", iterations=it)).fit(sel)
+            for it in (2, 20)}
+    zt = torch.from_numpy(_standardised(source, "train", sel).astype(np.float32))
+    y = torch.from_numpy(source.labels("train"))
+    for it, fit in fits.items():
+        w = torch.zeros((zt.shape[1], 3), requires_grad=True)
+        b = torch.zeros(3, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=it, history_size=10, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(zt @ w + b, y) + 1e-3 * (w * w).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        np.testing.assert_allclose(fit.coef, w.detach().numpy(), rtol=1e-3, atol=1e-4)
+    assert not np.allclose(fits[2].coef, fits[20].coef, atol=1e-2)
+
+
+def test_fast_logistic_same_numbers_in_a_worker_and_in_folds(source):
+    proxy = FastProxy(source, settings=gs.FastSettings(probe="logistic"))
+    ev = proxy.evaluate((1, 3, 4))
+    assert pickle.loads(pickle.dumps(proxy)).evaluate((1, 3, 4)) == ev
+    assert '"probe":"logistic"' in proxy.key() and '"iterations":20' in proxy.key()
+    folded = FastProxy(source, seed=1, settings=gs.FastSettings(probe="logistic", folds=3))
+    accuracies = [folded.fit((1, 3, 4), fold=f).val_accuracy for f in range(3)]
+    assert folded.evaluate((1, 3, 4)).val_accuracy == pytest.approx(np.mean(accuracies), abs=1e-12)
 
 
 def test_mlp_with_a_linear_head_matches_logistic_regression():

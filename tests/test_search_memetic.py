@@ -222,9 +222,11 @@ def test_a_run_directory_from_before_these_settings_still_resumes(tmp_path):
                               local_search=0, screen=0, proxy_folds=1)
     (tmp_path / "checkpoint.pkl").write_bytes(b"")
     stored = {k: v for k, v in settings.as_dict().items()
-              if k not in ("initial", "local_search", "screen", "proxy_folds")}
+              if k not in ("initial", "local_search", "screen", "proxy_folds", "proxy_probe")}
     (tmp_path / "config.json").write_text(json.dumps({"settings": stored}))
     _check_run_dir(tmp_path, settings)  # missing settings read as the values it ran with
+    with pytest.raises(gs.errors.SearchError, match=r"settings differ: proxy_probe \('lda' -> 'logistic'\)"):
+        _check_run_dir(tmp_path, dataclasses.replace(settings, proxy_probe="logistic"))
     with pytest.raises(gs.errors.SearchError, match=r"settings differ: local_search \(0 -> 4\)"):
         _check_run_dir(tmp_path, dataclasses.replace(settings, local_search=4))
     # today's defaults are not what it ran with: `graftsearch resume` continues it as it was

@@ -219,7 +219,8 @@ def test_a_search_saved_before_the_screen_existed_resumes_without_it(tmp_path):
     assert (restored.screen, restored.local_search, restored.initial) == (0, 0, "singles")
     stored = {k: v for k, v in gs.RunSettings(data="x", donor="efficientnet_lite0",
                                               p_min=0.5, screen=4).as_dict().items()
-              if k not in ("screen", "local_search", "initial", "proxy_folds")}
+              if k not in ("screen", "local_search", "initial", "proxy_folds", "proxy_probe")}
     (tmp_path / "config.json").write_text(json.dumps({"settings": stored}))
     again = settings_from(read_config(tmp_path))
-    assert (again.screen, again.local_search, again.initial, again.proxy_folds) == (0, 0, "singles", 1)
+    assert (again.screen, again.local_search, again.initial, again.proxy_folds,
+            again.proxy_probe) == (0, 0, "singles", 1, "lda")

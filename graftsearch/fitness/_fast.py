@@ -1,5 +1,6 @@
-"""The ``fast`` proxy: P(G_s) from a closed-form probe (shrinkage LDA or ridge) computed on
-train-split Gram blocks that are precomputed once over all taps."""
+"""The ``fast`` proxy: P(G_s) from a cheap probe: shrinkage LDA or ridge in closed form from
+train-split Gram blocks precomputed once over all taps, or a few L-BFGS steps of multinomial
+logistic regression on the standardised train rows (kept once over all taps)."""
 
 from __future__ import annotations
 
@@ -109,6 +110,24 @@ class _GramStats:
         if not np.isfinite(self.val_x).all():
             raise DataError("The val features contain NaN or infinite values; rebuild the feature cache.")
         self.val_y = np.asarray(source.labels("val"), dtype=np.int64)
+        self.train_y = y
+        self._source = source
+        self._rows: Optional[np.ndarray] = None
+
+    def columns_major_rows(self) -> np.ndarray:
+        """The standardised train rows of all taps, transposed (D x n, float32), made on first
+        use: only the logistic probe needs them. Transposed, a selection's channels are a gather
+        of whole rows, and its products with the K x n class scores are the fast shapes."""
+        with _STATS_LOCK:
+            if self._rows is None:
+                rows = np.empty((int(self.offsets[-1]), self.n), dtype=np.float32)
+                step = max(64, (32 << 20) // (8 * max(1, int(self.offsets[-1]))))
+                for start in range(0, self.n, step):
+                    rows[:, start:start + step] = self._standardised(
+                        self._source, "train", start, start + step, self.offsets, self.mean,
+                        self.scale).T
+                self._rows = rows
+            return self._rows
 
     @staticmethod
     def _standardised(source, split, start, stop, offsets, mean, scale) -> np.ndarray:
@@ -148,10 +167,10 @@ def _stats_for(source: FeatureSource, threads: Optional[int]) -> _GramStats:
 
 @dataclass(frozen=True)
 class ProbeFit:
-    """One closed-form fit of the ``fast`` proxy (what :meth:`FastProxy.fit` returns).
+    """One probe fit of the ``fast`` proxy (what :meth:`FastProxy.fit` returns).
 
     ``coef`` (d x K) and ``intercept`` (K) act on train-standardised features of the selection;
-    ``regularization`` is the shrinkage (lda) or alpha (ridge) used; ``val_scores`` are the val
+    ``regularization`` is the shrinkage (lda), alpha (ridge) or penalty (logistic) used; ``val_scores`` are the val
     images' class scores.
     """
 
@@ -198,17 +217,19 @@ def ledoit_wolf_shrinkage(stats: _GramStats, indices: Tuple[int, ...], cols: np.
 
 
 class FastProxy(_Proxy):
-    """P = val accuracy of a closed-form probe on the selection's standardised features.
+    """P = val accuracy of a cheap probe on the selection's standardised features.
 
     The train-split Gram blocks of all taps are computed once (at construction, and once per
-    worker process); an evaluation then slices the selection's blocks and solves in its d
-    dimensions: O(d^3 + d^2 K) for the fit, plus O(n_val d K) to score the val images; nothing
-    grows with the number of train images.
+    worker process); an lda or ridge evaluation then slices the selection's blocks and solves in
+    its d dimensions: O(d^3 + d^2 K) for the fit, plus O(n_val d K) to score the val images;
+    nothing grows with the number of train images.
 
     ``lda`` (default): shrinkage LDA, with Ledoit-Wolf shrinkage per selection (``"auto"``);
     ``val_loss`` is the mean cross-entropy of the LDA posteriors (softmax of the discriminant
     scores). ``ridge``: ridge on one-hot targets, alpha by GCV (an eigendecomposition per
     evaluation) or fixed; ``val_loss`` is the mean squared error against one-hot targets.
+    ``logistic``: a softmax regression fitted by a few L-BFGS iterations on the standardised
+    train rows (O(iterations n d K) per evaluation); ``val_loss`` is the val cross-entropy.
     """
 
     name = "fast"
@@ -282,6 +303,8 @@ class FastProxy(_Proxy):
         with torch_threads(self.settings.threads):
             if self.settings.probe == "lda":
                 coef, intercept, reg = self._lda(stats, indices, cols)
+            elif self.settings.probe == "logistic":
+                coef, intercept, reg = self._logistic(stats, cols)
             else:
                 coef, intercept, reg = self._ridge(stats, cols)
             coef_raw = coef / stats.scale[cols][:, None]
@@ -289,7 +312,7 @@ class FastProxy(_Proxy):
             scores = _mm(stats.val_x[:, cols].astype(np.float64), coef_raw) + intercept_raw
         y = stats.val_y
         accuracy = float(np.mean(scores.argmax(axis=1) == y))
-        if self.settings.probe == "lda":
+        if self.settings.probe != "ridge":
             # 0.0 + x: a perfect fit would otherwise write "-0.0" to the CSV.
             loss = 0.0 + cross_entropy(scores, y)
         else:
@@ -315,6 +338,30 @@ class FastProxy(_Proxy):
         with np.errstate(divide="ignore"):
             intercept = -0.5 * np.einsum("dk,dk->k", means, coef) + np.log(priors)
         return coef, intercept, float(shrinkage)
+
+    def _logistic(self, stats: _GramStats, cols) -> Tuple[np.ndarray, np.ndarray, float]:
+        zt = torch.from_numpy(stats.columns_major_rows()[cols])  # d x n
+        n, k = zt.shape[1], len(stats.counts)
+        onehot = torch.zeros((k, n), dtype=torch.float32)
+        onehot[torch.from_numpy(stats.train_y), torch.arange(n)] = 1.0
+        penalty = float(self.settings.penalty)
+        wt = torch.zeros((k, len(cols)), dtype=torch.float32)
+        b = torch.zeros((k, 1), dtype=torch.float32)
+        # strong Wolfe line search: each step is accepted only on enough decrease, so a fixed
+        # number of iterations gives the same fit whatever the scale of the features
+        opt = torch.optim.LBFGS([wt, b], lr=1.0, max_iter=self.settings.iterations,
+                                history_size=10, line_search_fn="strong_wolfe")
+
+        def closure():
+            # the gradient by hand (no autograd): the softmax's is p - onehot, one matmul back
+            logp = torch.log_softmax(wt @ zt + b, dim=0)
+            residual = (logp.exp() - onehot) / n
+            wt.grad = (zt @ residual.T).T.contiguous() + (2.0 * penalty) * wt
+            b.grad = residual.sum(dim=1, keepdim=True)
+            return -(logp * onehot).sum() / n + penalty * (wt * wt).sum()
+
+        opt.step(closure)
+        return (wt.T.numpy().astype(np.float64), b[:, 0].numpy().astype(np.float64), penalty)
 
     def _ridge(self, stats: _GramStats, cols) -> Tuple[np.ndarray, np.ndarray, float]:
         n = stats.n

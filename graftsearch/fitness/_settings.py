@@ -21,7 +21,7 @@ def check_threads(threads: Any) -> None:
             "threads", "an integer >= 1, or None to keep the process's torch threads", threads))
 
 
-PROBES = ("lda", "ridge")
+PROBES = ("lda", "ridge", "logistic")
 
 
 def _check_choice(name: str, value: Any, choices: Tuple[str, ...]) -> None:
@@ -40,6 +40,11 @@ class FastSettings:
     [0, 1] or ``"auto"``. ``probe="ridge"``: ridge least squares on one-hot targets with penalty
     ``alpha * n_train`` on standardised features; ``alpha`` is a float > 0 or ``"gcv"``
     (generalised cross-validation over ``alphas``, one eigendecomposition per evaluation).
+    ``probe="logistic"``: multinomial logistic regression (softmax) on standardised features,
+    minimising the mean train cross-entropy plus ``penalty * ||W||^2`` (intercepts unpenalised)
+    with at most ``iterations`` L-BFGS iterations from zero; the few iterations are part of the
+    probe (an early stop, as the mlp proxy's), not a tolerance. It keeps the standardised train
+    rows of all taps in memory (float32: train images x channels x 4 bytes).
     ``threads`` is the torch thread count for the precomputation and every evaluation.
     ``folds``: 1 (default) fits on train and scores val; k >= 2 scores by stratified k-fold
     cross-validation over train and val together (folds drawn from the proxy's seed; each
@@ -51,11 +56,17 @@ class FastSettings:
     shrinkage: Union[float, str] = "auto"
     alpha: Union[float, str] = "gcv"
     alphas: Tuple[float, ...] = tuple(float(10.0 ** (k / 4)) for k in range(-16, 9))
+    penalty: float = 1e-3
+    iterations: int = 20
     threads: Optional[int] = 1
     folds: int = 1
 
     def __post_init__(self) -> None:
         _check_choice("probe", self.probe, PROBES)
+        if not is_real(self.penalty) or self.penalty <= 0:
+            raise ParameterError(param_message("penalty", "a finite float > 0", self.penalty))
+        if not is_int(self.iterations) or self.iterations < 1:
+            raise ParameterError(param_message("iterations", "an integer >= 1", self.iterations))
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 1:
             raise ParameterError(param_message("folds", "an integer >= 1 (1: train -> val)",
                                                self.folds))
@@ -77,6 +88,8 @@ class FastSettings:
             d["folds"] = self.folds
         if self.probe == "lda":
             d["shrinkage"] = self.shrinkage if self.shrinkage == "auto" else float(self.shrinkage)
+        elif self.probe == "logistic":
+            d["penalty"], d["iterations"] = float(self.penalty), int(self.iterations)
         else:
             d["alpha"] = self.alpha if self.alpha == "gcv" else float(self.alpha)
             if self.alpha == "gcv":

@@ -51,7 +51,7 @@ from graftsearch.data import DataSpec
 from graftsearch.donors._preprocessing import PAPER_IMAGE_SIZE
 from graftsearch.donors._spec import DonorSpec, NO_WEIGHTS, normalize_weights
 from graftsearch.features._options import DTYPES, CacheOptions
-from graftsearch.fitness._settings import FITNESS_KINDS, FastSettings, MLPSettings
+from graftsearch.fitness._settings import FITNESS_KINDS, PROBES, FastSettings, MLPSettings
 from graftsearch.graft import FinalSettings
 from graftsearch.graft._settings import QUANTIZE_MODES
 from graftsearch.optimize._settings import BEFORE_ADDED as SEARCH_BEFORE_ADDED, SearchSettings
@@ -61,7 +61,7 @@ from graftsearch.training._schedule import PAPER_SCHEDULE, TrainSchedule
 GROUPS = ("donor", "data", "head", "cache", "fitness", "search", "final", "run")
 #: Settings added after run directories were already being written, with the value those runs
 #: had (a run directory without one resumes as it started, whatever the default has become).
-BEFORE_ADDED: Dict[str, Any] = {**SEARCH_BEFORE_ADDED, "proxy_folds": 1}
+BEFORE_ADDED: Dict[str, Any] = {**SEARCH_BEFORE_ADDED, "proxy_folds": 1, "proxy_probe": "lda"}
 DEMO_DATA = "demo:digits"
 #: The cap on epochs of ``cultivate="auto"``; early stopping usually ends cultivation sooner.
 AUTO_CULTIVATE_EPOCHS = 8
@@ -154,7 +154,7 @@ PARTS: Dict[str, Part] = {
                                  "dtype": "dtype", "device": "device", "batch_size": "batch_size",
                                  "workers": "num_workers", "skip_bad_images": "skip_bad_images"}),
     "search": Part(SearchSettings, _same_names(SearchSettings)),
-    "fast": Part(FastSettings, {"proxy_folds": "folds"}),
+    "fast": Part(FastSettings, {"proxy_folds": "folds", "proxy_probe": "probe"}),
     "mlp": Part(MLPSettings, {"proxy_epochs": "epochs", "proxy_batch_size": "batch_size",
                               "proxy_lr": "lr", "proxy_patience": "patience",
                               "head_width": "hidden", "dropout": "dropout"}),
@@ -382,6 +382,9 @@ class RunSettings:
     proxy_epochs: int = _setting("fitness", "most epochs of an mlp proxy training")
     proxy_batch_size: int = _setting("fitness", "batch size of an mlp proxy training")
     proxy_lr: float = _setting("fitness", "learning rate of an mlp proxy training")
+    proxy_probe: str = _setting("fitness", "fast proxy's probe: lda (shrinkage LDA), ridge, or "
+                                           "logistic (a few L-BFGS steps of softmax regression)",
+                                choices=PROBES)
     proxy_folds: int = _setting("fitness", "fast proxy: 1 fits train and scores val; k >= 2 "
                                            "scores by k-fold cross-validation over train and val")
     proxy_patience: Optional[int] = _setting("fitness", "early stop of an mlp proxy after this "

@@ -183,6 +183,7 @@ def test_nothing_feasible_is_said_once_and_resume_names_itself(tmp_path, monkeyp
     (["--distill-alpha", "1.5"], r"'distill_alpha' parameter must be a float in \[0, 1\]"),
     (["--distill-temperature", "0"], r"'distill_temperature' parameter must be a float > 0"),
     (["--fine-tune-epochs", "0"], r"'fine_tune_epochs' parameter must be an integer >= 1"),
+    (["--proxy-probe", "lad"], r"argument --proxy-probe: invalid choice: 'lad'"),
 ])
 def test_cli_user_errors_are_one_line_and_exit_2(small_run, tmp_path, extra, pattern, capfd):
     argv = small_run(tmp_path / "run", tmp_path / "cache") + extra
@@ -243,6 +244,13 @@ def test_missing_data_offline_leaves_no_run_directory(tmp_path, monkeypatch, cap
     monkeypatch.setattr("graftsearch.data._download.download_deepweeds", offline)
     assert main(["run", "--p-min", "0.89", "--run-dir", str(tmp_path / "run"), "--quiet"]) == 2
     assert not (tmp_path / "run").exists()
+
+
+def test_proxy_probe_flag_reaches_the_fast_proxy(small_run, tmp_path):
+    assert _settings(small_run(tmp_path / "a", tmp_path / "c")).fast_settings().probe == "lda"
+    chosen = _settings(small_run(tmp_path / "b", tmp_path / "c", "--proxy-probe", "logistic"))
+    assert chosen.proxy_probe == "logistic"
+    assert chosen.fast_settings() == gs.FastSettings(probe="logistic")
 
 
 def test_print_config_round_trip(tmp_path, capsys):

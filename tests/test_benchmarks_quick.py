@@ -193,7 +193,8 @@ def test_quick_run_writes_every_table_and_leaves_the_reported_ones_alone(quick_r
         assert f"python -m benchmarks.{name}" in steps
     assert "3 of the 3 commands that need no donor" in (out / "startup.md").read_text()
     truth = (out / "proxy_truth.md").read_text()
-    assert "| fast |" in truth and "| LogME |" in truth and "| fast (logistic) |" in truth
+    assert "| fast (lda) |" in truth and "| LogME |" in truth and "| fast (logistic) |" in truth
+    assert "min-size pick / table's size" in truth
     assert "the target (spearman" in truth.lower() or "meets the target" in truth
     assert "### The logistic probe's settings" in truth
     assert set(bench_main.SECTIONS) == set(bench_main.ORDER)  # every benchmark has its section

@@ -88,7 +88,7 @@ def test_make_fitness_kinds_and_errors(source):
     mlp = gs.make_fitness("mlp", source, seed=3, epochs=5, batch_size=8)
     assert isinstance(mlp, MLPProxy) and mlp.name == "mlp" and mlp.seed == 3
     assert mlp.settings == gs.MLPSettings(epochs=5, batch_size=8)
-    fast = gs.make_fitness("fast", source, seed=3, settings=gs.FastSettings(shrinkage=0.2))
+    fast = gs.make_fitness("fast", source, seed=3, settings=gs.FastSettings(probe="lda", shrinkage=0.2))
     assert isinstance(fast, FastProxy) and fast.settings.shrinkage == 0.2
     with pytest.raises(gs.ParameterError, match=r"'kind' parameter must be 'mlp', 'fast', or a callable "
                                                 r"taking a SelectionContext\. Got 'fsat' instead\. Did you "
@@ -187,7 +187,10 @@ def test_key_names_settings_features_and_seed(source):
     assert key == gs.fitness.FastProxy(source, seed=1).key()
     assert source.fingerprint in key and '"seed":1' in key and '"fitness":"fast"' in key
     assert key != gs.fitness.FastProxy(source, seed=2).key()
-    assert key != gs.fitness.FastProxy(source, seed=1, settings=gs.FastSettings(shrinkage=0.3)).key()
+    assert key != gs.fitness.FastProxy(source, seed=1, settings=gs.FastSettings(penalty=0.3)).key()
+    lda = gs.FastSettings(probe="lda")
+    assert (gs.fitness.FastProxy(source, seed=1, settings=lda).key()
+            != gs.fitness.FastProxy(source, seed=1, settings=gs.FastSettings(probe="lda", shrinkage=0.3)).key())
     assert key != gs.fitness.FastProxy(make_source(seed=1), seed=1).key()
     assert gs.fitness.MLPProxy(source).key() != gs.fitness.MLPProxy(source, settings=gs.MLPSettings(epochs=3)).key()
 
@@ -253,13 +256,13 @@ def test_fast_lda_matches_sklearn(source, sel):
     gamma = ledoit_wolf_shrinkage(centred, assume_centered=True)
     ref = LinearDiscriminantAnalysis(solver="lsqr", covariance_estimator=ShrunkCovariance(shrinkage=gamma))
     ref.fit(zt, yt)
-    fit = gs.fitness.FastProxy(source).fit(sel)
+    fit = gs.fitness.FastProxy(source, settings=gs.FastSettings(probe="lda")).fit(sel)
     assert fit.regularization == pytest.approx(gamma, rel=1e-9)
     np.testing.assert_allclose(fit.val_scores, ref.decision_function(zv), rtol=1e-8, atol=1e-8)
     assert fit.val_accuracy == ref.score(zv, yv)
     # val loss: cross-entropy of the LDA posteriors
     assert fit.val_loss == pytest.approx(-np.log(ref.predict_proba(zv)[np.arange(len(yv)), yv]).mean(), rel=1e-8)
-    fixed = gs.fitness.FastProxy(source, settings=gs.FastSettings(shrinkage=0.3)).fit(sel)
+    fixed = gs.fitness.FastProxy(source, settings=gs.FastSettings(probe="lda", shrinkage=0.3)).fit(sel)
     ref = LinearDiscriminantAnalysis(solver="lsqr", covariance_estimator=ShrunkCovariance(shrinkage=0.3)).fit(zt, yt)
     np.testing.assert_allclose(fixed.val_scores, ref.decision_function(zv), rtol=1e-8, atol=1e-8)
 
@@ -333,18 +336,60 @@ def test_fast_logistic_stops_after_its_iterations_where_lbfgs_is(source):
             return loss
 
         opt.step(closure)
-        np.testing.assert_allclose(fit.coef, w.detach().numpy(), rtol=1e-3, atol=1e-4)
+        # float32 rounding of the hand gradient and autograd's differ, and 20 quasi-Newton
+        # steps carry it on: the tolerance grows with the steps (seen: 1.3e-4 at 20 on one CPU)
+        np.testing.assert_allclose(fit.coef, w.detach().numpy(), rtol=1e-3,
+                                   atol=1e-4 if it <= 2 else 1e-3)
     assert not np.allclose(fits[2].coef, fits[20].coef, atol=1e-2)
 
 
-def test_fast_logistic_same_numbers_in_a_worker_and_in_folds(source):
+def test_fast_logistic_same_numbers_in_a_worker_and_in_folds(source, monkeypatch):
+    from graftsearch.fitness import _fast
+
+    sel = (1, 3, 4)
     proxy = FastProxy(source, settings=gs.FastSettings(probe="logistic"))
-    ev = proxy.evaluate((1, 3, 4))
-    assert pickle.loads(pickle.dumps(proxy)).evaluate((1, 3, 4)) == ev
+    ev = proxy.evaluate(sel)
+    blob = pickle.dumps(proxy)
+    # a fresh worker process: no statistics of this source yet, so the copy builds its own
+    monkeypatch.setattr(_fast, "_STATS", type(_fast._STATS)())
+    monkeypatch.setattr(_fast, "_FOLDS", type(_fast._FOLDS)())
+    assert pickle.loads(blob).evaluate(sel) == ev
     assert '"probe":"logistic"' in proxy.key() and '"iterations":20' in proxy.key()
-    folded = FastProxy(source, seed=1, settings=gs.FastSettings(probe="logistic", folds=3))
-    accuracies = [folded.fit((1, 3, 4), fold=f).val_accuracy for f in range(3)]
-    assert folded.evaluate((1, 3, 4)).val_accuracy == pytest.approx(np.mean(accuracies), abs=1e-12)
+    settings = gs.FastSettings(probe="logistic", folds=3)
+    folded = FastProxy(source, seed=1, settings=settings)
+    # each fold scores as a proxy made from scratch on that fold's train and held-out rows
+    alone = [FastProxy(f, settings=gs.FastSettings(probe="logistic")).fit(sel)
+             for f in _fast.fold_sources(source, 3, 1)]
+    for f, fit in enumerate(alone):
+        np.testing.assert_array_equal(folded.fit(sel, fold=f).val_scores, fit.val_scores)
+    assert folded.evaluate(sel).val_accuracy == pytest.approx(
+        np.mean([fit.val_accuracy for fit in alone]), abs=1e-12)
+
+
+def test_only_the_logistic_probe_keeps_train_rows_and_none_keeps_the_source(source, monkeypatch):
+    from graftsearch.fitness import _fast
+
+    monkeypatch.setattr(_fast, "_STATS", type(_fast._STATS)())
+    lda = FastProxy(source, settings=gs.FastSettings(probe="lda"))
+    stats = lda._get_stats()
+    assert stats.rows is None
+    assert not any(v is source for v in vars(stats).values())
+    logistic = FastProxy(source, settings=gs.FastSettings(probe="logistic"))
+    assert logistic._get_stats() is stats  # one set of statistics per source and thread count
+    expected = np.concatenate([_standardised(source, "train", (t,)) for t in range(1, 6)], axis=1)
+    np.testing.assert_allclose(stats.rows, expected.T.astype(np.float32), rtol=1e-6, atol=1e-6)
+    folded = FastProxy(source, seed=2, settings=gs.FastSettings(probe="lda", folds=3))
+    assert all(f.rows is None for f in folded._get_folds())
+    again = FastProxy(source, seed=2, settings=gs.FastSettings(probe="logistic", folds=3))
+    assert all(f.rows is not None for f in again._get_folds())
+
+
+def test_default_probe_is_logistic_and_lda_keys_stay_those_of_earlier_runs():
+    assert gs.FastSettings().probe == "logistic"
+    # exhaustive tables and run directories written under the LDA default are found by this key
+    assert gs.FastSettings(probe="lda").as_dict() == {"probe": "lda", "threads": 1, "shrinkage": "auto"}
+    assert gs.FastSettings().as_dict() == {"probe": "logistic", "threads": 1, "penalty": 1e-3,
+                                           "iterations": 20}
 
 
 def test_mlp_with_a_linear_head_matches_logistic_regression():
@@ -461,7 +506,7 @@ def test_k_fold_fast_equals_refitting_each_fold_from_scratch(source, sel):
     from graftsearch.fitness._fast import fold_assignment
 
     k = 4
-    proxy = FastProxy(source, seed=3, settings=gs.FastSettings(folds=k))
+    proxy = FastProxy(source, seed=3, settings=gs.FastSettings(probe="lda", folds=k))
     x = np.concatenate([gs.features.selection_features(source, s, sel) for s in ("train", "val")])
     y = np.concatenate([source.labels("train"), source.labels("val")])
     fold = fold_assignment(y, k, 3)

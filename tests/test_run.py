@@ -247,10 +247,10 @@ def test_missing_data_offline_leaves_no_run_directory(tmp_path, monkeypatch, cap
 
 
 def test_proxy_probe_flag_reaches_the_fast_proxy(small_run, tmp_path):
-    assert _settings(small_run(tmp_path / "a", tmp_path / "c")).fast_settings().probe == "lda"
-    chosen = _settings(small_run(tmp_path / "b", tmp_path / "c", "--proxy-probe", "logistic"))
-    assert chosen.proxy_probe == "logistic"
-    assert chosen.fast_settings() == gs.FastSettings(probe="logistic")
+    assert _settings(small_run(tmp_path / "a", tmp_path / "c")).fast_settings().probe == "logistic"
+    chosen = _settings(small_run(tmp_path / "b", tmp_path / "c", "--proxy-probe", "lda"))
+    assert chosen.proxy_probe == "lda"
+    assert chosen.fast_settings() == gs.FastSettings(probe="lda")
 
 
 def test_print_config_round_trip(tmp_path, capsys):

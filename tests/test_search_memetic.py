@@ -219,7 +219,7 @@ def test_a_run_directory_from_before_these_settings_still_resumes(tmp_path):
 
     # what such a run ran with: the values BEFORE_ADDED names, not today's defaults
     settings = gs.RunSettings(data="x", donor="efficientnet_lite0", p_min=0.5, initial="singles",
-                              local_search=0, screen=0, proxy_folds=1)
+                              local_search=0, screen=0, proxy_folds=1, proxy_probe="lda")
     (tmp_path / "checkpoint.pkl").write_bytes(b"")
     stored = {k: v for k, v in settings.as_dict().items()
               if k not in ("initial", "local_search", "screen", "proxy_folds", "proxy_probe")}
@@ -232,5 +232,6 @@ def test_a_run_directory_from_before_these_settings_still_resumes(tmp_path):
     # today's defaults are not what it ran with: `graftsearch resume` continues it as it was
     with pytest.raises(gs.errors.SearchError,
                        match=r"initial \('singles' -> 'random'\), local_search \(0 -> None\), "
-                             r"screen \(0 -> 8\).*graftsearch resume"):
+                             r"proxy_probe \('lda' -> 'logistic'\), screen \(0 -> 8\)"
+                             r".*graftsearch resume"):
         _check_run_dir(tmp_path, gs.RunSettings(data="x", donor="efficientnet_lite0", p_min=0.5))

@@ -111,23 +111,25 @@ class _GramStats:
             raise DataError("The val features contain NaN or infinite values; rebuild the feature cache.")
         self.val_y = np.asarray(source.labels("val"), dtype=np.int64)
         self.train_y = y
-        self._source = source
-        self._rows: Optional[np.ndarray] = None
+        #: the standardised train rows, transposed (D x n, float32): only the logistic probe
+        #: needs them, so they are made by :meth:`keep_rows` when one asks (the source itself
+        #: is not kept: a fold's copy of the features would stay in memory for nothing)
+        self.rows: Optional[np.ndarray] = None
 
-    def columns_major_rows(self) -> np.ndarray:
-        """The standardised train rows of all taps, transposed (D x n, float32), made on first
-        use: only the logistic probe needs them. Transposed, a selection's channels are a gather
-        of whole rows, and its products with the K x n class scores are the fast shapes."""
+    def keep_rows(self, source: FeatureSource) -> np.ndarray:
+        """Make (once) and return :attr:`rows` from ``source``, the source these statistics were
+        computed from. Transposed, a selection's channels are a gather of whole rows, and its
+        products with the K x n class scores are the fast shapes."""
         with _STATS_LOCK:
-            if self._rows is None:
+            if self.rows is None:
                 rows = np.empty((int(self.offsets[-1]), self.n), dtype=np.float32)
                 step = max(64, (32 << 20) // (8 * max(1, int(self.offsets[-1]))))
                 for start in range(0, self.n, step):
                     rows[:, start:start + step] = self._standardised(
-                        self._source, "train", start, start + step, self.offsets, self.mean,
+                        source, "train", start, start + step, self.offsets, self.mean,
                         self.scale).T
-                self._rows = rows
-            return self._rows
+                self.rows = rows
+            return self.rows
 
     @staticmethod
     def _standardised(source, split, start, stop, offsets, mean, scale) -> np.ndarray:
@@ -151,7 +153,7 @@ _STATS_LOCK = threading.RLock()
 _FOLDS: "OrderedDict[str, list]" = OrderedDict()
 
 
-def _stats_for(source: FeatureSource, threads: Optional[int]) -> _GramStats:
+def _stats_for(source: FeatureSource, threads: Optional[int], rows: bool) -> _GramStats:
     key = f"{source.fingerprint}|{threads}"
     with _STATS_LOCK:
         stats = _STATS.get(key)
@@ -162,6 +164,8 @@ def _stats_for(source: FeatureSource, threads: Optional[int]) -> _GramStats:
             while len(_STATS) > _STATS_KEPT:
                 _STATS.popitem(last=False)
         _STATS.move_to_end(key)
+        if rows:
+            stats.keep_rows(source)
         return stats
 
 
@@ -224,12 +228,12 @@ class FastProxy(_Proxy):
     its d dimensions: O(d^3 + d^2 K) for the fit, plus O(n_val d K) to score the val images;
     nothing grows with the number of train images.
 
-    ``lda`` (default): shrinkage LDA, with Ledoit-Wolf shrinkage per selection (``"auto"``);
+    ``logistic`` (default): a softmax regression fitted by a few L-BFGS iterations on the
+    standardised train rows (O(iterations n d K) per evaluation); ``val_loss`` is the val
+    cross-entropy. ``lda``: shrinkage LDA, with Ledoit-Wolf shrinkage per selection (``"auto"``);
     ``val_loss`` is the mean cross-entropy of the LDA posteriors (softmax of the discriminant
     scores). ``ridge``: ridge on one-hot targets, alpha by GCV (an eigendecomposition per
     evaluation) or fixed; ``val_loss`` is the mean squared error against one-hot targets.
-    ``logistic``: a softmax regression fitted by a few L-BFGS iterations on the standardised
-    train rows (O(iterations n d K) per evaluation); ``val_loss`` is the val cross-entropy.
     """
 
     name = "fast"
@@ -243,7 +247,11 @@ class FastProxy(_Proxy):
         if settings.folds > 1:
             self._get_folds()
         else:
-            self._stats = _stats_for(self.source, settings.threads)
+            self._stats = _stats_for(self.source, settings.threads, self._needs_rows)
+
+    @property
+    def _needs_rows(self) -> bool:
+        return self.settings.probe == "logistic"
 
     def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
@@ -253,7 +261,7 @@ class FastProxy(_Proxy):
 
     def _get_stats(self) -> _GramStats:
         if self._stats is None:
-            self._stats = _stats_for(self.source, self.settings.threads)
+            self._stats = _stats_for(self.source, self.settings.threads, self._needs_rows)
         return self._stats
 
     def _get_folds(self) -> list:
@@ -262,10 +270,13 @@ class FastProxy(_Proxy):
                    f"{self.settings.folds}|{self.seed}")
             with _STATS_LOCK:  # once per process, as the plain statistics
                 folds = _FOLDS.get(key)
-                if folds is None:
+                if folds is None or (self._needs_rows and folds[0].rows is None):
+                    sources = fold_sources(self.source, self.settings.folds, self.seed)
                     with torch_threads(self.settings.threads):
-                        folds = [_GramStats(f) for f in fold_sources(
-                            self.source, self.settings.folds, self.seed)]
+                        folds = folds or [_GramStats(f) for f in sources]
+                        if self._needs_rows:
+                            for stats, fold_source in zip(folds, sources):
+                                stats.keep_rows(fold_source)
                     _FOLDS[key] = folds
                     while len(_FOLDS) > _STATS_KEPT:
                         _FOLDS.popitem(last=False)
@@ -340,7 +351,7 @@ class FastProxy(_Proxy):
         return coef, intercept, float(shrinkage)
 
     def _logistic(self, stats: _GramStats, cols) -> Tuple[np.ndarray, np.ndarray, float]:
-        zt = torch.from_numpy(stats.columns_major_rows()[cols])  # d x n
+        zt = torch.from_numpy(stats.rows[cols])  # d x n (kept when the proxy was made)
         n, k = zt.shape[1], len(stats.counts)
         onehot = torch.zeros((k, n), dtype=torch.float32)
         onehot[torch.from_numpy(stats.train_y), torch.arange(n)] = 1.0
@@ -349,7 +360,10 @@ class FastProxy(_Proxy):
         b = torch.zeros((k, 1), dtype=torch.float32)
         # strong Wolfe line search: each step is accepted only on enough decrease, so a fixed
         # number of iterations gives the same fit whatever the scale of the features
-        opt = torch.optim.LBFGS([wt, b], lr=1.0, max_iter=self.settings.iterations,
+        # max_eval spelt out (torch's default, 5/4 of the iterations): the line search's
+        # evaluations count against it, so a fit may stop before ``iterations`` steps
+        iterations = self.settings.iterations
+        opt = torch.optim.LBFGS([wt, b], lr=1.0, max_iter=iterations, max_eval=iterations * 5 // 4,
                                 history_size=10, line_search_fn="strong_wolfe")
 
         def closure():

@@ -35,16 +35,20 @@ def _check_choice(name: str, value: Any, choices: Tuple[str, ...]) -> None:
 class FastSettings:
     """Settings of the ``fast`` proxy.
 
-    ``probe="lda"`` (default): linear discriminant analysis with the within-class covariance
+    ``probe="logistic"`` (default, chosen with ``benchmarks/proxy_truth.py`` by how well it
+    ranks selections as their final trained grafts test, see
+    ``benchmarks/results/proxy_truth.md``): multinomial logistic regression (softmax) on
+    standardised features, minimising the mean train cross-entropy plus ``penalty * ||W||^2``
+    (intercepts unpenalised) with at most ``iterations`` L-BFGS iterations from zero (and at most
+    5/4 as many loss evaluations, the line search's included, so a fit may take fewer steps); the
+    few iterations are part of the probe (an early stop, as the mlp proxy's), not a tolerance.
+    It keeps the standardised train rows of all taps in memory (float32: train images x
+    channels x 4 bytes). ``probe="lda"`` (the default of runs made before the logistic probe
+    existed): linear discriminant analysis with the within-class covariance
     shrunk towards a multiple of the identity, ``(1 - g) S + g tr(S)/d I``; ``shrinkage`` is g in
     [0, 1] or ``"auto"``. ``probe="ridge"``: ridge least squares on one-hot targets with penalty
     ``alpha * n_train`` on standardised features; ``alpha`` is a float > 0 or ``"gcv"``
     (generalised cross-validation over ``alphas``, one eigendecomposition per evaluation).
-    ``probe="logistic"``: multinomial logistic regression (softmax) on standardised features,
-    minimising the mean train cross-entropy plus ``penalty * ||W||^2`` (intercepts unpenalised)
-    with at most ``iterations`` L-BFGS iterations from zero; the few iterations are part of the
-    probe (an early stop, as the mlp proxy's), not a tolerance. It keeps the standardised train
-    rows of all taps in memory (float32: train images x channels x 4 bytes).
     ``threads`` is the torch thread count for the precomputation and every evaluation.
     ``folds``: 1 (default) fits on train and scores val; k >= 2 scores by stratified k-fold
     cross-validation over train and val together (folds drawn from the proxy's seed; each
@@ -52,7 +56,7 @@ class FastSettings:
     fold standard deviation / sqrt(k).
     """
 
-    probe: str = "lda"
+    probe: str = "logistic"
     shrinkage: Union[float, str] = "auto"
     alpha: Union[float, str] = "gcv"
     alphas: Tuple[float, ...] = tuple(float(10.0 ** (k / 4)) for k in range(-16, 9))

@@ -126,8 +126,9 @@ def run_seed(seed: int, data: Path, args) -> List[Dict[str, object]]:
     # a finished seed is not measured again (an interrupted benchmark resumes at the next seed);
     # the file names the settings its rows were measured with
     done_file = run_dir / "benchmark_rows.json"
+    # the fast proxy's defaults too: rows searched under another default probe are not these
     stamp = {"image_size": IMAGE_SIZE, "threads": args.threads, "latency_runs": args.latency_runs,
-             "size_cap": SIZE_CAP}
+             "size_cap": SIZE_CAP, "fast_proxy": gs.FastSettings().as_dict()}
     if done_file.is_file():
         saved = json.loads(done_file.read_text())
         if saved.get("settings") == stamp:

@@ -488,7 +488,8 @@ def _target_sentence(r, mlp) -> str:
     size = (f" Its min-size pick is {r['min_size_vs_table']:.2f}x the size of the table's "
             f"smallest, `mlp`'s {mlp['min_size_vs_table']:.2f}x"
             + (": it gives up size, not test accuracy, there."
-               if r["min_size_vs_table"] > mlp["min_size_vs_table"] else "."))
+               if r["min_size_vs_table"] > mlp["min_size_vs_table"]
+               and lost(r["regret_min_size"]) <= lost(mlp["regret_min_size"]) else "."))
     if not failed:
         return (f"`{r['proxy']}` meets the target: Spearman and both regrets (test accuracy "
                 "lost) no worse than one `mlp` run." + size)

@@ -127,9 +127,8 @@ def _evaluate_all(fitness, selections):
     return [fitness.evaluate(s) for s in selections]
 
 
-@pytest.mark.parametrize("kind", ["mlp", "fast"])
-def test_same_seed_same_numbers_in_any_order_and_instance(source, kind):
-    settings = TINY_MLP if kind == "mlp" else {}
+@pytest.mark.parametrize("kind, settings", [("mlp", TINY_MLP), ("fast", {}), ("fast", {"probe": "lda"})])
+def test_same_seed_same_numbers_in_any_order_and_instance(source, kind, settings):
     a = gs.make_fitness(kind, source, seed=11, **settings)
     forward = _evaluate_all(a, SELECTIONS)
     b = gs.make_fitness(kind, source, seed=11, **settings)
@@ -147,14 +146,15 @@ def test_same_seed_same_numbers_in_any_order_and_instance(source, kind):
 def test_same_numbers_in_joblib_worker_processes(source):
     from joblib import Parallel, delayed
 
-    fits = [gs.make_fitness("mlp", source, seed=5, **TINY_MLP), gs.make_fitness("fast", source, seed=5)]
+    fits = [gs.make_fitness("mlp", source, seed=5, **TINY_MLP), gs.make_fitness("fast", source, seed=5),
+            gs.make_fitness("fast", source, seed=5, probe="lda")]
     here = [_evaluate_all(f, SELECTIONS) for f in fits]
     jobs = [delayed(_evaluate_all)(f, [s]) for f in fits for s in SELECTIONS[::-1]]
     there = Parallel(n_jobs=2, backend="loky")(jobs)
     there = [ev for chunk in there for ev in chunk]
     n = len(SELECTIONS)
-    assert there[:n][::-1] == here[0]
-    assert there[n:][::-1] == here[1]
+    for i, numbers in enumerate(here):
+        assert there[i * n:(i + 1) * n][::-1] == numbers
 
 
 def test_threads_setting_is_used_and_restored(source, monkeypatch):
@@ -213,9 +213,9 @@ class NoTestSplit:
         return self.inner.labels(split)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "fast"])
-def test_never_reads_the_test_split(source, kind):
-    settings = {**TINY_MLP, "epochs": 2} if kind == "mlp" else {}
+@pytest.mark.parametrize("kind, settings", [("mlp", {**TINY_MLP, "epochs": 2}), ("fast", {}),
+                                             ("fast", {"probe": "lda"}), ("fast", {"probe": "ridge"})])
+def test_never_reads_the_test_split(source, kind, settings):
     fitness = gs.make_fitness(kind, NoTestSplit(source), seed=0, **settings)
     assert not fitness.evaluate((1, 3)).failed
 
@@ -223,7 +223,7 @@ def test_never_reads_the_test_split(source, kind):
 # -- acceptance 2: the tap that carries the signal ------------------------------------------------
 
 @pytest.mark.parametrize("kind, settings", [
-    ("fast", {}),
+    ("fast", {"probe": "lda"}),
     ("fast", {"probe": "ridge"}),
     ("fast", {"probe": "logistic"}),
     ("mlp", TINY_MLP),
@@ -366,22 +366,51 @@ def test_fast_logistic_same_numbers_in_a_worker_and_in_folds(source, monkeypatch
         np.mean([fit.val_accuracy for fit in alone]), abs=1e-12)
 
 
-def test_only_the_logistic_probe_keeps_train_rows_and_none_keeps_the_source(source, monkeypatch):
+def test_each_probe_makes_only_the_statistics_it_uses_and_none_keeps_the_source(source, monkeypatch):
     from graftsearch.fitness import _fast
 
     monkeypatch.setattr(_fast, "_STATS", type(_fast._STATS)())
-    lda = FastProxy(source, settings=gs.FastSettings(probe="lda"))
-    stats = lda._get_stats()
-    assert stats.rows is None
-    assert not any(v is source for v in vars(stats).values())
+    monkeypatch.setattr(_fast, "_FOLDS", type(_fast._FOLDS)())
     logistic = FastProxy(source, settings=gs.FastSettings(probe="logistic"))
-    assert logistic._get_stats() is stats  # one set of statistics per source and thread count
+    stats = logistic._get_stats()
+    assert stats.gram is None and stats.fourth is None  # the logistic probe needs no D x D blocks
+    assert not any(v is source for v in vars(stats).values())
     expected = np.concatenate([_standardised(source, "train", (t,)) for t in range(1, 6)], axis=1)
     np.testing.assert_allclose(stats.rows, expected.T.astype(np.float32), rtol=1e-6, atol=1e-6)
+    ev = logistic.evaluate((1, 3))
+    lda = FastProxy(source, settings=gs.FastSettings(probe="lda"))
+    assert lda._get_stats() is stats and stats.gram is not None  # one set per source and threads
+    np.testing.assert_allclose(stats.gram, expected.T @ expected, rtol=1e-9, atol=1e-6)
+    assert logistic.evaluate((1, 3)) == ev  # adding the Gram blocks changes nothing of the rows
+    # the other order: an LDA proxy's statistics have no rows until a logistic proxy asks
+    monkeypatch.setattr(_fast, "_STATS", type(_fast._STATS)())
+    assert FastProxy(source, settings=gs.FastSettings(probe="lda"))._get_stats().rows is None
+    assert FastProxy(source, settings=gs.FastSettings(probe="logistic")).evaluate((1, 3)) == ev
     folded = FastProxy(source, seed=2, settings=gs.FastSettings(probe="lda", folds=3))
-    assert all(f.rows is None for f in folded._get_folds())
+    assert all(f.rows is None and f.gram is not None for f in folded._get_folds())
     again = FastProxy(source, seed=2, settings=gs.FastSettings(probe="logistic", folds=3))
     assert all(f.rows is not None for f in again._get_folds())
+
+
+def test_logistic_rows_larger_than_half_the_memory_are_a_clear_error(source, monkeypatch):
+    from graftsearch.fitness import _fast
+
+    monkeypatch.setattr(_fast, "_STATS", type(_fast._STATS)())
+    monkeypatch.setattr(_fast, "_FOLDS", type(_fast._FOLDS)())
+    rows = 150 * sum(CHANNELS) * 4  # the fixture: 150 train images x 22 channels, float32
+    monkeypatch.setattr(_fast, "_memory_bytes", lambda: 2 * rows)  # exactly room for them
+    FastProxy(source, settings=gs.FastSettings(probe="logistic"))
+    monkeypatch.setattr(_fast, "_STATS", type(_fast._STATS)())
+    monkeypatch.setattr(_fast, "_memory_bytes", lambda: 2 * rows - 2)
+    FastProxy(source, settings=gs.FastSettings(probe="lda"))  # LDA's statistics do not grow
+    with pytest.raises(gs.errors.DataError, match=r"logistic probe keeps the standardised train "
+                                                  r"rows .* Use `--proxy-probe lda`"):
+        FastProxy(source, settings=gs.FastSettings(probe="logistic"))
+    # 3 folds hold 2 copies of train and val (240 images) together: checked as one, before
+    # any is made; each fold alone (160 images) would fit
+    monkeypatch.setattr(_fast, "_memory_bytes", lambda: 2 * 2 * 240 * sum(CHANNELS) * 4 - 2)
+    with pytest.raises(gs.errors.DataError, match=r"logistic probe keeps"):
+        FastProxy(source, settings=gs.FastSettings(probe="logistic", folds=3))
 
 
 def test_default_probe_is_logistic_and_lda_keys_stay_those_of_earlier_runs():
@@ -417,7 +446,7 @@ def test_float16_features_give_the_numbers_of_their_float32_values():
                                 {s: [source16.features(s, i).astype(np.float32) for i in range(1, 6)]
                                  for s in source16.splits},
                                 {s: source16.labels(s) for s in source16.splits})
-    for kind, settings in (("fast", {}), ("mlp", {**TINY_MLP, "epochs": 2})):
+    for kind, settings in (("fast", {}), ("fast", {"probe": "lda"}), ("mlp", {**TINY_MLP, "epochs": 2})):
         a = gs.make_fitness(kind, source16, seed=0, **settings).evaluate((3, 4))
         b = gs.make_fitness(kind, source32, seed=0, **settings).evaluate((3, 4))
         assert a == b and not a.failed
@@ -431,7 +460,7 @@ def test_a_feature_cache_or_its_path_works_as_the_source(tmp_path):
 
     data = gs.load_dataset(str(make_folder(tmp_path / "imgs", {"a": 10, "b": 10, "c": 10})))
     cache = gs.build_cache(tiny_donor(), data, cache_dir=tmp_path / "c", num_workers=0, dtype="float16")
-    for kind, settings in (("fast", {}), ("mlp", {**TINY_MLP, "epochs": 2})):
+    for kind, settings in (("fast", {}), ("fast", {"probe": "lda"}), ("mlp", {**TINY_MLP, "epochs": 2})):
         by_object = gs.make_fitness(kind, cache, seed=0, **settings)
         by_path = gs.make_fitness(kind, str(cache.path), seed=0, **settings)
         assert by_object.key() == by_path.key()

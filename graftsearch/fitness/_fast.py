@@ -62,10 +62,14 @@ def fold_sources(source: FeatureSource, folds: int, seed: int) -> list:
 class _GramStats:
     """Everything a ``fast`` evaluation needs, computed once over all taps of the train split.
 
-    With z the train-standardised features of all taps (D columns): ``gram`` = z^T z (D x D),
-    ``class_sums`` = z^T onehot(y) (D x K), ``counts`` the images per class, ``fourth`` the T x T
-    matrix sum_i q_ia q_ib of per-tap squared norms of class-centred rows (what Ledoit-Wolf needs),
-    and the raw val features (rows x D, float32).
+    Always: the train standardisation (``mean``, ``scale``), ``counts`` the images per class and
+    the raw val features (rows x D, float32). With z the train-standardised features of all taps
+    (D columns), what each probe needs on top, made by :meth:`prepare` when a proxy of that
+    probe asks: for lda and ridge ``gram`` = z^T z (D x D), ``class_sums`` = z^T onehot(y)
+    (D x K) and ``fourth``, the T x T matrix sum_i q_ia q_ib of per-tap squared norms of
+    class-centred rows (what Ledoit-Wolf needs); for logistic ``rows`` = z^T (D x n, float32).
+    The source itself is not kept: a fold's copy of the features would stay in memory for
+    nothing.
     """
 
     def __init__(self, source: FeatureSource):
@@ -74,7 +78,6 @@ class _GramStats:
         n, k = len(y), len(source.classes)
         if n < 2:
             raise DataError(f"The train split has {n} image(s); the fast proxy needs at least 2.")
-        counts = np.bincount(y, minlength=k).astype(np.float64)
         offsets = np.concatenate([[0], np.cumsum(taps.channels)]).astype(np.int64)
         dim = int(offsets[-1])
         mean = np.empty(dim)
@@ -82,27 +85,9 @@ class _GramStats:
         for t in range(len(taps)):  # tap by tap: the rule is per channel, memory stays small
             sl = slice(offsets[t], offsets[t + 1])
             mean[sl], scale[sl] = standardisation(source.features("train", t + 1))
-        onehot = np.zeros((n, k))
-        onehot[np.arange(n), y] = 1.0
-        gram = torch.zeros((dim, dim), dtype=torch.float64)
-        class_sums = torch.zeros((dim, k), dtype=torch.float64)
-        rows = max(64, (32 << 20) // (8 * dim))  # ~32 MiB per chunk of standardised rows
-        for start in range(0, n, rows):
-            z = torch.from_numpy(self._standardised(source, "train", start, start + rows, offsets, mean, scale))
-            gram += z.T @ z
-            class_sums += z.T @ torch.from_numpy(onehot[start:start + rows])
-        class_means = class_sums / torch.from_numpy(np.maximum(counts, 1.0))
-        sq = np.empty((n, len(taps)))
-        for start in range(0, n, rows):
-            z = torch.from_numpy(self._standardised(source, "train", start, start + rows, offsets, mean, scale))
-            centred = (z - class_means.T[torch.from_numpy(y[start:start + rows])]) ** 2
-            for t in range(len(taps)):
-                sq[start:start + len(z), t] = centred[:, offsets[t]:offsets[t + 1]].sum(dim=1).numpy()
-        self.n, self.counts, self.offsets = n, counts, offsets
+        self.n, self.k, self.offsets = n, k, offsets
+        self.counts = np.bincount(y, minlength=k).astype(np.float64)
         self.mean, self.scale = mean, scale
-        self.gram = gram.numpy()
-        self.class_sums = class_sums.numpy()
-        self.fourth = (torch.from_numpy(sq).T @ torch.from_numpy(sq)).numpy()
         # raw, not standardised: float32 holds cached features exactly; the standardisation is
         # folded into the coefficients at scoring time, in float64
         self.val_x = np.concatenate([np.asarray(source.features("val", t + 1), dtype=np.float32)
@@ -111,38 +96,106 @@ class _GramStats:
             raise DataError("The val features contain NaN or infinite values; rebuild the feature cache.")
         self.val_y = np.asarray(source.labels("val"), dtype=np.int64)
         self.train_y = y
-        #: the standardised train rows, transposed (D x n, float32): only the logistic probe
-        #: needs them, so they are made by :meth:`keep_rows` when one asks (the source itself
-        #: is not kept: a fold's copy of the features would stay in memory for nothing)
+        self.gram: Optional[np.ndarray] = None
+        self.class_sums: Optional[np.ndarray] = None
+        self.fourth: Optional[np.ndarray] = None
         self.rows: Optional[np.ndarray] = None
 
-    def keep_rows(self, source: FeatureSource) -> np.ndarray:
-        """Make (once) and return :attr:`rows` from ``source``, the source these statistics were
-        computed from. Transposed, a selection's channels are a gather of whole rows, and its
-        products with the K x n class scores are the fast shapes."""
-        with _STATS_LOCK:
-            if self.rows is None:
-                rows = np.empty((int(self.offsets[-1]), self.n), dtype=np.float32)
-                step = max(64, (32 << 20) // (8 * max(1, int(self.offsets[-1]))))
-                for start in range(0, self.n, step):
-                    rows[:, start:start + step] = self._standardised(
-                        source, "train", start, start + step, self.offsets, self.mean,
-                        self.scale).T
-                self.rows = rows
-            return self.rows
+    @property
+    def dim(self) -> int:
+        return int(self.offsets[-1])
 
-    @staticmethod
-    def _standardised(source, split, start, stop, offsets, mean, scale) -> np.ndarray:
-        parts = [np.asarray(source.features(split, t + 1)[start:stop], dtype=np.float64)
-                 for t in range(len(offsets) - 1)]
-        z = (np.concatenate(parts, axis=1) - mean) / scale
+    def rows_bytes(self) -> int:
+        return self.dim * self.n * 4
+
+    def prepare(self, source: FeatureSource, *, gram: bool, rows: bool) -> "_GramStats":
+        """Make (once each) the Gram blocks and/or the transposed rows from ``source``, the
+        source these statistics were computed from."""
+        with _STATS_LOCK:
+            if gram and self.gram is None:
+                self._make_gram(source)
+            if rows and self.rows is None:
+                check_rows_memory(self.rows_bytes(), self.n, self.dim)
+                self._make_rows(source)
+        return self
+
+    def _chunk(self) -> int:
+        return max(64, (32 << 20) // (8 * max(1, self.dim)))  # ~32 MiB of float64 rows
+
+    def _make_gram(self, source: FeatureSource) -> None:
+        n, k, dim, step = self.n, self.k, self.dim, self._chunk()
+        onehot = np.zeros((n, k))
+        onehot[np.arange(n), self.train_y] = 1.0
+        gram = torch.zeros((dim, dim), dtype=torch.float64)
+        class_sums = torch.zeros((dim, k), dtype=torch.float64)
+        for start in range(0, n, step):
+            z = torch.from_numpy(self._train_rows(source, start, start + step))
+            gram += z.T @ z
+            class_sums += z.T @ torch.from_numpy(onehot[start:start + step])
+        class_means = class_sums / torch.from_numpy(np.maximum(self.counts, 1.0))
+        taps = len(self.offsets) - 1
+        sq = np.empty((n, taps))
+        for start in range(0, n, step):
+            z = torch.from_numpy(self._train_rows(source, start, start + step))
+            centred = (z - class_means.T[torch.from_numpy(self.train_y[start:start + step])]) ** 2
+            for t in range(taps):
+                sq[start:start + len(z), t] = centred[:, self.offsets[t]:self.offsets[t + 1]].sum(dim=1).numpy()
+        self.class_sums = class_sums.numpy()
+        self.fourth = (torch.from_numpy(sq).T @ torch.from_numpy(sq)).numpy()
+        self.gram = gram.numpy()  # last: a proxy that sees it sees the other two
+
+    def _make_rows(self, source: FeatureSource) -> None:
+        # transposed: a selection's channels are a gather of whole rows, and its products with
+        # the K x n class scores are the fast shapes
+        rows = np.empty((self.dim, self.n), dtype=np.float32)
+        step = self._chunk()
+        for start in range(0, self.n, step):
+            rows[:, start:start + step] = self._train_rows(source, start, start + step).T
+        self.rows = rows
+
+    def _train_rows(self, source: FeatureSource, start: int, stop: int) -> np.ndarray:
+        parts = [np.asarray(source.features("train", t + 1)[start:stop], dtype=np.float64)
+                 for t in range(len(self.offsets) - 1)]
+        z = (np.concatenate(parts, axis=1) - self.mean) / self.scale
         if not np.isfinite(z).all():
-            raise DataError(f"The {split} features contain NaN or infinite values; rebuild the "
+            raise DataError("The train features contain NaN or infinite values; rebuild the "
                             "feature cache.")
         return z
 
     def columns(self, indices: Tuple[int, ...]) -> np.ndarray:
         return np.concatenate([np.arange(self.offsets[i - 1], self.offsets[i]) for i in indices])
+
+
+def _memory_bytes() -> int:
+    """The memory this process may use, in bytes: the machine's physical memory, or the
+    container's limit (cgroup v2 or v1) where that is lower; 0 where nothing says."""
+    import os
+
+    try:
+        total = int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        total = 0
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) > 0:
+            total = min(total, int(text)) if total else int(text)
+    return total
+
+
+def check_rows_memory(need: int, images: int, channels: int) -> None:
+    """The logistic probe's rows must fit in half of the memory this process may use."""
+    limit = _memory_bytes() // 2
+    if limit and need > limit:
+        raise DataError(
+            f"The logistic probe keeps the standardised train rows of all taps in memory: "
+            f"{need / 2**30:.1f} GiB ({images} images x {channels} channels, float32), more "
+            f"than half of the {2 * limit / 2**30:.1f} GiB this process may use. Use "
+            "`--proxy-probe lda` (FastSettings(probe='lda'): its statistics do not grow with "
+            "the images).")
 
 
 # One per process: a fitness pickled to a worker recomputes its statistics once there (instead
@@ -153,7 +206,7 @@ _STATS_LOCK = threading.RLock()
 _FOLDS: "OrderedDict[str, list]" = OrderedDict()
 
 
-def _stats_for(source: FeatureSource, threads: Optional[int], rows: bool) -> _GramStats:
+def _stats_for(source: FeatureSource, threads: Optional[int], *, gram: bool, rows: bool) -> _GramStats:
     key = f"{source.fingerprint}|{threads}"
     with _STATS_LOCK:
         stats = _STATS.get(key)
@@ -164,9 +217,7 @@ def _stats_for(source: FeatureSource, threads: Optional[int], rows: bool) -> _Gr
             while len(_STATS) > _STATS_KEPT:
                 _STATS.popitem(last=False)
         _STATS.move_to_end(key)
-        if rows:
-            stats.keep_rows(source)
-        return stats
+        return stats.prepare(source, gram=gram, rows=rows)
 
 
 @dataclass(frozen=True)
@@ -223,10 +274,11 @@ def ledoit_wolf_shrinkage(stats: _GramStats, indices: Tuple[int, ...], cols: np.
 class FastProxy(_Proxy):
     """P = val accuracy of a cheap probe on the selection's standardised features.
 
-    The train-split Gram blocks of all taps are computed once (at construction, and once per
-    worker process); an lda or ridge evaluation then slices the selection's blocks and solves in
-    its d dimensions: O(d^3 + d^2 K) for the fit, plus O(n_val d K) to score the val images;
-    nothing grows with the number of train images.
+    What a probe needs over all taps is computed once (at construction, and once per worker
+    process): for lda and ridge the train-split Gram blocks, so that an evaluation slices the
+    selection's blocks and solves in its d dimensions: O(d^3 + d^2 K) for the fit, plus
+    O(n_val d K) to score the val images, nothing growing with the number of train images; for
+    logistic the standardised train rows.
 
     ``logistic`` (default): a softmax regression fitted by a few L-BFGS iterations on the
     standardised train rows (O(iterations n d K) per evaluation); ``val_loss`` is the val
@@ -247,11 +299,13 @@ class FastProxy(_Proxy):
         if settings.folds > 1:
             self._get_folds()
         else:
-            self._stats = _stats_for(self.source, settings.threads, self._needs_rows)
+            self._stats = _stats_for(self.source, settings.threads, **self._needs)
 
     @property
-    def _needs_rows(self) -> bool:
-        return self.settings.probe == "logistic"
+    def _needs(self) -> Dict[str, bool]:
+        """What of the statistics this probe uses: Gram blocks (lda, ridge) or rows (logistic)."""
+        logistic = self.settings.probe == "logistic"
+        return {"gram": not logistic, "rows": logistic}
 
     def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
@@ -261,7 +315,7 @@ class FastProxy(_Proxy):
 
     def _get_stats(self) -> _GramStats:
         if self._stats is None:
-            self._stats = _stats_for(self.source, self.settings.threads, self._needs_rows)
+            self._stats = _stats_for(self.source, self.settings.threads, **self._needs)
         return self._stats
 
     def _get_folds(self) -> list:
@@ -270,13 +324,17 @@ class FastProxy(_Proxy):
                    f"{self.settings.folds}|{self.seed}")
             with _STATS_LOCK:  # once per process, as the plain statistics
                 folds = _FOLDS.get(key)
-                if folds is None or (self._needs_rows and folds[0].rows is None):
+                needs = self._needs
+                if folds is None or any((needs["gram"] and f.gram is None)
+                                        or (needs["rows"] and f.rows is None) for f in folds):
                     sources = fold_sources(self.source, self.settings.folds, self.seed)
                     with torch_threads(self.settings.threads):
                         folds = folds or [_GramStats(f) for f in sources]
-                        if self._needs_rows:
-                            for stats, fold_source in zip(folds, sources):
-                                stats.keep_rows(fold_source)
+                        if needs["rows"]:  # all folds' rows together, before any is made
+                            check_rows_memory(sum(f.rows_bytes() for f in folds if f.rows is None),
+                                              sum(f.n for f in folds), folds[0].dim)
+                        for stats, fold_source in zip(folds, sources):
+                            stats.prepare(fold_source, **needs)
                     _FOLDS[key] = folds
                     while len(_FOLDS) > _STATS_KEPT:
                         _FOLDS.popitem(last=False)
@@ -351,7 +409,7 @@ class FastProxy(_Proxy):
         return coef, intercept, float(shrinkage)
 
     def _logistic(self, stats: _GramStats, cols) -> Tuple[np.ndarray, np.ndarray, float]:
-        zt = torch.from_numpy(stats.rows[cols])  # d x n (kept when the proxy was made)
+        zt = torch.from_numpy(stats.rows[cols])  # d x n (made when the proxy was)
         n, k = zt.shape[1], len(stats.counts)
         onehot = torch.zeros((k, n), dtype=torch.float32)
         onehot[torch.from_numpy(stats.train_y), torch.arange(n)] = 1.0

@@ -30,6 +30,7 @@ import argparse
 import csv
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -448,16 +449,12 @@ def _probe_note() -> str:
             "accuracy (proxy_truth.md).")
 
 
-# tables written while the LDA probe was the default labelled its rows by "default"
-_LEGACY = {"lda, Ledoit-Wolf shrinkage (default)": REFERENCE}
-
-
 def _relabel(row: dict) -> dict:
+    """A fast row of a table written while the LDA probe was the default, named by its probe
+    ("... (default)" and "default, ..." then)."""
     variant = row["variant"]
     if row["proxy"] == "fast":
-        variant = _LEGACY.get(variant, variant)
-        if variant.startswith("default, "):
-            variant = "lda, " + variant[len("default, "):]
+        variant = re.sub(r"^default, ", "lda, ", variant.removesuffix(" (default)"))
     return {**row, "variant": variant}
 
 

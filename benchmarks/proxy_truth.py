@@ -417,9 +417,11 @@ def render(rows, truth, f: Features, args, minutes: float, grid_rows=()) -> str:
         # one pick's test accuracy is a count over the test images: two regrets are each a
         # difference against the same table's best, so two proxies' picks differ by about
         # sqrt(2) binomial standard errors before either is better
+        from graftsearch.fitness._evaluation import binomial_se
+
         n_test = len(f.y["test"])
         best = max(truth[b]["test"] for b in truth)
-        se = math.sqrt(2 * best * (1 - best) / n_test)
+        se = math.sqrt(2) * binomial_se(best, n_test)
         close = [r for r in fast_ok if regret_sum(r) <= regret_sum(least) + se]
         winner = max(close, key=lambda r: (r["spearman_vs_test"], -regret_sum(r)))
         text.append(

@@ -100,6 +100,7 @@ class _GramStats:
         self.class_sums: Optional[np.ndarray] = None
         self.fourth: Optional[np.ndarray] = None
         self.rows: Optional[np.ndarray] = None
+        self.onehot_t: Optional[torch.Tensor] = None  # K x n float32, made with the rows
 
     @property
     def dim(self) -> int:
@@ -151,7 +152,10 @@ class _GramStats:
         step = self._chunk()
         for start in range(0, self.n, step):
             rows[:, start:start + step] = self._train_rows(source, start, start + step).T
-        self.rows = rows
+        onehot = torch.zeros((self.k, self.n), dtype=torch.float32)
+        onehot[torch.from_numpy(self.train_y), torch.arange(self.n)] = 1.0
+        self.onehot_t = onehot
+        self.rows = rows  # last: a proxy that sees it sees the targets too
 
     def _train_rows(self, source: FeatureSource, start: int, stop: int) -> np.ndarray:
         parts = [np.asarray(source.features("train", t + 1)[start:stop], dtype=np.float64)
@@ -410,9 +414,8 @@ class FastProxy(_Proxy):
 
     def _logistic(self, stats: _GramStats, cols) -> Tuple[np.ndarray, np.ndarray, float]:
         zt = torch.from_numpy(stats.rows[cols])  # d x n (made when the proxy was)
-        n, k = zt.shape[1], len(stats.counts)
-        onehot = torch.zeros((k, n), dtype=torch.float32)
-        onehot[torch.from_numpy(stats.train_y), torch.arange(n)] = 1.0
+        n, k = zt.shape[1], stats.k
+        onehot = stats.onehot_t  # made once with the rows, not per evaluation
         penalty = float(self.settings.penalty)
         wt = torch.zeros((k, len(cols)), dtype=torch.float32)
         b = torch.zeros((k, 1), dtype=torch.float32)

@@ -2,7 +2,8 @@
 
 ``python -m benchmarks`` runs, one after the other and each in a fresh process (so that one
 benchmark's threads, imports and memory cannot disturb the next): ``cache_extraction``,
-``fitness_proxies``, ``search_quality``, ``graft_vs_donor``, ``peers``, ``peers_cost``, ``grafting`` (whose runs
+``fitness_proxies``, ``search_quality``, ``graft_vs_donor``, ``peers``, ``peers_gp`` (Optuna's
+GPSampler, beside ``peers``' graftsearch runs), ``peers_cost``, ``grafting`` (whose runs
 are the worked example's, ``examples/plant_seedlings.py``: they fill the paper-vs-ours table),
 ``quantization`` (int8 copies of those runs' grafts and donors), ``cultivation``, ``startup`` and
 ``proxy_truth``.
@@ -37,7 +38,7 @@ BENCH = ROOT / "benchmarks"
 RESULTS = BENCH / "results"
 DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
 ORDER = ("cache_extraction", "fitness_proxies", "search_quality", "graft_vs_donor", "peers",
-         "peers_cost", "grafting", "quantization", "cultivation", "startup", "proxy_truth")
+         "peers_gp", "peers_cost", "grafting", "quantization", "cultivation", "startup", "proxy_truth")
 FULL_ARGS: Dict[str, List[str]] = {
     "cache_extraction": ["--reps", "2"],  # ABBA: baseline, cache, cache, baseline
     # 200 selections (the fitness issue's minimum); 15 for the settings table, which chose the
@@ -46,6 +47,7 @@ FULL_ARGS: Dict[str, List[str]] = {
     "search_quality": [],
     "graft_vs_donor": ["--runs", "50", "--warmup", "10", "--threads", "1"],
     "peers": ["--jobs", "2"],  # one process per problem, two at a time
+    "peers_gp": ["--seeds", "5", "--jobs", "2"],  # after peers: it reads peers.csv
     "peers_cost": ["--jobs", "2"],
     "grafting": ["--seeds", "0,1,2", "--threads", "2"],
     # the grafting runs' grafts and donors (seeds without a finished run are listed as missing)
@@ -60,6 +62,7 @@ QUICK_ARGS: Dict[str, List[str]] = {
     "search_quality": ["--quick"],
     "graft_vs_donor": ["--runs", "2", "--warmup", "1", "--no-int8"],
     "peers": ["--quick"],
+    "peers_gp": ["--quick"],
     "peers_cost": ["--quick"],
     "grafting": ["--quick"],
     "quantization": ["--quick"],
@@ -69,6 +72,7 @@ QUICK_ARGS: Dict[str, List[str]] = {
 }
 NEEDS_DATA = ("cache_extraction", "grafting", "quantization", "cultivation")
 TITLES = {"peers": "Peers: graftsearch vs Optuna (NSGA-II, TPE), pymoo, random search, greedy, local search, the manual pick",
+          "peers_gp": "Peers: Optuna's GPSampler at the smallest budget",
           "peers_cost": "Peers at mlp cost: wall-clock time to 0.95 and 0.99 of the exhaustive hypervolume",
           "search_quality": "Search quality: NSGA-II vs random search and greedy forward selection",
           "fitness_proxies": "Fitness proxies", "cache_extraction": "Cache extraction",
@@ -280,14 +284,20 @@ def headline(out: Path) -> List[str]:
     if len(text) < 2:
         return []
     block = text[1].split("\n## ", 1)[0].strip()
-    return ["## Targets (from the peer comparison below)", "", block, ""]
+    lines = ["## Targets (from the peer comparison below)", "", block]
+    gp = out / "peers_gp.md"
+    if gp.is_file():  # its verdict sentence, computed from its table
+        found = re.search(r"^graftsearch is significantly better than GPSampler.*$", gp.read_text(), re.M)
+        if found:
+            lines.append(f"- Optuna's GPSampler at one budget (`peers_gp`): {found.group(0)}")
+    return lines + [""]
 
 
 def _cache_dir() -> Path:
     return Path(os.environ.get("GRAFTSEARCH_CACHE", Path.home() / ".cache" / "graftsearch"))
 
 
-SECTIONS = ("grafting", "quantization", "cultivation", "peers", "peers_cost", "search_quality",
+SECTIONS = ("grafting", "quantization", "cultivation", "peers", "peers_gp", "peers_cost", "search_quality",
             "fitness_proxies", "cache_extraction", "graft_vs_donor", "startup", "proxy_truth")
 
 

@@ -5,17 +5,18 @@ with the same budget of distinct evaluations:
 
 - ``graftsearch``: :func:`graftsearch.run_search` with its defaults (constrained domination,
   archive, uniform crossover 0.9, bit-flip 1/n, population 32, a random first population, the
-  local step on 8 places, the surrogate screen of offspring ``screen=8``, no refinement), in
-  process; ablation rows change one part each (``ABLATION_PARTS``: no screen, the screen at 4,
-  no local step, the single-tap first population);
+  local step on 8 places, the surrogate screen of offspring ``screen=8`` with the GP,
+  ``surrogate="gp"``, no refinement), in process; ablation rows change one part each
+  (``ABLATION_PARTS``: no screen, the earlier ridge screen, the GP without the front's
+  neighbours as candidates, the GP on every min-size place from the start, no local step);
 - ``optuna``: ``NSGAIISampler(population_size=32)`` with the constraint set on each trial
   (``trial.set_constraint``; Optuna < 5: ``constraints_func``), one boolean categorical
   parameter per tap, directions (maximise P, minimise params), in-memory storage;
 - ``optuna-tpe``: ``TPESampler(multivariate=True, constraints_func=...)``, Optuna's choice for
   an expensive objective at small budgets (at most ``TPE_ASKS_PER_CALL`` trials per distinct
-  evaluation: its cost per trial grows with the trials). Optuna's ``GPSampler`` is not run:
-  measured here, 150 trials of a 14-bit problem took 376 s (2.5 s per trial, growing), which
-  puts 10 seeds x 4 problems x the smallest budget alone at hours;
+  evaluation: its cost per trial grows with the trials). Optuna's ``GPSampler`` runs apart, at
+  1% only, in ``benchmarks/peers_gp.py`` (its own time per trial is more than a second's
+  fraction and grows; glue code ``run_optuna_gp`` here);
 - ``pymoo``: ``NSGA2(pop_size=32, BinaryRandomSampling, TwoPointCrossover, BitflipMutation,
   eliminate_duplicates=True)`` on a binary problem with one inequality constraint (pymoo's
   feasibility-first survival and tournament), through ``pymoo.optimize.minimize``;
@@ -113,12 +114,18 @@ PROBLEM_PCTS = {"resnet-shape": (1, 2, 5)}
 # each is (its SearchSettings changes, what the page calls the change)
 ABLATION_PARTS = {
     "graftsearch-no-screen": ({"screen": 0}, "screen=0 (no surrogate: every offspring as bred)"),
-    "graftsearch-screen4": ({"screen": 4}, "screen=4 (4x as many offspring bred as places, not "
-                                           "the default's {screen}x)"),
+    "graftsearch-ridge": ({"surrogate": "ridge"}, "surrogate='ridge' (the earlier screen: ridge "
+                                                  "on taps and pairs of taps, half the places by "
+                                                  "NSGA-II's rank of its optimistic P, half as "
+                                                  "bred)"),
+    "graftsearch-no-near": ({"module": {"GP_FLIPS": 0}}, "the GP chooses among the bred "
+                                                         "offspring only (not the front's "
+                                                         "neighbours within two bit flips)"),
+    "graftsearch-no-ramp": ({"module": {"GP_RAMP": 0}}, "the GP takes every bred place from the "
+                                                        "first generation on (min-size; "
+                                                        "max-accuracy does anyway)"),
     "graftsearch-no-local": ({"local_search": 0}, "local_search=0 (no places for one-bit neighbours "
                                                   "of the front)"),
-    "graftsearch-singles": ({"initial": "singles"}, "initial='singles' (every single-tap selection "
-                                                    "in the first population)"),
 }
 ABLATIONS = tuple(ABLATION_PARTS)
 TOOLS = ("graftsearch",) + ABLATIONS + ("optuna", "optuna-tpe", "pymoo", "pymoo-ux", "random",
@@ -295,6 +302,10 @@ def run_optuna(problem: Problem, objective: Objective, meter: Meter, seed: int,
     if sampler == "tpe":
         chosen = optuna.samplers.TPESampler(multivariate=True, seed=seed, **from_attrs)
         cap = TPE_ASKS_PER_CALL * meter.budget  # TPE's cost per trial grows with the trials
+    elif sampler == "gp":
+        # the table answers the same selection with the same P: deterministic, as the fitness
+        chosen = optuna.samplers.GPSampler(seed=seed, deterministic_objective=True, **from_attrs)
+        cap = TPE_ASKS_PER_CALL * meter.budget
     else:
         chosen = optuna.samplers.NSGAIISampler(population_size=population, seed=seed,
                                                **({} if modern else from_attrs))
@@ -309,6 +320,10 @@ def run_optuna(problem: Problem, objective: Objective, meter: Meter, seed: int,
 
 def run_optuna_tpe(problem: Problem, objective: Objective, meter: Meter, seed: int, **_) -> Asks:
     return run_optuna(problem, objective, meter, seed, sampler="tpe")
+
+
+def run_optuna_gp(problem: Problem, objective: Objective, meter: Meter, seed: int, **_) -> Asks:
+    return run_optuna(problem, objective, meter, seed, sampler="gp")
 
 
 def run_pymoo(problem: Problem, objective: Objective, meter: Meter, seed: int,
@@ -370,15 +385,30 @@ def run_local(problem: Problem, objective: Objective, meter: Meter, seed: int, *
 
 
 def _ablation(options: Dict[str, object]) -> Callable[..., Asks]:
+    """A runner of graftsearch with some SearchSettings changed and (``"module"``) some of the
+    search's constants (``graftsearch.optimize._search``) set for the run's duration."""
+    from graftsearch.optimize import _search
+
+    settings = {k: v for k, v in options.items() if k != "module"}
+    constants = dict(options.get("module", {}))
+
     def run(problem: Problem, objective: Objective, meter: Meter, seed: int, **kw) -> Asks:
-        return run_graftsearch(problem, objective, meter, seed, **options, **kw)
+        saved = {name: getattr(_search, name) for name in constants}
+        try:
+            for name, value in constants.items():
+                setattr(_search, name, value)
+            return run_graftsearch(problem, objective, meter, seed, **settings, **kw)
+        finally:
+            for name, value in saved.items():
+                setattr(_search, name, value)
     return run
 
 
 RUNNERS: Dict[str, Callable[..., Asks]] = {
     "graftsearch": run_graftsearch,
     **{tool: _ablation(options) for tool, (options, _) in ABLATION_PARTS.items()},
-    "optuna": run_optuna, "optuna-tpe": run_optuna_tpe, "pymoo": run_pymoo, "pymoo-ux": run_pymoo_ux,
+    "optuna": run_optuna, "optuna-tpe": run_optuna_tpe, "optuna-gp": run_optuna_gp,
+    "pymoo": run_pymoo, "pymoo-ux": run_pymoo_ux,
     "random": run_random, "greedy": run_greedy, "local": run_local}
 
 
@@ -577,6 +607,7 @@ def comparisons(frame, column: str = "hv_c_fraction") -> List[dict]:
                 "better" if u > len(ours) * len(theirs) / 2 else "worse")
             out.append({"tool": tool, "problem": problem, "objective": objective, "pct": pct,
                         "ours": float(ours.mean()), "theirs": float(theirs.mean()),
+                        "both_whole": bool(min(ours.min(), theirs.min()) >= 1.0 - 1e-9),
                         "p": p_value, "verdict": verdict,
                         "short": _short(rows), "seeds": len(rows)})
     return out
@@ -611,6 +642,8 @@ def verdicts(frame, runs) -> List[str]:
                                                  f"{sum(x['tool'] in NSGA_PEERS for x in small)} "
                                                  "comparisons (ties unless marked):"))
         lines += [f"  - {_text(x)}" + ("" if x["verdict"] == "tie" else " **worse**")
+                  + (": both reached the exhaustive front's hypervolume in every seed, where "
+                     "no tool can be better" if x["both_whole"] else "")
                   for x in not_better]
         capped = [x for x in small if x["tool"] in NSGA_PEERS and x["verdict"] == "better"
                   and x["short"]]

@@ -129,6 +129,26 @@ def test_the_peers_discussion_names_a_tool_that_beats_graftsearch_and_each_ablat
     assert "Ablation `graftsearch-no-screen`**, screen=0" in text and "worse in 1" in text
 
 
+def test_a_tie_where_both_tools_reach_the_whole_front_says_so():
+    """At a budget where graftsearch and an NSGA-II peer both reach the exhaustive front's
+    hypervolume in every seed, the target line says that no tool can be better there; a tie
+    short of it says nothing more."""
+    import pandas as pd
+
+    rows = []
+    for seed in range(10):
+        for tool, pct, hv in (("graftsearch", 1, 1.0), ("pymoo", 1, 1.0),
+                              ("graftsearch", 2, 0.99 + seed * 1e-4), ("pymoo", 2, 0.99 + seed * 1e-4)):
+            rows.append({"problem": "p", "objective": "min-size", "budget_pct": pct, "budget": 100,
+                         "tool": tool, "seed": seed, "hv_c_fraction": hv, "hv_fraction": hv})
+    runs = pd.DataFrame([{"problem": "p", "objective": "min-size", "tool": t, "seed": 0,
+                          "overhead_us_per_call": 1.0} for t in ("graftsearch",) + peers.PEERS])
+    lines = peers.verdicts(pd.DataFrame(rows), runs)
+    at = {pct: next(x for x in lines if f"at {pct}%" in x and "pymoo" in x) for pct in (1, 2)}
+    assert "both reached the exhaustive front's hypervolume in every seed" in at[1]
+    assert "both reached" not in at[2]
+
+
 def test_local_search_finds_the_best_neighbour_of_the_best_single_tap():
     """A hand-made 4-tap problem: P is the number of taps chosen among {1, 2}, minus 0.1 per
     other tap; min-size with p_min 2 is met only by taps {1, 2}, one flip from tap 1 or 2."""
@@ -176,7 +196,8 @@ def quick_run(tmp_path_factory):
 def test_quick_run_writes_every_table_and_leaves_the_reported_ones_alone(quick_run):
     out, proc, before, after = quick_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    names = ["search_quality", "graft_vs_donor", "peers", "peers_cost", "startup", "proxy_truth"]
+    names = ["search_quality", "graft_vs_donor", "peers", "peers_gp", "peers_cost", "startup",
+             "proxy_truth"]
     has_data = (ROOT.parent / "shared" / "data" / "plant-seedlings" / "images").is_dir()
     if has_data:
         names += ["cache_extraction", "grafting", "quantization", "cultivation"]

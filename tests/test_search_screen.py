@@ -1,6 +1,6 @@
 """The surrogate screen of offspring (``screen``): its ridge model against direct computations,
-its ranking, and the search guarantees with it on (repeatable, resumable, no duplicates, within
-size_max, any n_jobs)."""
+its ranking, and the search guarantees with either surrogate on (repeatable, resumable, no
+duplicates, within size_max, any n_jobs). The GP's own parts: ``test_search_gp.py``."""
 
 from __future__ import annotations
 
@@ -106,12 +106,16 @@ def test_candidates_are_ranked_as_survival_would():
     assert set(order[:2]) == {1, 2} and order[2:] == [0, 3]
 
 
-def test_the_screen_breeds_no_more_than_the_space_holds():
+SURROGATES = ("gp", "ridge")
+
+
+@pytest.mark.parametrize("surrogate", SURROGATES)
+def test_the_screen_breeds_no_more_than_the_space_holds(surrogate):
     """5 taps hold 31 selections: a pool of 4 x 16 offspring cannot be bred beside a population
     of 16 (breeding would never end); the pool shrinks to what is left."""
     taps, head = make_taps([8, 8, 16, 16, 32]), gs.HeadSpec(num_classes=5, hidden=16)
     result = gs.run_search(taps, head, InfoFitness(len(taps)),
-                           _settings(population=16, generations=3))
+                           _settings(population=16, generations=3, surrogate=surrogate))
     bits = [r.bits for r in result.records]
     assert len(bits) == len(set(bits)) == 31 and result.stopped_by == "exhausted"
 
@@ -121,11 +125,12 @@ def _settings(**kw):
                                      screen=4) | kw))
 
 
+@pytest.mark.parametrize("surrogate", SURROGATES)
 @pytest.mark.parametrize("objective", ["min-size", "max-accuracy"])
-def test_with_the_screen_a_run_repeats_and_resumes_exactly(tmp_path, objective):
+def test_with_the_screen_a_run_repeats_and_resumes_exactly(tmp_path, objective, surrogate):
     taps, head = make_taps(CHANNELS), gs.HeadSpec(num_classes=5, hidden=16)
     limit = objective_limit(taps, head, objective)
-    settings = _settings(**limit)
+    settings = _settings(surrogate=surrogate, **limit)
     full = gs.run_search(taps, head, InfoFitness(len(taps)), settings, run_dir=tmp_path / "a")
     gs.run_search(taps, head, InfoFitness(len(taps)), settings, run_dir=tmp_path / "c")
     assert strip_time(tmp_path / "a" / "evaluations.csv") == strip_time(tmp_path / "c" / "evaluations.csv")
@@ -143,13 +148,16 @@ def test_with_the_screen_a_run_repeats_and_resumes_exactly(tmp_path, objective):
     # the screen changes what is searched (else this test would not test it)
     plain = gs.run_search(taps, head, InfoFitness(len(taps)), _settings(screen=0, **limit))
     assert [r.bits for r in plain.records] != bits
+    other = gs.run_search(taps, head, InfoFitness(len(taps)),
+                          _settings(surrogate=({"gp", "ridge"} - {surrogate}).pop(), **limit))
+    assert [r.bits for r in other.records] != bits  # and so does the choice of surrogate
 
 
-def test_the_model_sees_the_latest_evaluations_only_and_a_resume_still_equals_the_run(tmp_path, monkeypatch):
+def test_the_ridge_sees_the_latest_evaluations_only_and_a_resume_still_equals_the_run(tmp_path, monkeypatch):
     from graftsearch.optimize import _search
 
     taps, head = make_taps(CHANNELS), gs.HeadSpec(num_classes=5, hidden=16)
-    settings = _settings()
+    settings = _settings(surrogate="ridge")
     wide = gs.run_search(taps, head, InfoFitness(len(taps)), settings)
     seen = []
     fit = _search.RidgeSurrogate
@@ -172,20 +180,24 @@ def test_the_model_sees_the_latest_evaluations_only_and_a_resume_still_equals_th
         assert strip_time(tmp_path / "a" / name) == strip_time(tmp_path / "b" / name)
 
 
-def test_with_the_screen_parallel_evaluation_searches_the_same(tmp_path):
+@pytest.mark.parametrize("surrogate", SURROGATES)
+def test_with_the_screen_parallel_evaluation_searches_the_same(tmp_path, surrogate):
     taps, head = make_taps(CHANNELS), gs.HeadSpec(num_classes=5, hidden=16)
-    one = gs.run_search(taps, head, InfoFitness(len(taps)), _settings(generations=3))
-    two = gs.run_search(taps, head, InfoFitness(len(taps)), _settings(generations=3, n_jobs=2))
+    one = gs.run_search(taps, head, InfoFitness(len(taps)),
+                        _settings(generations=3, surrogate=surrogate))
+    two = gs.run_search(taps, head, InfoFitness(len(taps)),
+                        _settings(generations=3, n_jobs=2, surrogate=surrogate))
     assert [(r.bits, r.val_accuracy) for r in one.records] == \
         [(r.bits, r.val_accuracy) for r in two.records]
 
 
-def test_the_screen_spends_calls_where_the_model_expects_the_front_to_move():
+@pytest.mark.parametrize("surrogate", SURROGATES)
+def test_the_screen_spends_calls_where_the_model_expects_the_front_to_move(surrogate):
     """On a problem whose P grows smoothly with the taps held (a noisy OR of per-tap
     information), with the same budget the screened search reaches a larger hypervolume than
     the plain one (mean over 4 seeds)."""
     taps, head = make_taps(CHANNELS), gs.HeadSpec(num_classes=5, hidden=16)
-    kw = dict(p_min=0.8, generations=100, max_evaluations=48)
+    kw = dict(p_min=0.8, generations=100, max_evaluations=48, surrogate=surrogate)
     hv = {}
     for screen in (0, 4):
         got = []
@@ -197,13 +209,14 @@ def test_the_screen_spends_calls_where_the_model_expects_the_front_to_move():
     assert hv[4] > hv[0]
 
 
-@pytest.mark.parametrize("value, match", [
-    (-1, r"'screen' parameter must be an integer >= 0"),
-    (1.5, r"'screen' parameter must be an integer >= 0"),
+@pytest.mark.parametrize("setting, match", [
+    ({"screen": -1}, r"'screen' parameter must be an integer >= 0"),
+    ({"screen": 1.5}, r"'screen' parameter must be an integer >= 0"),
+    ({"surrogate": "gaussian"}, r"'surrogate' parameter must be one of 'gp', 'ridge'"),
 ])
-def test_bad_screen_settings(value, match):
+def test_bad_screen_settings(setting, match):
     with pytest.raises(gs.ParameterError, match=match):
-        _settings(screen=value)
+        _settings(**setting)
 
 
 def test_a_search_saved_before_the_screen_existed_resumes_without_it(tmp_path):
@@ -216,11 +229,15 @@ def test_a_search_saved_before_the_screen_existed_resumes_without_it(tmp_path):
 
     saved = {k: v for k, v in _settings().as_dict().items() if k not in BEFORE_ADDED}
     restored = gs.SearchSettings.from_dict(saved)
-    assert (restored.screen, restored.local_search, restored.initial) == (0, 0, "singles")
+    assert (restored.screen, restored.local_search, restored.initial,
+            restored.surrogate) == (0, 0, "singles", "ridge")
+    added = ("screen", "local_search", "initial", "surrogate", "proxy_folds", "proxy_probe")
     stored = {k: v for k, v in gs.RunSettings(data="x", donor="efficientnet_lite0",
                                               p_min=0.5, screen=4).as_dict().items()
-              if k not in ("screen", "local_search", "initial", "proxy_folds", "proxy_probe")}
+              if k not in added}
     (tmp_path / "config.json").write_text(json.dumps({"settings": stored}))
     again = settings_from(read_config(tmp_path))
-    assert (again.screen, again.local_search, again.initial, again.proxy_folds,
-            again.proxy_probe) == (0, 0, "singles", 1, "lda")
+    assert tuple(getattr(again, k) for k in added) == (0, 0, "singles", "ridge", 1, "lda")
+    # a search saved with the screen but before the GP (the ridge was its model) resumes so
+    with_screen = gs.SearchSettings.from_dict({**saved, "screen": 8})
+    assert (with_screen.screen, with_screen.surrogate) == (8, "ridge")

@@ -35,10 +35,11 @@ from graftsearch.optimize._result import (Pick, SearchResult, feasible_front, fr
 from graftsearch.optimize._runfiles import RunFiles
 from graftsearch._utils.seeding import derive_seed
 from graftsearch.optimize._settings import SearchSettings
-from graftsearch.optimize._surrogate import (FIT_WINDOW, MIN_RECORDS, SCREENED_SHARE, RidgeSurrogate,
-                                             screen_order)
+from graftsearch.optimize._surrogate import (FIT_WINDOW, GP_BETAS, GP_FLIPS, GP_NEAR_MAX, GP_RAMP, GP_WINDOW,
+                                             MIN_RECORDS, SCREENED_SHARE, GPSurrogate, RidgeSurrogate,
+                                             gain_order, model_places, screen_order)
 from graftsearch.taps._records import INT8_HINT, TapList
-from graftsearch.optimize._variation import (SearchRandom, flip_neighbours, initial_population,
+from graftsearch.optimize._variation import (SearchRandom, flip_neighbours, flips, initial_population,
                                             make_offspring, space_size)
 
 logger = logging.getLogger("graftsearch")
@@ -343,16 +344,15 @@ class _Run:
         fresh = [b for b in pool if b not in self.archive]
         if len(fresh) <= k:  # nothing to choose between: the rest in the order bred
             return fresh + [b for b in pool if b in self.archive][:k - len(fresh)]
+        if s.surrogate == "gp":
+            return self._gp_offspring(k, pool, known, rng, taken=taken)
         known = known[-FIT_WINDOW:]  # records keep evaluation order: the latest
         model = RidgeSurrogate([r.bits for r in known], [r.val_accuracy for r in known])
         predicted = []
         for bits, p in zip(fresh, model.optimistic(fresh)):
             size = self.archive.size_of(bits)
             predicted.append((bits, float(p), size, float(s.violation(float(p), size))))
-        members = []
-        for bits, _, _ in self.population:
-            r = self.archive[bits]
-            members.append((bits, r.val_accuracy, r.size(s.size_metric), r.violation))
+        members = self._scored_population()
         # half the places by the model, half as bred: screening every place converged early
         # (peers benchmark problems, measured), as a model fitted on its own picks narrows
         k_s = max(1, int(round(k * SCREENED_SHARE)))
@@ -360,6 +360,62 @@ class _Run:
         picked = set(chosen)
         rest = [i for i in range(len(fresh)) if i not in picked][:k - k_s]
         return [fresh[i] for i in chosen] + [fresh[i] for i in rest]
+
+    def _scored_population(self) -> List[tuple]:
+        """The population as ``(bits, P, size, violation)``, what the screens rank among."""
+        out = []
+        for bits, _, _ in self.population:
+            r = self.archive[bits]
+            out.append((bits, r.val_accuracy, r.size(self.settings.size_metric), r.violation))
+        return out
+
+    def _gp_offspring(self, k: int, pool: List[str], known: List[Record], rng, *,
+                      taken: set) -> List[str]:
+        """``surrogate="gp"``: places go to the candidates whose optimistic P would add the most
+        hypervolume to the front (:func:`._surrogate.gain_order`), the rest to the bred pool in
+        the order bred (:func:`._surrogate.model_places` says how many of each). Candidates are
+        the bred ``pool`` and the front's unevaluated neighbours within ``GP_FLIPS`` bit flips.
+        When no candidate is predicted to add any (nothing feasible within reach yet), NSGA-II's
+        constrained rank of the optimistic P fills the model's places."""
+        import numpy as np
+
+        s = self.settings
+        front = self._front
+        if front is None:  # just restored: the front is rebuilt after this generation
+            front = feasible_front(self.archive.records(), s)
+        fresh = [b for b in pool if b not in self.archive]
+        seen = set(pool) | {b for b, _, _ in self.population} | set(taken)
+        near: List[str] = []
+        sources = front or least_violating(self.archive.records(), s)
+        for r in sources:
+            for bits in flips(r.bits, GP_FLIPS):
+                if bits not in seen and bits not in self.archive and self.archive.size_feasible(bits):
+                    seen.add(bits)
+                    near.append(bits)
+        if len(near) > GP_NEAR_MAX:
+            near = rng.sample(near, GP_NEAR_MAX)
+        candidates = fresh + near
+        window = known[-GP_WINDOW:]  # records keep evaluation order: the latest
+        model = GPSurrogate([r.bits for r in window], [r.val_accuracy for r in window])
+        mean, sd = model.predict(candidates)
+        uppers = [np.clip(mean + beta * sd, 0.0, 1.0) for beta in GP_BETAS]
+        sizes = [self.archive.size_of(b) for b in candidates]
+        if s.objective == "min-size":
+            reference = (1.1 * self.size_ref, float(s.p_min))
+        else:
+            reference = (float(s.size_max), 0.0)
+        places = model_places(k, s.objective, len(known), GP_RAMP)
+        chosen = gain_order([(r.size(s.size_metric), r.val_accuracy) for r in front],
+                            sizes, mean, uppers, reference, places)
+        if len(chosen) < places:
+            predicted = [(b, float(u), z, float(s.violation(float(u), z)))
+                         for b, u, z in zip(candidates, uppers[-1], sizes)]
+            picked = set(chosen)
+            chosen += [i for i in screen_order(predicted, self._scored_population())
+                       if i not in picked][:places - len(chosen)]
+        picked_bits = {candidates[i] for i in chosen}
+        rest = [b for b in fresh if b not in picked_bits][:k - len(chosen)]
+        return [candidates[i] for i in chosen] + rest
 
     def _local_step(self, k: int, rng) -> List[str]:
         """Up to ``k`` unevaluated one-bit-flip neighbours of the front (best pick first; the

@@ -31,6 +31,7 @@ CROSSOVERS = ("uniform", "two-point")
 REFINES = ("none", "front", "front+neighbours")
 PICKS = ("best", "one-se")
 INITIALS = ("singles", "random", "greedy")
+SURROGATES = ("gp", "ridge")
 
 _COUNT_SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9}
 _BYTE_SUFFIX = {"b": 1, "kib": 2**10, "kb": 2**10, "mib": 2**20, "mb": 2**20, "gib": 2**30, "gb": 2**30}
@@ -88,7 +89,8 @@ def parse_size(value: SizeLike, metric: str, *, name: str = "size_max") -> float
 #: Search settings added after searches were already being saved, with the value those
 #: searches ran with: a checkpoint or run directory without one resumes as it started, whatever
 #: the default has become.
-BEFORE_ADDED: Dict[str, Any] = {"initial": "singles", "local_search": 0, "screen": 0}
+BEFORE_ADDED: Dict[str, Any] = {"initial": "singles", "local_search": 0, "screen": 0,
+                                 "surrogate": "ridge"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,11 +123,16 @@ class SearchSettings:
     members, best pick first (a memetic step: the rest of the generation is bred as usual);
     None (default) gives a quarter of the population (8 of 32), 0 turns it off. ``screen``
     (default 8; 0 or 1: off) breeds that many times as many offspring as there are places and
-    gives half the places to those a surrogate (ridge regression of P on taps and pairs of taps,
-    fitted on the latest evaluations; sizes are exact) ranks best by NSGA-II's own survival rule,
-    the other half to the rest as bred: fitness calls go where the front is predicted to move.
-    The defaults of these three were chosen on the peers benchmark
-    (``benchmarks/results/peers.md``, the ablation rows).
+    lets a ``surrogate`` of P (fitted on the latest evaluations; sizes are exact) choose among
+    them, so that fitness calls go where the front is predicted to move. ``surrogate="gp"``
+    (default): a Gaussian process on the taps; the candidates are the bred offspring and the
+    front's unevaluated neighbours within two bit flips, and places go to those whose
+    optimistic P would add the most hypervolume (max-accuracy: every bred place; min-size: half
+    at first, all from 512 evaluations on, the rest as bred). ``surrogate="ridge"``: ridge
+    regression on taps and pairs of taps, half the places to the offspring it ranks best by
+    NSGA-II's own survival rule, the other half as bred (the default before the GP; searches
+    saved before this setting existed resume with it). The defaults of these four were chosen
+    on the peers benchmark (``benchmarks/results/peers.md``, the ablation rows).
 
     Termination, whichever comes first: ``generations`` after the initial population,
     ``max_evaluations`` fitness calls (selections rejected on size alone are free),
@@ -159,6 +166,7 @@ class SearchSettings:
     initial: str = field(default="random", metadata={"choices": INITIALS})
     local_search: Optional[int] = None
     screen: int = 8
+    surrogate: str = field(default="gp", metadata={"choices": SURROGATES})
     cx_prob: float = 0.9
     mut_prob: float = 1.0
     indpb: Optional[float] = None

@@ -154,3 +154,14 @@ def flip_neighbours(sources: Sequence[str], k: int, rng, skip) -> List[str]:
             chosen.add(nb)
             out.append(nb)
     return out
+
+
+def flips(bits: str, most: int) -> List[str]:
+    """Every non-empty bit string one to ``most`` (at most 2) bit flips away from ``bits``: the
+    one-flip neighbours in bit order, then the two-flip ones; none when ``most`` is 0."""
+    n = len(bits)
+    flip = {"0": "1", "1": "0"}
+    one = [bits[:i] + flip[bits[i]] + bits[i + 1:] for i in range(n)] if most >= 1 else []
+    two = [b[:j] + flip[b[j]] + b[j + 1:] for i, b in enumerate(one) for j in range(i + 1, n)] \
+        if most >= 2 else []
+    return [b for b in one + two if "1" in b]

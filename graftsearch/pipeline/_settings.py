@@ -413,9 +413,11 @@ class RunSettings:
     local_search: Optional[int] = _setting("search", "places per generation given to unevaluated "
                                                      "one-bit neighbours of the front (unset: a "
                                                      "quarter of --population; 0: off)")
-    screen: int = _setting("search", "breed this many times as many offspring as places; half "
-                                     "the places go to those a surrogate of P ranks best (0 or "
-                                     "1: off)")
+    screen: int = _setting("search", "breed this many times as many offspring as places and "
+                                     "let a surrogate of P choose among them (0 or 1: off)")
+    surrogate: str = _setting("search", "the screen's model: gp (a Gaussian process; places by "
+                                        "the hypervolume they may add) or ridge (ridge on taps "
+                                        "and pairs; half the places by NSGA-II's rank)")
     cx_prob: float = _setting("search", "crossover probability")
     mut_prob: float = _setting("search", "probability that an offspring is mutated")
     indpb: Optional[float] = _setting("search", "bit-flip probability (unset: 1 / number of "

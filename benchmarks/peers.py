@@ -4,11 +4,12 @@ Every tool searches the same problem with the same fitness, behind the same eval
 with the same budget of distinct evaluations:
 
 - ``graftsearch``: :func:`graftsearch.run_search` with its defaults (constrained domination,
-  archive, uniform crossover 0.9, bit-flip 1/n, population 32, a random first population, the
-  local step on 8 places, the surrogate screen of offspring ``screen=8`` with the GP,
-  ``surrogate="gp"``, no refinement), in process; ablation rows change one part each
-  (``ABLATION_PARTS``: no screen, the earlier ridge screen, the GP without the front's
-  neighbours as candidates, the GP on every min-size place from the start, no local step);
+  archive, uniform crossover 0.9, bit-flip 1/n, population 16, a random first population, no
+  local step, the surrogate screen of offspring ``screen=8`` with the GP, ``surrogate="gp"``,
+  no refinement), in process; ablation rows change one part each (``ABLATION_PARTS``: no
+  screen, the earlier ridge screen, the GP without the front's neighbours as candidates, the GP
+  on every min-size place from the start, the local step on a quarter of the places,
+  population 32);
 - ``optuna``: ``NSGAIISampler(population_size=32)`` with the constraint set on each trial
   (``trial.set_constraint``; Optuna < 5: ``constraints_func``), one boolean categorical
   parameter per tap, directions (maximise P, minimise params), in-memory storage;
@@ -20,7 +21,8 @@ with the same budget of distinct evaluations:
 - ``pymoo``: ``NSGA2(pop_size=32, BinaryRandomSampling, TwoPointCrossover, BitflipMutation,
   eliminate_duplicates=True)`` on a binary problem with one inequality constraint (pymoo's
   feasibility-first survival and tournament), through ``pymoo.optimize.minimize``;
-  ``pymoo-ux`` the same with ``UniformCrossover`` (graftsearch's operator);
+  ``pymoo-ux`` the same with ``UniformCrossover`` (graftsearch's operator), ``pymoo-ux-16``
+  also with graftsearch's population;
 - ``random``: distinct random selections; ``greedy``: greedy forward selection under size
   penalties; ``local``: first-improvement bit flips from the best single taps (all in
   ``benchmarks/_problems.py``);
@@ -124,14 +126,17 @@ ABLATION_PARTS = {
     "graftsearch-no-ramp": ({"module": {"GP_RAMP": 0}}, "the GP takes every bred place from the "
                                                         "first generation on (min-size; "
                                                         "max-accuracy does anyway)"),
-    "graftsearch-no-local": ({"local_search": 0}, "local_search=0 (no places for one-bit neighbours "
-                                                  "of the front)"),
+    "graftsearch-local": ({"local_search": None}, "local_search=None (a quarter of each "
+                                                   "generation's places to the one-bit neighbours "
+                                                   "of the front; the default before)"),
+    "graftsearch-pop32": ({"population": 32}, "population=32 (the default before: half as many "
+                                               "generations for the same calls)"),
 }
 ABLATIONS = tuple(ABLATION_PARTS)
-TOOLS = ("graftsearch",) + ABLATIONS + ("optuna", "optuna-tpe", "pymoo", "pymoo-ux", "random",
-                                        "greedy", "local")
-PEERS = ("optuna", "optuna-tpe", "pymoo", "pymoo-ux")
-NSGA_PEERS = ("optuna", "pymoo", "pymoo-ux")
+TOOLS = ("graftsearch",) + ABLATIONS + ("optuna", "optuna-tpe", "pymoo", "pymoo-ux", "pymoo-ux-16",
+                                        "random", "greedy", "local")
+PEERS = ("optuna", "optuna-tpe", "pymoo", "pymoo-ux", "pymoo-ux-16")
+NSGA_PEERS = ("optuna", "pymoo", "pymoo-ux", "pymoo-ux-16")
 # TPE asks at most this many selections (repeats included) per distinct evaluation of its budget:
 # its cost per trial grows with the number of trials, and it repeats itself as it converges
 TPE_ASKS_PER_CALL = 2
@@ -147,7 +152,7 @@ PROBLEM_NSGA_ASKS = {"resnet-shape": 2}
 NSGA_TRIAL_S = 314  # that measurement (seconds), quoted on the page
 TPE_MAX_CALLS = 700
 ALPHA = 0.05  # two-sided Mann-Whitney U test of each peer against graftsearch, per budget
-POPULATION = 32
+POPULATION = 32  # the peers' NSGA-IIs (below their own defaults, 50 and 100: small budgets)
 EMPTY_VIOLATION = 1.0
 
 
@@ -251,10 +256,10 @@ def _answer(problem: Problem, objective: Objective, meter: Meter, mask: int, ask
 # the tools
 
 def run_graftsearch(problem: Problem, objective: Objective, meter: Meter, seed: int,
-                    population: int = POPULATION, run_dir: Optional[Path] = None,
-                    **options) -> Asks:
-    """graftsearch's search; ``options`` are further SearchSettings (the ablation rows)."""
-    settings = objective.settings(population=population, generations=10**6,
+                    run_dir: Optional[Path] = None, **options) -> Asks:
+    """graftsearch's search at its defaults; ``options`` are further SearchSettings (the
+    ablation rows)."""
+    settings = objective.settings(generations=10**6,
                                   max_evaluations=meter.budget, seed=seed, **options)
     result = gs.run_search(problem.taps, problem.head, meter, settings, run_dir=run_dir)
     asks = Asks()
@@ -364,6 +369,11 @@ def run_pymoo_ux(problem: Problem, objective: Objective, meter: Meter, seed: int
     return run_pymoo(problem, objective, meter, seed, crossover="uniform")
 
 
+def run_pymoo_ux_16(problem: Problem, objective: Objective, meter: Meter, seed: int, **_) -> Asks:
+    """pymoo with graftsearch's operators and its default population (16)."""
+    return run_pymoo(problem, objective, meter, seed, population=16, crossover="uniform")
+
+
 def run_random(problem: Problem, objective: Objective, meter: Meter, seed: int, **_) -> Asks:
     asks = Asks()
     random_search(problem, meter.p, meter.budget, seed, objective)
@@ -409,6 +419,7 @@ RUNNERS: Dict[str, Callable[..., Asks]] = {
     **{tool: _ablation(options) for tool, (options, _) in ABLATION_PARTS.items()},
     "optuna": run_optuna, "optuna-tpe": run_optuna_tpe, "optuna-gp": run_optuna_gp,
     "pymoo": run_pymoo, "pymoo-ux": run_pymoo_ux,
+    "pymoo-ux-16": run_pymoo_ux_16,
     "random": run_random, "greedy": run_greedy, "local": run_local}
 
 
@@ -564,7 +575,7 @@ def run_context() -> Dict[str, object]:
     SearchSettings defaults the discussion names, the mlp proxy's cost. Saved with a run
     (peers_meta.json), so that a page rendered again says what held when it ran."""
     return {"machine": _machine(), "versions": _versions(), "initial": _default("initial"),
-            "screen": _default("screen"), "mlp_seconds": _mlp_seconds()}
+            "population": _default("population"), "screen": _default("screen"), "mlp_seconds": _mlp_seconds()}
 
 
 def _ms(values) -> str:
@@ -718,11 +729,12 @@ def discussion(frame, runs, notes, context: Optional[Dict[str, object]] = None) 
         start = context["initial"]
         rule = (f", {n} of them the single-tap selections" if start == "singles" else
                 f" (initial='{start}')")
+        size = int(context.get("population", POPULATION))  # pages measured before it was saved: 32
         lines.append(
-            f"- **Small budgets.** graftsearch spends its first {POPULATION} calls on its initial "
+            f"- **Small budgets.** graftsearch spends its first {size} calls on its initial "
             f"population{rule}, then "
             f"about {per_gen:.0f} new calls per generation: at {smallest:,} calls (the smallest "
-            f"budget here) that is {max(0.0, (smallest - POPULATION) / per_gen):.1f} generations "
+            f"budget here) that is {max(0.0, (smallest - size) / per_gen):.1f} generations "
             "after the initial population.")
     for tool, (_, part) in ABLATION_PARTS.items():
         part = part.format(population=POPULATION, screen=context["screen"])
@@ -810,7 +822,9 @@ def markdown(frame, runs, notes, *, command: str, seeds: int, elapsed: float, jo
              f"Command: `{command}`  ",
              f"Machine: {context['machine']}; {context['versions']}; total {elapsed / 60:.1f} min"
              + (f"; the problems measured {jobs} at a time, one process each" if jobs > 1 else "") + ".  ",
-             f"Seeds: {seeds} (0..{seeds - 1}); population {POPULATION} for the NSGA-IIs; TPE asks at "
+             f"Seeds: {seeds} (0..{seeds - 1}); population {POPULATION} for the peers' NSGA-IIs "
+             f"(`pymoo-ux-16`: 16), graftsearch at its default "
+             f"({int(context.get('population', POPULATION))}); TPE asks at "
              f"most {TPE_ASKS_PER_CALL}x its budget in trials and Optuna's NSGA-II "
              f"{NSGA_ASKS_PER_CALL}x"
              + "".join(f" ({n}: {k}x)" for n, k in PROBLEM_NSGA_ASKS.items()
@@ -822,7 +836,8 @@ def markdown(frame, runs, notes, *, command: str, seeds: int, elapsed: float, jo
              "distinct evaluations** (a repeat is answered free, for every tool); empty selections "
              "and (max-accuracy) selections over size_max are answered without a call. Smaller budgets "
              "are prefixes of each run's call sequence. Verdicts: two-sided Mann-Whitney U test over "
-             f"the seeds, p < {ALPHA:g}. `pymoo-ux`: pymoo with graftsearch's uniform crossover; "
+             f"the seeds, p < {ALPHA:g}. `pymoo-ux`: pymoo with graftsearch's uniform crossover "
+             "(`pymoo-ux-16`: and its population); "
              "`local`: first-improvement bit flips from the best single taps. See "
              "`benchmarks/peers.py` for the glue code.", "",
              "Objectives (both from the paper's manual pick: three consecutive taps before a stage "

@@ -93,8 +93,8 @@ def verdicts(gp, ours) -> List[dict]:
         verdict = "tie" if p_value >= peers.ALPHA else (
             "better" if u > len(mine) * len(theirs) / 2 else "worse")
         out.append({"problem": problem, "objective": objective, "ours": mine.mean(),
-                    "ours_sd": mine.std(), "ours_seeds": len(mine), "theirs": theirs.mean(),
-                    "theirs_sd": theirs.std(), "seeds": len(theirs), "p": p_value,
+                    "ours_sd": mine.std(ddof=1) if len(mine) > 1 else 0.0, "ours_seeds": len(mine), "theirs": theirs.mean(),
+                    "theirs_sd": theirs.std(ddof=1) if len(theirs) > 1 else 0.0, "seeds": len(theirs), "p": p_value,
                     "verdict": verdict, "s_per_trial": float(part.s_per_trial.median())})
     return out
 

@@ -231,7 +231,7 @@ def test_a_run_directory_from_before_these_settings_still_resumes(tmp_path):
         _check_run_dir(tmp_path, dataclasses.replace(settings, local_search=4))
     # today's defaults are not what it ran with: `graftsearch resume` continues it as it was
     with pytest.raises(gs.errors.SearchError,
-                       match=r"initial \('singles' -> 'random'\), local_search \(0 -> None\), "
+                       match=r"initial \('singles' -> 'random'\), "
                              r"proxy_probe \('lda' -> 'logistic'\), screen \(0 -> 8\)"
                              r".*graftsearch resume"):
         _check_run_dir(tmp_path, gs.RunSettings(data="x", donor="efficientnet_lite0", p_min=0.5))

@@ -112,7 +112,9 @@ class SearchSettings:
     ``size_max`` accepts numbers or text, converted into that metric's unit (see
     :func:`parse_size`) and stored converted.
 
-    Evolution: ``population`` selections per generation, offspring by binary tournament
+    Evolution: ``population`` selections per generation (default 16 for 80 generations: with a
+    surrogate, a smaller generation refits it more often within a small budget), offspring by
+    binary tournament
     (constrained rank, then crowding distance), ``crossover`` ("uniform": each bit swapped with
     probability 0.5, or "two-point") with probability ``cx_prob``, then bit-flip mutation with
     probability ``mut_prob`` flipping each bit with probability ``indpb`` (None: 1 / number of
@@ -121,18 +123,18 @@ class SearchSettings:
     path, up to twice the population, then random ones). ``local_search`` gives up to that many
     of each generation's places to the one-bit-flip neighbours, not yet evaluated, of the front's
     members, best pick first (a memetic step: the rest of the generation is bred as usual);
-    None (default) gives a quarter of the population (8 of 32), 0 turns it off. ``screen``
+    0 (default) turns it off, None gives a quarter of the population. ``screen``
     (default 8; 0 or 1: off) breeds that many times as many offspring as there are places and
     lets a ``surrogate`` of P (fitted on the latest evaluations; sizes are exact) choose among
     them, so that fitness calls go where the front is predicted to move. ``surrogate="gp"``
     (default): a Gaussian process on the taps; the candidates are the bred offspring and the
     front's unevaluated neighbours within two bit flips, and places go to those whose
     optimistic P would add the most hypervolume (max-accuracy: every bred place; min-size: half
-    at first, all from 512 evaluations on, the rest as bred). ``surrogate="ridge"``: ridge
+    at first, all from 256 evaluations on, the rest as bred). ``surrogate="ridge"``: ridge
     regression on taps and pairs of taps, half the places to the offspring it ranks best by
     NSGA-II's own survival rule, the other half as bred (the default before the GP; searches
-    saved before this setting existed resume with it). The defaults of these four were chosen
-    on the peers benchmark (``benchmarks/results/peers.md``, the ablation rows).
+    saved before this setting existed resume with it). The defaults of these and of ``population``
+    were chosen on the peers benchmark (``benchmarks/results/peers.md``, the ablation rows).
 
     Termination, whichever comes first: ``generations`` after the initial population,
     ``max_evaluations`` fitness calls (selections rejected on size alone are free),
@@ -157,14 +159,14 @@ class SearchSettings:
     p_min: Optional[float] = None
     size_max: Optional[SizeLike] = None
     size_metric: str = field(default="params", metadata={"choices": SIZE_METRICS})
-    population: int = 32
-    generations: int = 40
+    population: int = 16
+    generations: int = 80
     max_evaluations: Optional[int] = None
     max_seconds: Optional[float] = None
     stagnation: Optional[int] = None
     crossover: str = field(default="uniform", metadata={"choices": CROSSOVERS})
     initial: str = field(default="random", metadata={"choices": INITIALS})
-    local_search: Optional[int] = None
+    local_search: Optional[int] = 0
     screen: int = 8
     surrogate: str = field(default="gp", metadata={"choices": SURROGATES})
     cx_prob: float = 0.9

@@ -411,8 +411,7 @@ class RunSettings:
                                       "selection, then random ones) or greedy (forward "
                                       "selection's path, then random ones)")
     local_search: Optional[int] = _setting("search", "places per generation given to unevaluated "
-                                                     "one-bit neighbours of the front (unset: a "
-                                                     "quarter of --population; 0: off)")
+                                                     "one-bit neighbours of the front (0: off)")
     screen: int = _setting("search", "breed this many times as many offspring as places and "
                                      "let a surrogate of P choose among them (0 or 1: off)")
     surrogate: str = _setting("search", "the screen's model: gp (a Gaussian process; places by "

@@ -647,8 +647,8 @@ def verdicts(frame, runs) -> List[str]:
                                               f"**not met** in {len(worse)} of {len(small)} comparisons:"))
         lines += [f"  - {_text(x)}" for x in worse]
         lines.append(
-            "- At 1% and 2%, significantly better than every NSGA-II peer (Optuna NSGA-II, pymoo, "
-            "pymoo with uniform crossover): " + ("**met**." if not not_better else
+            "- At 1% and 2%, significantly better than every NSGA-II peer ("
+            + ", ".join(f"`{t}`" for t in NSGA_PEERS) + "): " + ("**met**." if not not_better else
                                                  f"**not met** in {len(not_better)} of "
                                                  f"{sum(x['tool'] in NSGA_PEERS for x in small)} "
                                                  "comparisons (ties unless marked):"))

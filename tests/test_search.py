@@ -185,8 +185,10 @@ def test_search_never_trains_a_selection_twice(problem):
 
 def test_failed_evaluations_are_recorded_not_fatal(problem):
     taps, head, _ = problem
+    # initial="singles": the first population holds taps "3" alone, whose P is NaN
     result = gs.run_search(taps, head, FlakyFitness(len(taps)),
-                           gs.SearchSettings(p_min=0.3, population=16, generations=5))
+                           gs.SearchSettings(p_min=0.3, population=16, generations=5,
+                                             initial="singles"))
     failed = result.archive[result.archive.bits.str[1] == "1"]
     assert len(failed) and (failed.violation == math.inf).all() and not failed.feasible.any()
     assert failed.val_accuracy.isna().all()

@@ -370,8 +370,9 @@ def run_pymoo_ux(problem: Problem, objective: Objective, meter: Meter, seed: int
 
 
 def run_pymoo_ux_16(problem: Problem, objective: Objective, meter: Meter, seed: int, **_) -> Asks:
-    """pymoo with graftsearch's operators and its default population (16)."""
-    return run_pymoo(problem, objective, meter, seed, population=16, crossover="uniform")
+    """pymoo with graftsearch's operators and its default population."""
+    return run_pymoo(problem, objective, meter, seed, population=int(_default("population")),
+                     crossover="uniform")
 
 
 def run_random(problem: Problem, objective: Objective, meter: Meter, seed: int, **_) -> Asks:
@@ -823,8 +824,9 @@ def markdown(frame, runs, notes, *, command: str, seeds: int, elapsed: float, jo
              f"Machine: {context['machine']}; {context['versions']}; total {elapsed / 60:.1f} min"
              + (f"; the problems measured {jobs} at a time, one process each" if jobs > 1 else "") + ".  ",
              f"Seeds: {seeds} (0..{seeds - 1}); population {POPULATION} for the peers' NSGA-IIs "
-             f"(`pymoo-ux-16`: 16), graftsearch at its default "
-             f"({int(context.get('population', POPULATION))}); TPE asks at "
+             f"(`pymoo-ux-16`: graftsearch's), graftsearch at its default "
+             f"({int(context.get('population', POPULATION))}; its generations unbounded: the "
+             "budget stops every tool); TPE asks at "
              f"most {TPE_ASKS_PER_CALL}x its budget in trials and Optuna's NSGA-II "
              f"{NSGA_ASKS_PER_CALL}x"
              + "".join(f" ({n}: {k}x)" for n, k in PROBLEM_NSGA_ASKS.items()

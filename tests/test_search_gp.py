@@ -107,6 +107,9 @@ def test_picks_go_by_gain_and_a_pick_covers_what_it_is_expected_to():
     # optimism in turn: the second pick is judged by the second list
     second = [0.8, 0.8, 0.95, 0.55]
     assert S.gain_order(front, sizes, mean, [upper, second], reference, 4) == [0, 2]
+    # the front takes a pick in at its mean, not its optimistic P: (2.5, 0.8) still adds
+    # above the first pick's mean 0.6, though its optimistic 0.9 would dominate it
+    assert S.gain_order(front, [2.0, 2.5], [0.6, 0.8], [[0.9, 0.8]], reference, 2) == [0, 1]
 
 
 def test_the_model_takes_every_place_for_max_accuracy_and_a_growing_share_for_min_size():
@@ -197,6 +200,13 @@ def test_the_gp_sees_the_latest_evaluations_only_and_a_resume_still_equals_the_r
     for bits in seen:  # the 20 latest records before each generation's screen, in order
         end = order.index(bits[-1]) + 1
         assert bits == [b for b in order[:end] if narrow.records[order.index(b)].trained][-20:]
+    # ...each ending at the last trained record of an earlier generation, a new one each time
+    last = {}
+    for r in narrow.records:
+        if r.trained:
+            last[r.generation] = r.bits
+    ends = [bits[-1] for bits in seen]
+    assert set(ends) <= set(last.values()) and len(set(ends)) == len(ends)
     assert [r.bits for r in wide.records] != order  # the window changes what is searched
     stop_then_resume(taps, head, lambda: InfoFitness(len(taps)), settings, tmp_path / "b", 3)
     for name in ("evaluations.csv", "pareto.csv"):
@@ -222,3 +232,23 @@ def test_the_gp_screen_finds_the_best_pick_sooner_than_breeding_alone():
                           max_evaluations=60)).records)
             for seed in range(6))
     assert found[8] > found[0]
+
+
+def test_the_neighbour_subsample_keeps_runs_equal_across_n_jobs_and_resume(tmp_path, monkeypatch):
+    from graftsearch.optimize import _search
+
+    # 5 of the front's neighbours: the subsample draws from the search's RNG every generation
+    monkeypatch.setattr(_search, "GP_NEAR_MAX", 5)
+    taps, head = make_taps(CHANNELS), gs.HeadSpec(num_classes=5, hidden=16)
+    settings = _settings(generations=5)
+    one = gs.run_search(taps, head, InfoFitness(len(taps)), settings, run_dir=tmp_path / "a")
+    two = gs.run_search(taps, head, InfoFitness(len(taps)),
+                        gs.SearchSettings(**(settings.as_dict() | {"n_jobs": 2})))
+    assert [r.bits for r in one.records] == [r.bits for r in two.records]
+    monkeypatch.setattr(_search, "GP_NEAR_MAX", 2048)
+    wide = gs.run_search(taps, head, InfoFitness(len(taps)), settings)
+    assert [r.bits for r in wide.records] != [r.bits for r in one.records]  # it did subsample
+    monkeypatch.setattr(_search, "GP_NEAR_MAX", 5)
+    stop_then_resume(taps, head, lambda: InfoFitness(len(taps)), settings, tmp_path / "b", 2)
+    for name in ("evaluations.csv", "pareto.csv"):
+        assert strip_time(tmp_path / "a" / name) == strip_time(tmp_path / "b" / name)

@@ -9,7 +9,8 @@ the new rows of ``evaluations.csv``, a fresh ``pareto.csv`` and ``convergence.cs
 go on: a run killed at any point and resumed gives the same files as one never interrupted.
 
 Randomness: the only random choices are the search's own (initial population, tournaments,
-crossover, mutation, repairs), drawn from Python's ``random`` seeded with
+crossover, mutation, repairs, the subsample of the front's neighbours the GP screen considers
+beyond ``GP_NEAR_MAX``), drawn from Python's ``random`` seeded with
 ``derive_seed(seed, "nsga2")`` (see :mod:`graftsearch._variation`). The fitness derives its own
 generators per selection, so evaluation order and process do not matter.
 """
@@ -323,9 +324,10 @@ class _Run:
 
     def _offspring(self, k: int, rng, *, taken: set) -> List[str]:
         """``k`` offspring; with ``screen`` >= 2, ``screen`` x ``k`` are bred (fewer where the
-        space runs out), half the places go to the best of them by the surrogate's optimistic P
-        and their exact sizes (see :mod:`._surrogate`), the rest to the others in the order
-        bred; ``screen`` 0 or 1 breeds ``k`` as usual."""
+        space runs out) and the surrogate fills some of the places from them (``gp``: with the
+        front's near neighbours too, :func:`model_places` of them; ``ridge``: half; see
+        :mod:`._surrogate`), the rest go to the others in the order bred; ``screen`` 0 or 1
+        breeds ``k`` as usual."""
         s = self.settings
 
         def breed(m: int) -> List[str]:
@@ -389,7 +391,10 @@ class _Run:
         sources = front or least_violating(self.archive.records(), s)
         for r in sources:
             for bits in flips(r.bits, GP_FLIPS):
-                if bits not in seen and bits not in self.archive and self.archive.size_feasible(bits):
+                # size_of, not size_feasible: the latter keeps a Cost per selection, and the
+                # neighbours are mostly never evaluated
+                if bits not in seen and bits not in self.archive and (
+                        s.objective != "max-accuracy" or self.archive.size_of(bits) <= s.size_max):
                     seen.add(bits)
                     near.append(bits)
         if len(near) > GP_NEAR_MAX:

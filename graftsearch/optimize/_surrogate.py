@@ -1,4 +1,8 @@
-"""A surrogate that screens offspring before they are evaluated.
+"""Surrogates that screen offspring before they are evaluated.
+
+Two models: :class:`GPSurrogate` (the default, ``surrogate="gp"``; described at its
+definition below, with :func:`gain_order` and :func:`model_places`) and the ridge screen
+(``surrogate="ridge"``), which the rest of this docstring describes.
 
 Every fitness call costs a training (seconds to minutes with the ``mlp`` proxy), while the size
 of a selection is exact from the tap list. So each generation can breed several times as many

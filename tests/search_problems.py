@@ -222,3 +222,29 @@ def stop_then_resume(taps, head, fitness_factory, settings, run_dir, generation:
     if between is not None:
         between(run_dir)
     return gs.run_search(taps, head, fitness_factory(), settings, run_dir=run_dir)
+
+
+def spy_on_windows(monkeypatch, window_name: str, model_name: str, window: int):
+    """Set the search's fit window (``_search.<window_name>``) to ``window`` and record the
+    selections each fit of ``_search.<model_name>`` receives; returns that record list."""
+    from graftsearch.optimize import _search
+
+    seen = []
+    fit = getattr(_search, model_name)
+
+    def spy(bits, p):
+        seen.append(list(bits))
+        return fit(bits, p)
+
+    monkeypatch.setattr(_search, window_name, window)
+    monkeypatch.setattr(_search, model_name, spy)
+    return seen
+
+
+def assert_latest_windows(seen, records, window: int) -> None:
+    """Each recorded fit saw the ``window`` latest trained records before it, in order."""
+    order = [r.bits for r in records]
+    assert seen and max(len(b) for b in seen) == window
+    for bits in seen:
+        end = order.index(bits[-1]) + 1
+        assert bits == [b for b in order[:end] if records[order.index(b)].trained][-window:]

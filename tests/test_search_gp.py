@@ -13,7 +13,8 @@ import graftsearch as gs
 from graftsearch.optimize import _surrogate as S
 from graftsearch.optimize._hypervolume import hypervolume_2d
 from graftsearch.optimize._variation import flips
-from search_problems import InfoFitness, make_taps, objective_limit, stop_then_resume, strip_time
+from search_problems import (InfoFitness, assert_latest_windows, make_taps, objective_limit, spy_on_windows,
+                             stop_then_resume, strip_time)
 
 CHANNELS = [8, 8, 16, 16, 32, 32, 64, 64, 96, 128]
 
@@ -180,26 +181,14 @@ def test_the_candidates_are_the_bred_pool_and_the_fronts_neighbours(objective, m
 
 
 def test_the_gp_sees_the_latest_evaluations_only_and_a_resume_still_equals_the_run(tmp_path, monkeypatch):
-    from graftsearch.optimize import _search
-
     taps, head = make_taps(CHANNELS), gs.HeadSpec(num_classes=5, hidden=16)
     settings = _settings(generations=8)
     wide = gs.run_search(taps, head, InfoFitness(len(taps)), settings)
-    seen = []
-    fit = _search.GPSurrogate
-
-    def spy(bits, p):
-        seen.append(list(bits))
-        return fit(bits, p)
-
-    monkeypatch.setattr(_search, "GP_WINDOW", 20)
-    monkeypatch.setattr(_search, "GPSurrogate", spy)
+    seen = spy_on_windows(monkeypatch, "GP_WINDOW", "GPSurrogate", 20)
     narrow = gs.run_search(taps, head, InfoFitness(len(taps)), settings, run_dir=tmp_path / "a")
     order = [r.bits for r in narrow.records]
-    assert seen and max(len(b) for b in seen) == 20
-    for bits in seen:  # the 20 latest records before each generation's screen, in order
-        end = order.index(bits[-1]) + 1
-        assert bits == [b for b in order[:end] if narrow.records[order.index(b)].trained][-20:]
+    # the 20 latest records before each generation's screen, in order
+    assert_latest_windows(seen, narrow.records, 20)
     # ...each ending at the last trained record of an earlier generation, a new one each time
     last = {}
     for r in narrow.records:

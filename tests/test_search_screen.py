@@ -13,7 +13,8 @@ import pytest
 import graftsearch as gs
 from graftsearch.optimize._surrogate import (MIN_RECORDS, RidgeSurrogate, _ALPHAS, _features,
                                              screen_order)
-from search_problems import InfoFitness, make_taps, objective_limit, stop_then_resume, strip_time
+from search_problems import (InfoFitness, assert_latest_windows, make_taps, objective_limit, spy_on_windows,
+                             stop_then_resume, strip_time)
 
 CHANNELS = [8, 8, 16, 16, 32, 32, 64, 64, 96, 128]
 
@@ -154,26 +155,14 @@ def test_with_the_screen_a_run_repeats_and_resumes_exactly(tmp_path, objective, 
 
 
 def test_the_ridge_sees_the_latest_evaluations_only_and_a_resume_still_equals_the_run(tmp_path, monkeypatch):
-    from graftsearch.optimize import _search
-
     taps, head = make_taps(CHANNELS), gs.HeadSpec(num_classes=5, hidden=16)
     settings = _settings(surrogate="ridge")
     wide = gs.run_search(taps, head, InfoFitness(len(taps)), settings)
-    seen = []
-    fit = _search.RidgeSurrogate
-
-    def spy(bits, p):
-        seen.append(list(bits))
-        return fit(bits, p)
-
-    monkeypatch.setattr(_search, "FIT_WINDOW", 20)
-    monkeypatch.setattr(_search, "RidgeSurrogate", spy)
+    seen = spy_on_windows(monkeypatch, "FIT_WINDOW", "RidgeSurrogate", 20)
     narrow = gs.run_search(taps, head, InfoFitness(len(taps)), settings, run_dir=tmp_path / "a")
     order = [r.bits for r in narrow.records]
-    assert seen and max(len(b) for b in seen) == 20
-    for bits in seen:  # the 20 latest records before each generation's screen, in order
-        end = order.index(bits[-1]) + 1
-        assert bits == [b for b in order[:end] if narrow.records[order.index(b)].trained][-20:]
+    # the 20 latest records before each generation's screen, in order
+    assert_latest_windows(seen, narrow.records, 20)
     assert [r.bits for r in wide.records] != order  # the window changes what is searched
     stop_then_resume(taps, head, lambda: InfoFitness(len(taps)), settings, tmp_path / "b", 3)
     for name in ("evaluations.csv", "pareto.csv"):

@@ -167,7 +167,8 @@ class Archive:
     def size_feasible(self, bits: str) -> bool:
         if self.settings.objective != "max-accuracy":
             return True
-        return self._cost(bits).metric(self.settings.size_metric) <= self.settings.size_max  # type: ignore[operator]
+        # size_of keeps no Cost for a selection never evaluated (the screens ask of many)
+        return self.size_of(bits) <= self.settings.size_max  # type: ignore[operator]
 
     def size_of(self, bits: str) -> float:
         """The size of ``bits`` in the search's size metric (exact, without a fitness call)."""

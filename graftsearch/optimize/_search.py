@@ -391,10 +391,7 @@ class _Run:
         sources = front or least_violating(self.archive.records(), s)
         for r in sources:
             for bits in flips(r.bits, GP_FLIPS):
-                # size_of, not size_feasible: the latter keeps a Cost per selection, and the
-                # neighbours are mostly never evaluated
-                if bits not in seen and bits not in self.archive and (
-                        s.objective != "max-accuracy" or self.archive.size_of(bits) <= s.size_max):
+                if bits not in seen and bits not in self.archive and self.archive.size_feasible(bits):
                     seen.add(bits)
                     near.append(bits)
         if len(near) > GP_NEAR_MAX:

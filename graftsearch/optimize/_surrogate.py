@@ -85,15 +85,23 @@ def _features(bits: Sequence[str]) -> np.ndarray:
     return np.hstack([x, x[:, iu] * x[:, ju]])
 
 
-class RidgeSurrogate:
-    """P predicted from bits and pairs of bits; fitted once per generation on the latest
-    evaluations (see :data:`FIT_WINDOW`)."""
+class _Surrogate:
+    """A model of P fitted on evaluated selections at construction (``_fit``), under one BLAS
+    thread and the lock that guards that setting."""
 
     def __init__(self, bits: Sequence[str], p: Sequence[float]) -> None:
         if len(bits) < MIN_RECORDS:
             raise ValueError(f"a surrogate needs at least {MIN_RECORDS} evaluations")
         with _BLAS_LOCK, _one_blas_thread():
             self._fit(bits, p)
+
+    def _fit(self, bits: Sequence[str], p: Sequence[float]) -> None:
+        raise NotImplementedError
+
+
+class RidgeSurrogate(_Surrogate):
+    """P predicted from bits and pairs of bits; fitted once per generation on the latest
+    evaluations (see :data:`FIT_WINDOW`)."""
 
     def _fit(self, bits: Sequence[str], p: Sequence[float]) -> None:
         x = _features(bits)
@@ -233,17 +241,11 @@ def _lower_inverse(lower: np.ndarray) -> np.ndarray:
             t, torch.eye(len(lower), dtype=t.dtype), upper=False).numpy()
 
 
-class GPSurrogate:
+class GPSurrogate(_Surrogate):
     """P predicted by a Gaussian process on the bits: kernel exp(-hamming / length) (selections
     a few taps apart have similar P), a constant mean (the evaluations' mean), the length and
     the noise chosen by exact leave-one-out error, the prior variance by maximum likelihood.
     Fitted once per generation on the latest :data:`GP_WINDOW` evaluations; deterministic."""
-
-    def __init__(self, bits: Sequence[str], p: Sequence[float]) -> None:
-        if len(bits) < MIN_RECORDS:
-            raise ValueError(f"a surrogate needs at least {MIN_RECORDS} evaluations")
-        with _BLAS_LOCK, _one_blas_thread():
-            self._fit(bits, p)
 
     def _fit(self, bits: Sequence[str], p: Sequence[float]) -> None:
         x = self._x = _bit_matrix(bits)

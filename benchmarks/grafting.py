@@ -33,6 +33,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -126,15 +127,6 @@ def run_seed(seed: int, data: Path, args) -> List[Dict[str, object]]:
     # a finished seed is not measured again (an interrupted benchmark resumes at the next seed);
     # the file names the settings its rows were measured with
     done_file = run_dir / "benchmark_rows.json"
-    # the fast proxy's defaults too: rows searched under another default probe are not these
-    stamp = {"image_size": IMAGE_SIZE, "threads": args.threads, "latency_runs": args.latency_runs,
-             "size_cap": SIZE_CAP, "fast_proxy": gs.FastSettings().as_dict()}
-    if done_file.is_file():
-        saved = json.loads(done_file.read_text())
-        if saved.get("settings") == stamp:
-            print(f"seed {seed}: reusing the rows in {done_file}", flush=True)
-            return [dict(r, reused=True) if r["row"] == "whole graftsearch run" else r
-                    for r in saved["rows"]]
     cache_dir = WORK / "cache"
     extra = dict(population=6, generations=1, final_epochs=2, cultivate="1",
                  fine_tune_epochs=1) if args.quick else {}
@@ -142,6 +134,21 @@ def run_seed(seed: int, data: Path, args) -> List[Dict[str, object]]:
     settings = _example().settings(data=str(data), run_dir=str(run_dir), seed=seed,
                                    cache_dir=str(cache_dir), latency_runs=args.latency_runs,
                                    image_size=IMAGE_SIZE, **extra)
+    # every setting of the run (the search's defaults included: rows searched under other
+    # defaults are not these) and the fast proxy's; the paths are this machine's
+    run_settings = {k: v for k, v in settings.as_dict().items()
+                    if k not in ("data", "run_dir", "cache_dir")}
+    stamp = {"image_size": IMAGE_SIZE, "threads": args.threads, "latency_runs": args.latency_runs,
+             "size_cap": SIZE_CAP, "fast_proxy": gs.FastSettings().as_dict(), "run": run_settings}
+    if done_file.is_file():
+        saved = json.loads(done_file.read_text())
+        if saved.get("settings") == stamp:
+            print(f"seed {seed}: reusing the rows in {done_file}", flush=True)
+            return [dict(r, reused=True) if r["row"] == "whole graftsearch run" else r
+                    for r in saved["rows"]]
+        print(f"seed {seed}: the rows in {done_file} were measured with other settings; "
+              "running it again", flush=True)
+        shutil.rmtree(run_dir)
     assert settings.size_max == SIZE_CAP
     began = time.perf_counter()
     outcome = gs.run(settings)

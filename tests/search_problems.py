@@ -243,8 +243,8 @@ def spy_on_windows(monkeypatch, window_name: str, model_name: str, window: int):
 
 def assert_latest_windows(seen, records, window: int) -> None:
     """Each recorded fit saw the ``window`` latest trained records before it, in order."""
-    order = [r.bits for r in records]
+    trained = [r.bits for r in records if r.trained]  # in evaluation order
     assert seen and max(len(b) for b in seen) == window
     for bits in seen:
-        end = order.index(bits[-1]) + 1
-        assert bits == [b for b in order[:end] if records[order.index(b)].trained][-window:]
+        end = trained.index(bits[-1]) + 1
+        assert bits == trained[:end][-window:]

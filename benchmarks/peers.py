@@ -8,8 +8,8 @@ with the same budget of distinct evaluations:
   local step, the surrogate screen of offspring ``screen=8`` with the GP, ``surrogate="gp"``,
   no refinement), in process; ablation rows change one part each (``ABLATION_PARTS``: no
   screen, the earlier ridge screen, the GP without the front's neighbours as candidates, the GP
-  on every min-size place from the start, the local step on a quarter of the places,
-  population 32);
+  on every min-size place from the start, max-accuracy without its single-tap probes or
+  without its climb, the local step on a quarter of the places, population 32);
 - ``optuna``: ``NSGAIISampler(population_size=32)`` with the constraint set on each trial
   (``trial.set_constraint``; Optuna < 5: ``constraints_func``), one boolean categorical
   parameter per tap, directions (maximise P, minimise params), in-memory storage;
@@ -126,6 +126,13 @@ ABLATION_PARTS = {
     "graftsearch-no-ramp": ({"module": {"GP_RAMP": 0}}, "the GP takes every bred place from the "
                                                         "first generation on (min-size; "
                                                         "max-accuracy does anyway)"),
+    "graftsearch-no-probes": ({"module": {"PROBE_PLACES": 0}}, "no single-tap probes (max-accuracy: "
+                                                                "a tap no trained selection holds is "
+                                                                "never tried alone; min-size has none)"),
+    "graftsearch-no-climb": ({"module": {"CLIMB_PLACES": 0}}, "no climb (max-accuracy: no place "
+                                                              "for the pick's best-predicted "
+                                                              "one-flip neighbour; min-size has "
+                                                              "none)"),
     "graftsearch-local": ({"local_search": None}, "local_search=None (a quarter of each "
                                                    "generation's places to the one-bit neighbours "
                                                    "of the front; the default before)"),

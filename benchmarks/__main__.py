@@ -117,6 +117,21 @@ def _table_date(md: Path):
     return datetime.fromtimestamp(md.stat().st_mtime, timezone.utc), "file time"
 
 
+#: The benchmarks whose numbers come from graftsearch's search (grafting's runs search; the
+#: quantization benchmark quantises those runs' grafts).
+SEARCHING = ("search_quality", "peers", "peers_gp", "peers_cost", "grafting", "quantization")
+
+
+def _search_changed():
+    """(commit, time) of the last commit that changed the search's code, or None outside git."""
+    try:
+        out = subprocess.run(["git", "log", "-1", "--format=%h %ct", "--", "graftsearch/optimize"],
+                             cwd=ROOT, capture_output=True, text=True, check=True, timeout=30).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out[0], datetime.fromtimestamp(int(out[1]), timezone.utc)) if len(out) == 2 else None
+
+
 def _env() -> Dict[str, str]:
     env = dict(os.environ)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -316,6 +331,7 @@ def write_results(out: Path, records: List[dict], *, command: str, total: float,
                   "numbers.**", ""]
     lines += ["| step | command | status | minutes |", "|---|---|---|---:|"]
     lines += [f"| {r['name']} | `{r['command']}` | {r['status']} | {r['seconds'] / 60:.1f} |" for r in records]
+    changed = _search_changed()
     for name in SECTIONS:
         md = out / f"{name}.md"
         if name not in ran and md.is_file():  # --only: the other sections are an earlier run's
@@ -323,8 +339,13 @@ def write_results(out: Path, records: List[dict], *, command: str, total: float,
             used = re.search(r"Command: `([^`]+)`", md.read_text())
             command = used.group(1) if used else " ".join(
                 ["python -m benchmarks." + name] + FULL_ARGS.get(name, []))
+            stale = ""
+            if name in SEARCHING and changed is not None and stamp < changed[1]:
+                stale = (f"; made **before** the search's code last changed (commit {changed[0]}, "
+                         f"{changed[1]:%Y-%m-%d %H:%M} UTC), so its graftsearch numbers are the "
+                         "earlier search's")
             lines.append(f"| {name} | `{command}` | not run this time: its table of "
-                         f"{stamp:%Y-%m-%d %H:%M} UTC ({how}) is shown | |")
+                         f"{stamp:%Y-%m-%d %H:%M} UTC ({how}) is shown{stale} | |")
     lines += ["", "Raw numbers: `benchmarks/results/*.csv`; each section below is that benchmark's own "
               "`results/<name>.md` (command, settings, machine, threads, seeds).", ""]
     lines += headline(out)

@@ -399,3 +399,23 @@ def test_int8_library_choice_counts_every_target_per_seed_and_breaks_ties_by_lat
     text = " ".join(quantization._library_choice(rows))
     assert ("meets them on as many seeds as torchao's PT2E quantiser, and runs fastest of these "
             "(4.00 ms per image against 8.50 ms).") in text
+
+
+def test_a_searching_section_older_than_the_search_code_is_marked_so(tmp_path):
+    import os
+
+    changed = bench_main._search_changed()
+    assert changed is not None  # the tests run in a clone: git knows the search's last change
+    for name, when in (("peers", changed[1].timestamp() - 3600), ("grafting", changed[1].timestamp() + 3600),
+                       ("cultivation", changed[1].timestamp() - 3600)):
+        md = tmp_path / f"{name}.md"
+        md.write_text(f"# {name}\n\nCommand: `python -m benchmarks.{name}`.\n")
+        os.utime(md, (when, when))
+    page = bench_main.write_results(tmp_path, [], command="python -m benchmarks --page-only", total=0.0,
+                                    quick=False, cold=False).read_text()
+    rows = {line.split(" | ")[0].strip("| "): line for line in page.splitlines()
+            if line.startswith("| ") and "not run this time" in line}
+    assert "before** the search's code last changed" in rows["peers"]
+    assert changed[0] in rows["peers"]
+    assert "before" not in rows["grafting"]
+    assert "before" not in rows["cultivation"]  # it does not search

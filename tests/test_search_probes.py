@@ -10,6 +10,7 @@ import pytest
 
 import graftsearch as gs
 from graftsearch.optimize import _search
+from graftsearch.optimize._variation import flips
 from search_problems import InfoFitness, make_taps, stop_then_resume, strip_time
 
 CHANNELS = [8, 8, 16, 16, 32, 32, 64, 64, 96, 128]
@@ -80,13 +81,7 @@ def test_with_probes_every_seed_reaches_the_deep_tap_and_without_them_most_do_no
     close = {}
     for places in (0, 1):
         close[places] = 0
-        for seed in range(6):
-            _search.PROBE_PLACES, saved = places, _search.PROBE_PLACES
-            try:
-                result = gs.run_search(taps, head, DeepFitness(n),
-                                       _setup(seed=seed, generations=100, max_evaluations=40)[2])
-            finally:
-                _search.PROBE_PLACES = saved
+        for result in _short_runs("PROBE_PLACES", places):
             top = max(r.val_accuracy for r in result.records if r.trained)
             close[places] += top >= best - 0.005
     assert close[1] == 6
@@ -132,7 +127,7 @@ def test_the_climb_takes_the_picks_best_predicted_neighbour(monkeypatch):
         by_generation.setdefault(r.generation, set()).add(r.bits)
     climbed = 0
     for top, before, taken, model, out, generation in steps:
-        valid = [b for b in _flips1(top)
+        valid = [b for b in flips(top, 1)
                  if b not in before and b not in taken
                  and taps.cost(_taps_of(b), head).params <= settings.size_max]
         if not valid:
@@ -151,23 +146,26 @@ def test_with_the_climb_every_seed_tries_the_deep_tap_with_company():
     company = {}
     for places in (0, 1):
         company[places] = 0
-        for seed in range(6):
-            _search.CLIMB_PLACES, saved = places, _search.CLIMB_PLACES
-            try:
-                result = gs.run_search(taps, head, DeepFitness(n),
-                                       _setup(seed=seed, generations=100, max_evaluations=40)[2])
-            finally:
-                _search.CLIMB_PLACES = saved
+        for result in _short_runs("CLIMB_PLACES", places):
             company[places] += any(r.trained and 10 in r.taps and len(r.taps) > 1
                                    for r in result.records)
     assert company[1] == 6
     assert company[0] < 6
 
 
-def _flips1(bits: str):
-    flip = {"0": "1", "1": "0"}
-    out = [bits[:i] + flip[bits[i]] + bits[i + 1:] for i in range(len(bits))]
-    return [b for b in out if "1" in b]
+def _short_runs(constant: str, places: int):
+    """Searches of 40 evaluations on the hand-made problem, seeds 0-5, with the search's
+    ``constant`` set to ``places`` for each run."""
+    taps, head, _ = _setup()
+    saved = getattr(_search, constant)
+    for seed in range(6):
+        setattr(_search, constant, places)
+        try:
+            result = gs.run_search(taps, head, DeepFitness(len(taps)),
+                                   _setup(seed=seed, generations=100, max_evaluations=40)[2])
+        finally:
+            setattr(_search, constant, saved)
+        yield result
 
 
 def _taps_of(bits: str):

@@ -141,8 +141,6 @@ def test_the_climb_takes_the_picks_best_predicted_neighbour(monkeypatch):
 
 
 def test_with_the_climb_every_seed_tries_the_deep_tap_with_company():
-    taps, head, _ = _setup()
-    n = len(taps)
     company = {}
     for places in (0, 1):
         company[places] = 0

@@ -48,6 +48,9 @@ from benchmarks._machine import cpu_name, results_dir  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
 WORK = ROOT / "benchmarks" / "cache" / "grafting"
+# each finished seed's rows, committed beside the tables: a new checkout has no run directories
+# (benchmarks/cache is not in git), and a seed costs half an hour or more on 2 cores
+KEPT = RESULTS / "grafting_seeds"
 IMAGE_SIZE = 128
 MANUAL_TAPS = (10, 11, 12)
 SIZE_CAP = "30%"
@@ -140,15 +143,25 @@ def run_seed(seed: int, data: Path, args) -> List[Dict[str, object]]:
                     if k not in ("data", "run_dir", "cache_dir")}
     stamp = {"image_size": IMAGE_SIZE, "threads": args.threads, "latency_runs": args.latency_runs,
              "size_cap": SIZE_CAP, "fast_proxy": gs.FastSettings().as_dict(), "run": run_settings}
+    kept_file = None if args.quick else KEPT / f"seed{seed}.json"
+    code = _package_commit()
     if done_file.is_file():
         saved = json.loads(done_file.read_text())
         if saved.get("settings") == stamp:
             print(f"seed {seed}: reusing the rows in {done_file}", flush=True)
+            if kept_file is not None and code is not None and kept_rows(kept_file, stamp, code) is None:
+                keep_rows(kept_file, stamp, code, saved["rows"])
             return [dict(r, reused=True) if r["row"] == "whole graftsearch run" else r
                     for r in saved["rows"]]
         print(f"seed {seed}: the rows in {done_file} were measured with other settings; "
               "running it again", flush=True)
         shutil.rmtree(run_dir)
+    if kept_file is not None and code is not None:
+        kept = kept_rows(kept_file, stamp, code)
+        if kept is not None:
+            print(f"seed {seed}: reusing the rows in {kept_file} (graftsearch at commit {code[:7]})",
+                  flush=True)
+            return [dict(r, reused=True) if r["row"] == "whole graftsearch run" else r for r in kept]
     assert settings.size_max == SIZE_CAP
     began = time.perf_counter()
     outcome = gs.run(settings)
@@ -249,7 +262,42 @@ def run_seed(seed: int, data: Path, args) -> List[Dict[str, object]]:
 
     # numpy scalars become floats here, so the reused rows render as the measured ones
     write_text(done_file, json.dumps({"settings": stamp, "rows": rows}, default=float))
+    if kept_file is not None and code is not None:
+        keep_rows(kept_file, stamp, code, rows)
     return rows
+
+
+def _package_commit() -> Optional[str]:
+    """The last commit that changed ``graftsearch/``, or None when it has uncommitted changes
+    (or outside git): rows are only worth keeping for code that a commit names."""
+    import subprocess
+
+    try:
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "graftsearch"], cwd=ROOT,
+                               capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+        commit = subprocess.run(["git", "log", "-1", "--format=%H", "--", "graftsearch"], cwd=ROOT,
+                                capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit if commit and not dirty else None
+
+
+def kept_rows(path: Path, stamp: Dict[str, object], code: str) -> Optional[List[Dict[str, object]]]:
+    """A seed's committed rows if they were measured with these settings by this graftsearch."""
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("settings") != stamp or saved.get("graftsearch_commit") != code:
+        return None
+    return saved["rows"]
+
+
+def keep_rows(path: Path, stamp: Dict[str, object], code: str, rows: List[Dict[str, object]]) -> None:
+    from graftsearch._utils.atomic import write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps({"settings": stamp, "graftsearch_commit": code, "rows": rows},
+                                default=float, indent=1) + "\n")
 
 
 def _mean_sd(values: List[float]) -> str:
@@ -308,7 +356,9 @@ def _reused(runs: List[Dict[str, object]]) -> str:
     spent = sum(float(r["seconds"]) for r in reused) / 60
     return (f" (the rows of seed(s) {', '.join(str(r['seed']) for r in reused)} were measured by an "
             f"earlier run of this benchmark, whose graftsearch runs alone took {spent:.1f} min, and "
-            f"reused from `benchmark_rows.json` in their run directories)")
+            f"reused from `benchmark_rows.json` in their run directories or from "
+            f"`results/grafting_seeds/`, where each finished seed is kept with the settings and "
+            f"the graftsearch commit it was measured with)")
 
 
 def _verdicts(by_row: Dict[str, List[Dict[str, object]]], runs: List[Dict[str, object]]) -> str:

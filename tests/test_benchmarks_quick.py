@@ -419,3 +419,34 @@ def test_a_searching_section_older_than_the_search_code_is_marked_so(tmp_path):
     assert changed[0] in rows["peers"]
     assert "before" not in rows["grafting"]
     assert "before" not in rows["cultivation"]  # it does not search
+
+
+def test_grafting_keeps_a_seeds_rows_only_for_the_same_settings_and_graftsearch(tmp_path, monkeypatch):
+    import benchmarks.grafting as grafting
+
+    stamp = {"threads": 2, "run": {"seed": 1, "size_max": "30%"}}
+    rows = [{"seed": 1, "row": "cultivated donor", "test_accuracy": np.float64(0.9)}]
+    path = tmp_path / "kept" / "seed1.json"
+    assert grafting.kept_rows(path, stamp, "abc") is None  # nothing kept yet
+    grafting.keep_rows(path, stamp, "abc", rows)
+    assert grafting.kept_rows(path, stamp, "abc") == [{"seed": 1, "row": "cultivated donor",
+                                                        "test_accuracy": 0.9}]
+    assert grafting.kept_rows(path, dict(stamp, threads=1), "abc") is None
+    assert grafting.kept_rows(path, stamp, "def") is None
+
+    # which graftsearch measured them: the last commit under graftsearch/, none while it has changes
+    repo = tmp_path / "repo"
+    (repo / "graftsearch").mkdir(parents=True)
+    (repo / "graftsearch" / "a.py").write_text("x = 1\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git[:3] + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-qm", "a"], check=True)
+    head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    monkeypatch.setattr(grafting, "ROOT", repo)
+    assert grafting._package_commit() == head
+    (repo / "other.txt").write_text("not the package\n")
+    assert grafting._package_commit() == head
+    (repo / "graftsearch" / "a.py").write_text("x = 2\n")
+    assert grafting._package_commit() is None

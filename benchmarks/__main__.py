@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from benchmarks._machine import cpu_name
+from benchmarks._machine import cpu_name, last_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -124,12 +124,8 @@ SEARCHING = ("search_quality", "peers", "peers_gp", "peers_cost", "grafting", "q
 
 def _search_changed():
     """(commit, time) of the last commit that changed the search's code, or None outside git."""
-    try:
-        out = subprocess.run(["git", "log", "-1", "--format=%h %ct", "--", "graftsearch/optimize"],
-                             cwd=ROOT, capture_output=True, text=True, check=True, timeout=30).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (out[0], datetime.fromtimestamp(int(out[1]), timezone.utc)) if len(out) == 2 else None
+    last = last_commit(ROOT, "graftsearch/optimize")
+    return None if last is None else (last[0][:7], datetime.fromtimestamp(last[1], timezone.utc))
 
 
 def _env() -> Dict[str, str]:

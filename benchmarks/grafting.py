@@ -43,7 +43,7 @@ from typing import Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from benchmarks._machine import cpu_name, results_dir  # noqa: E402
+from benchmarks._machine import cpu_name, last_commit, results_dir  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data" / "plant-seedlings" / "images"
@@ -143,25 +143,23 @@ def run_seed(seed: int, data: Path, args) -> List[Dict[str, object]]:
                     if k not in ("data", "run_dir", "cache_dir")}
     stamp = {"image_size": IMAGE_SIZE, "threads": args.threads, "latency_runs": args.latency_runs,
              "size_cap": SIZE_CAP, "fast_proxy": gs.FastSettings().as_dict(), "run": run_settings}
-    kept_file = None if args.quick else KEPT / f"seed{seed}.json"
     code = _package_commit()
+    kept_file = None if args.quick or code is None else KEPT / f"seed{seed}.json"
     if done_file.is_file():
         saved = json.loads(done_file.read_text())
         if saved.get("settings") == stamp:
             print(f"seed {seed}: reusing the rows in {done_file}", flush=True)
-            if kept_file is not None and code is not None and kept_rows(kept_file, stamp, code) is None:
+            if kept_file is not None:
                 keep_rows(kept_file, stamp, code, saved["rows"])
-            return [dict(r, reused=True) if r["row"] == "whole graftsearch run" else r
-                    for r in saved["rows"]]
+            return _as_reused(saved["rows"])
         print(f"seed {seed}: the rows in {done_file} were measured with other settings; "
               "running it again", flush=True)
         shutil.rmtree(run_dir)
-    if kept_file is not None and code is not None:
-        kept = kept_rows(kept_file, stamp, code)
-        if kept is not None:
-            print(f"seed {seed}: reusing the rows in {kept_file} (graftsearch at commit {code[:7]})",
-                  flush=True)
-            return [dict(r, reused=True) if r["row"] == "whole graftsearch run" else r for r in kept]
+    kept = None if kept_file is None else kept_rows(kept_file, stamp, code)
+    if kept is not None:
+        print(f"seed {seed}: reusing the rows in {kept_file} (graftsearch at commit {code[:7]})",
+              flush=True)
+        return _as_reused(kept)
     assert settings.size_max == SIZE_CAP
     began = time.perf_counter()
     outcome = gs.run(settings)
@@ -262,9 +260,13 @@ def run_seed(seed: int, data: Path, args) -> List[Dict[str, object]]:
 
     # numpy scalars become floats here, so the reused rows render as the measured ones
     write_text(done_file, json.dumps({"settings": stamp, "rows": rows}, default=float))
-    if kept_file is not None and code is not None:
+    if kept_file is not None:
         keep_rows(kept_file, stamp, code, rows)
     return rows
+
+
+def _as_reused(rows: List[Dict[str, object]]) -> List[Dict[str, object]]:
+    return [dict(r, reused=True) if r["row"] == "whole graftsearch run" else r for r in rows]
 
 
 def _package_commit() -> Optional[str]:
@@ -275,11 +277,10 @@ def _package_commit() -> Optional[str]:
     try:
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "graftsearch"], cwd=ROOT,
                                capture_output=True, text=True, check=True, timeout=30).stdout.strip()
-        commit = subprocess.run(["git", "log", "-1", "--format=%H", "--", "graftsearch"], cwd=ROOT,
-                                capture_output=True, text=True, check=True, timeout=30).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return commit if commit and not dirty else None
+    last = last_commit(ROOT, "graftsearch")
+    return last[0] if last is not None and not dirty else None
 
 
 def kept_rows(path: Path, stamp: Dict[str, object], code: str) -> Optional[List[Dict[str, object]]]:

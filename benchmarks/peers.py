@@ -4,12 +4,12 @@ Every tool searches the same problem with the same fitness, behind the same eval
 with the same budget of distinct evaluations:
 
 - ``graftsearch``: :func:`graftsearch.run_search` with its defaults (constrained domination,
-  archive, uniform crossover 0.9, bit-flip 1/n, population 16, a random first population, no
+  archive, uniform crossover 0.9, bit-flip 1/n, population 8, a random first population, no
   local step, the surrogate screen of offspring ``screen=8`` with the GP, ``surrogate="gp"``,
   no refinement), in process; ablation rows change one part each (``ABLATION_PARTS``: no
   screen, the earlier ridge screen, the GP without the front's neighbours as candidates, the GP
   on every min-size place from the start, max-accuracy without its single-tap probes or
-  without its climb, the local step on a quarter of the places, population 32);
+  without its climb, the local step on a quarter of the places, population 16);
 - ``optuna``: ``NSGAIISampler(population_size=32)`` with the constraint set on each trial
   (``trial.set_constraint``; Optuna < 5: ``constraints_func``), one boolean categorical
   parameter per tap, directions (maximise P, minimise params), in-memory storage;
@@ -21,7 +21,7 @@ with the same budget of distinct evaluations:
 - ``pymoo``: ``NSGA2(pop_size=32, BinaryRandomSampling, TwoPointCrossover, BitflipMutation,
   eliminate_duplicates=True)`` on a binary problem with one inequality constraint (pymoo's
   feasibility-first survival and tournament), through ``pymoo.optimize.minimize``;
-  ``pymoo-ux`` the same with ``UniformCrossover`` (graftsearch's operator), ``pymoo-ux-16``
+  ``pymoo-ux`` the same with ``UniformCrossover`` (graftsearch's operator), ``pymoo-ux-8``
   also with graftsearch's population;
 - ``random``: distinct random selections; ``greedy``: greedy forward selection under size
   penalties; ``local``: first-improvement bit flips from the best single taps (all in
@@ -136,14 +136,14 @@ ABLATION_PARTS = {
     "graftsearch-local": ({"local_search": None}, "local_search=None (a quarter of each "
                                                    "generation's places to the one-bit neighbours "
                                                    "of the front; the default before)"),
-    "graftsearch-pop32": ({"population": 32}, "population=32 (the default before: half as many "
+    "graftsearch-pop16": ({"population": 16}, "population=16 (the default before: half as many "
                                                "generations for the same calls)"),
 }
 ABLATIONS = tuple(ABLATION_PARTS)
-TOOLS = ("graftsearch",) + ABLATIONS + ("optuna", "optuna-tpe", "pymoo", "pymoo-ux", "pymoo-ux-16",
+TOOLS = ("graftsearch",) + ABLATIONS + ("optuna", "optuna-tpe", "pymoo", "pymoo-ux", "pymoo-ux-8",
                                         "random", "greedy", "local")
-PEERS = ("optuna", "optuna-tpe", "pymoo", "pymoo-ux", "pymoo-ux-16")
-NSGA_PEERS = ("optuna", "pymoo", "pymoo-ux", "pymoo-ux-16")
+PEERS = ("optuna", "optuna-tpe", "pymoo", "pymoo-ux", "pymoo-ux-8")
+NSGA_PEERS = ("optuna", "pymoo", "pymoo-ux", "pymoo-ux-8")
 # TPE asks at most this many selections (repeats included) per distinct evaluation of its budget:
 # its cost per trial grows with the number of trials, and it repeats itself as it converges
 TPE_ASKS_PER_CALL = 2
@@ -376,7 +376,7 @@ def run_pymoo_ux(problem: Problem, objective: Objective, meter: Meter, seed: int
     return run_pymoo(problem, objective, meter, seed, crossover="uniform")
 
 
-def run_pymoo_ux_16(problem: Problem, objective: Objective, meter: Meter, seed: int, **_) -> Asks:
+def run_pymoo_ux_8(problem: Problem, objective: Objective, meter: Meter, seed: int, **_) -> Asks:
     """pymoo with graftsearch's operators and its default population."""
     return run_pymoo(problem, objective, meter, seed, population=int(_default("population")),
                      crossover="uniform")
@@ -427,7 +427,7 @@ RUNNERS: Dict[str, Callable[..., Asks]] = {
     **{tool: _ablation(options) for tool, (options, _) in ABLATION_PARTS.items()},
     "optuna": run_optuna, "optuna-tpe": run_optuna_tpe, "optuna-gp": run_optuna_gp,
     "pymoo": run_pymoo, "pymoo-ux": run_pymoo_ux,
-    "pymoo-ux-16": run_pymoo_ux_16,
+    "pymoo-ux-8": run_pymoo_ux_8,
     "random": run_random, "greedy": run_greedy, "local": run_local}
 
 
@@ -831,7 +831,7 @@ def markdown(frame, runs, notes, *, command: str, seeds: int, elapsed: float, jo
              f"Machine: {context['machine']}; {context['versions']}; total {elapsed / 60:.1f} min"
              + (f"; the problems measured {jobs} at a time, one process each" if jobs > 1 else "") + ".  ",
              f"Seeds: {seeds} (0..{seeds - 1}); population {POPULATION} for the peers' NSGA-IIs "
-             f"(`pymoo-ux-16`: graftsearch's), graftsearch at its default "
+             f"(`pymoo-ux-8`: graftsearch's), graftsearch at its default "
              f"({int(context.get('population', POPULATION))}; its generations unbounded: the "
              "budget stops every tool); TPE asks at "
              f"most {TPE_ASKS_PER_CALL}x its budget in trials and Optuna's NSGA-II "
@@ -846,7 +846,7 @@ def markdown(frame, runs, notes, *, command: str, seeds: int, elapsed: float, jo
              "and (max-accuracy) selections over size_max are answered without a call. Smaller budgets "
              "are prefixes of each run's call sequence. Verdicts: two-sided Mann-Whitney U test over "
              f"the seeds, p < {ALPHA:g}. `pymoo-ux`: pymoo with graftsearch's uniform crossover "
-             "(`pymoo-ux-16`: and its population); "
+             "(`pymoo-ux-8`: and its population); "
              "`local`: first-improvement bit flips from the best single taps. See "
              "`benchmarks/peers.py` for the glue code.", "",
              "Objectives (both from the paper's manual pick: three consecutive taps before a stage "

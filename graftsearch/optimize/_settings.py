@@ -112,8 +112,9 @@ class SearchSettings:
     ``size_max`` accepts numbers or text, converted into that metric's unit (see
     :func:`parse_size`) and stored converted.
 
-    Evolution: ``population`` selections per generation (default 16 for 80 generations: with a
-    surrogate, a smaller generation refits it more often within a small budget), offspring by
+    Evolution: ``population`` selections per generation (default 8 for 160 generations: with a
+    surrogate, a smaller generation refits it more often within a small budget; 16 and, before
+    that, 32 were the defaults, see the peers benchmark's ablation rows), offspring by
     binary tournament
     (constrained rank, then crowding distance), ``crossover`` ("uniform": each bit swapped with
     probability 0.5, or "two-point") with probability ``cx_prob``, then bit-flip mutation with
@@ -159,8 +160,8 @@ class SearchSettings:
     p_min: Optional[float] = None
     size_max: Optional[SizeLike] = None
     size_metric: str = field(default="params", metadata={"choices": SIZE_METRICS})
-    population: int = 16
-    generations: int = 80
+    population: int = 8
+    generations: int = 160
     max_evaluations: Optional[int] = None
     max_seconds: Optional[float] = None
     stagnation: Optional[int] = None

@@ -114,7 +114,9 @@ class SearchSettings:
 
     Evolution: ``population`` selections per generation (default 8 for 160 generations: with a
     surrogate, a smaller generation refits it more often within a small budget; 16 and, before
-    that, 32 were the defaults, see the peers benchmark's ablation rows), offspring by
+    that, 32 were the defaults, see the peers benchmark's ablation rows; a generation's new
+    selections are one parallel batch, so with more than 8 workers a larger population keeps
+    them busy), offspring by
     binary tournament
     (constrained rank, then crowding distance), ``crossover`` ("uniform": each bit swapped with
     probability 0.5, or "two-point") with probability ``cx_prob``, then bit-flip mutation with

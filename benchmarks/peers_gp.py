@@ -15,12 +15,16 @@ budget, 10 seeds): hypervolume does not depend on the process that measured it. 
 two-sided Mann-Whitney U test, p < 0.05.
 
 Usage: ``python -m benchmarks.peers_gp [--seeds 5] [--jobs 2] [--quick] [--out DIR]``. Writes
-``peers_gp.csv`` (one row per run) and ``peers_gp.md``.
+``peers_gp.csv`` (one row per run), ``peers_gp_meta.json`` (the command and its minutes) and
+``peers_gp.md``. ``--render`` writes ``peers_gp.md`` again from the saved runs and the current
+``peers.csv`` without running GPSampler (whose runs do not depend on graftsearch's code: after
+``peers`` has been re-run, the page then compares against the new graftsearch runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -99,18 +103,19 @@ def verdicts(gp, ours) -> List[dict]:
     return out
 
 
-def markdown(gp, ours, *, command: str, elapsed: float, jobs: int) -> str:
+def markdown(gp, ours, *, command: str, elapsed: float, jobs: int, provenance: str = "",
+             machine: Optional[str] = None, versions: Optional[str] = None) -> str:
     tests = verdicts(gp, ours)
     lines = ["# Peers: Optuna's GPSampler at the smallest budget", "",
              f"Command: `{command}`  ",
-             f"Machine: {cpu_name()}, 1 torch thread per process, {jobs} process(es); "
-             f"{peers._versions()}; total {elapsed / 60:.1f} min.  ",
+             f"Machine: {machine or cpu_name()}, 1 torch thread per process, {jobs} process(es); "
+             f"{versions or peers._versions()}; total {elapsed / 60:.1f} min.  ",
              f"GPSampler: `GPSampler(seed=seed, deterministic_objective=True, constraints_func=...)`, "
              f"{gp.seed.nunique()} seeds (0..{gp.seed.max()}), "
              f"{gp.budget_pct.iloc[0]:g}% of each space; graftsearch: its runs in `peers.csv` "
              f"(same tables and budget). Hypervolume fraction with the reference at the "
              f"constraint, as in `peers`; verdicts by a two-sided Mann-Whitney U test, p < "
-             f"{peers.ALPHA:g}.", "",
+             f"{peers.ALPHA:g}." + (f"  \n{provenance}" if provenance else ""), "",
              "| problem | objective | budget | graftsearch | GPSampler | verdict (p) | GPSampler s per trial |",
              "|---|---|---:|---|---|---|---:|"]
     for x in tests:
@@ -135,6 +140,29 @@ def markdown(gp, ours, *, command: str, elapsed: float, jobs: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _utc(seconds: float) -> str:
+    from datetime import datetime, timezone
+
+    return f"{datetime.fromtimestamp(seconds, timezone.utc):%Y-%m-%d %H:%M} UTC"
+
+
+def _page(out: Path, gp, meta: dict, *, rendered: bool = False) -> str:
+    import pandas as pd
+
+    ours = pd.read_csv(out / "peers.csv")
+    ours = ours[ours.tool == "graftsearch"]
+    provenance = ""
+    if rendered:
+        provenance = (f"Written again by `python -m benchmarks.peers_gp --render`: GPSampler's runs "
+                      f"are those of the command above (finished {_utc(meta['finished'])}; they do "
+                      f"not depend on graftsearch's code), graftsearch's are `peers.csv` of "
+                      f"{_utc((out / 'peers.csv').stat().st_mtime)}.")
+    text = markdown(gp, ours, command=meta["command"], elapsed=meta["seconds"], jobs=meta["jobs"],
+                    provenance=provenance, machine=meta.get("machine"), versions=meta.get("versions"))
+    (out / "peers_gp.md").write_text(text)
+    return text
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     import pandas as pd
     from joblib import Parallel, delayed
@@ -145,12 +173,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: the quick peers problem, 2 seeds, its smallest budget")
     parser.add_argument("--out", default=str(RESULTS), help="where the tables go (and peers.csv is read)")
+    parser.add_argument("--render", action="store_true",
+                        help="write the page again from the saved runs and the current peers.csv")
     args = parser.parse_args(argv)
     out = Path(args.out)
     ours_path = out / "peers.csv"
     if not ours_path.is_file():
         print(f"{ours_path} not found: run `python -m benchmarks.peers` first")
         return 1
+    if args.render:
+        saved, meta_path = out / "peers_gp.csv", out / "peers_gp_meta.json"
+        if not (saved.is_file() and meta_path.is_file()):
+            print(f"{saved} or {meta_path} not found: run `python -m benchmarks.peers_gp` first")
+            return 1
+        print(_page(out, pd.read_csv(saved), json.loads(meta_path.read_text()), rendered=True))
+        return 0
     started = time.perf_counter()
     seeds = 2 if args.quick else args.seeds
     names = (peers.problems_for(True)[0].name,) if args.quick else PROBLEMS
@@ -159,13 +196,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         delayed(_measure)(n, o, seeds, args.quick) for n, o in cases)
     gp = pd.DataFrame([r for part in parts for r in part])
     gp.to_csv(out / "peers_gp.csv", index=False)
-    ours = pd.read_csv(ours_path)
-    ours = ours[ours.tool == "graftsearch"]
     command = " ".join(["python -m benchmarks.peers_gp"] + list(argv if argv is not None else sys.argv[1:]))
-    text = markdown(gp, ours, command=command, elapsed=time.perf_counter() - started,
-                    jobs=min(args.jobs, len(cases)))
-    (out / "peers_gp.md").write_text(text)
-    print(text)
+    meta = {"command": command, "seconds": time.perf_counter() - started,
+            "jobs": min(args.jobs, len(cases)), "finished": time.time(), "machine": cpu_name(),
+            "versions": peers._versions()}
+    (out / "peers_gp_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(_page(out, gp, meta))
     return 0
 
 

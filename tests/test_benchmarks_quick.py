@@ -233,6 +233,37 @@ def test_quick_run_writes_every_table_and_leaves_the_reported_ones_alone(quick_r
         assert "The graft's PTQ copy: test accuracy" in int8
 
 
+def test_peers_gp_render_compares_the_saved_runs_with_the_current_peers_csv(quick_run, tmp_path):
+    import shutil
+
+    from benchmarks import peers_gp
+
+    out, proc, _, _ = quick_run
+    assert proc.returncode == 0
+    here = tmp_path / "results"
+    shutil.copytree(out, here)
+    assert peers_gp.main(["--out", str(here), "--render"]) == 0
+    again = (here / "peers_gp.md").read_text()
+    assert "Written again by `python -m benchmarks.peers_gp --render`" in again
+    # the same runs, so the same table
+    assert again.split("| problem |")[1] == (out / "peers_gp.md").read_text().split("| problem |")[1]
+    # graftsearch's runs changed: the page follows them, GPSampler's runs stay as saved
+    ours = (here / "peers.csv").read_text().splitlines()
+    columns = ours[0].split(",")
+    tool, hv = columns.index("tool"), columns.index("hv_c_fraction")
+    rows = [line.split(",") for line in ours[1:]]
+    for row in rows:
+        if row[tool] == "graftsearch":
+            row[hv] = "0.0"
+    (here / "peers.csv").write_text("\n".join([ours[0]] + [",".join(r) for r in rows]) + "\n")
+    assert peers_gp.main(["--out", str(here), "--render"]) == 0
+    page = (here / "peers_gp.md").read_text()
+    assert page != (out / "peers_gp.md").read_text()
+    assert "0.0000 ± 0.0000" in page
+    (here / "peers_gp_meta.json").unlink()
+    assert peers_gp.main(["--out", str(here), "--render"]) == 1
+
+
 def test_quick_peers_table_measures_every_tool_and_objective(quick_run):
     out, proc, _, _ = quick_run
     assert proc.returncode == 0

@@ -286,8 +286,9 @@ def _paper_pair_latency(out: Path) -> Optional[str]:
         return None
 
 
-def headline(out: Path) -> List[str]:
-    """The peers' verdict on the targets, lifted to the top of the page."""
+def headline(out: Path, stale: str = "") -> List[str]:
+    """The peers' verdict on the targets, lifted to the top of the page; ``stale``, when the
+    peers' table was made before the search's code last changed, says so above them."""
     md = out / "peers.md"
     if not md.is_file():
         return []
@@ -295,7 +296,11 @@ def headline(out: Path) -> List[str]:
     if len(text) < 2:
         return []
     block = text[1].split("\n## ", 1)[0].strip()
-    lines = ["## Targets (from the peer comparison below)", "", block]
+    lines = ["## Targets (from the peer comparison below)", ""]
+    if stale:
+        lines += [f"These verdicts are of the search before its code last changed ({stale}); the "
+                  "step table above says when each page was made.", ""]
+    lines += [block]
     gp = out / "peers_gp.md"
     if gp.is_file():  # its verdict sentence, computed from its table
         found = re.search(r"^graftsearch is significantly better than GPSampler.*$", gp.read_text(), re.M)
@@ -328,6 +333,7 @@ def write_results(out: Path, records: List[dict], *, command: str, total: float,
     lines += ["| step | command | status | minutes |", "|---|---|---|---:|"]
     lines += [f"| {r['name']} | `{r['command']}` | {r['status']} | {r['seconds'] / 60:.1f} |" for r in records]
     changed = _search_changed()
+    stale_peers = ""
     for name in SECTIONS:
         md = out / f"{name}.md"
         if name not in ran and md.is_file():  # --only: the other sections are an earlier run's
@@ -337,6 +343,7 @@ def write_results(out: Path, records: List[dict], *, command: str, total: float,
                 ["python -m benchmarks." + name] + FULL_ARGS.get(name, []))
             stale = ""
             if name in SEARCHING and changed is not None and stamp < changed[1]:
+                stale_peers = stale_peers or (f"commit {changed[0]}" if name == "peers" else "")
                 stale = (f"; made **before** the search's code last changed (commit {changed[0]}, "
                          f"{changed[1]:%Y-%m-%d %H:%M} UTC), so its graftsearch numbers are the "
                          "earlier search's")
@@ -344,7 +351,7 @@ def write_results(out: Path, records: List[dict], *, command: str, total: float,
                          f"{stamp:%Y-%m-%d %H:%M} UTC ({how}) is shown{stale} | |")
     lines += ["", "Raw numbers: `benchmarks/results/*.csv`; each section below is that benchmark's own "
               "`results/<name>.md` (command, settings, machine, threads, seeds).", ""]
-    lines += headline(out)
+    lines += headline(out, stale_peers)
     lines += paper_vs_ours(out)
     for name in SECTIONS:
         md = out / f"{name}.md"

@@ -440,16 +440,24 @@ def test_a_searching_section_older_than_the_search_code_is_marked_so(tmp_path):
     for name, when in (("peers", changed[1].timestamp() - 3600), ("grafting", changed[1].timestamp() + 3600),
                        ("cultivation", changed[1].timestamp() - 3600)):
         md = tmp_path / f"{name}.md"
-        md.write_text(f"# {name}\n\nCommand: `python -m benchmarks.{name}`.\n")
+        md.write_text(f"# {name}\n\nCommand: `python -m benchmarks.{name}`.\n\n## Targets\n\n- a verdict\n")
         os.utime(md, (when, when))
     page = bench_main.write_results(tmp_path, [], command="python -m benchmarks --page-only", total=0.0,
                                     quick=False, cold=False).read_text()
+    # the targets lifted to the top say that they are the earlier search's
+    targets = page.split("## Targets (from the peer comparison below)")[1].split("- a verdict")[0]
+    assert f"These verdicts are of the search before its code last changed (commit {changed[0]})" in targets
     rows = {line.split(" | ")[0].strip("| "): line for line in page.splitlines()
             if line.startswith("| ") and "not run this time" in line}
     assert "before** the search's code last changed" in rows["peers"]
     assert changed[0] in rows["peers"]
     assert "before" not in rows["grafting"]
     assert "before" not in rows["cultivation"]  # it does not search
+    fresh = changed[1].timestamp() + 3600
+    os.utime(tmp_path / "peers.md", (fresh, fresh))
+    page = bench_main.write_results(tmp_path, [], command="python -m benchmarks --page-only", total=0.0,
+                                    quick=False, cold=False).read_text()
+    assert "- a verdict" in page and "These verdicts are of the search before" not in page
 
 
 def test_grafting_keeps_a_seeds_rows_only_for_the_same_settings_and_graftsearch(tmp_path, monkeypatch):

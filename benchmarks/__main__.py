@@ -343,7 +343,8 @@ def write_results(out: Path, records: List[dict], *, command: str, total: float,
                 ["python -m benchmarks." + name] + FULL_ARGS.get(name, []))
             stale = ""
             if name in SEARCHING and changed is not None and stamp < changed[1]:
-                stale_peers = stale_peers or (f"commit {changed[0]}" if name == "peers" else "")
+                if name == "peers":
+                    stale_peers = f"commit {changed[0]}"
                 stale = (f"; made **before** the search's code last changed (commit {changed[0]}, "
                          f"{changed[1]:%Y-%m-%d %H:%M} UTC), so its graftsearch numbers are the "
                          "earlier search's")

@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 from benchmarks._machine import cpu_name  # noqa: E402
 from benchmarks._problems import RESULTS, Objective, exhaustive_table, hv_of, mask_of  # noqa: E402
 from benchmarks import peers  # noqa: E402
+from graftsearch._utils.atomic import write_text  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -159,7 +160,7 @@ def _page(out: Path, gp, meta: dict, *, rendered: bool = False) -> str:
                       f"{_utc((out / 'peers.csv').stat().st_mtime)}.")
     text = markdown(gp, ours, command=meta["command"], elapsed=meta["seconds"], jobs=meta["jobs"],
                     provenance=provenance, machine=meta.get("machine"), versions=meta.get("versions"))
-    (out / "peers_gp.md").write_text(text)
+    write_text(out / "peers_gp.md", text)
     return text
 
 
@@ -200,7 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     meta = {"command": command, "seconds": time.perf_counter() - started,
             "jobs": min(args.jobs, len(cases)), "finished": time.time(), "machine": cpu_name(),
             "versions": peers._versions()}
-    (out / "peers_gp_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    write_text(out / "peers_gp_meta.json", json.dumps(meta, indent=1) + "\n")
     print(_page(out, gp, meta))
     return 0
 
